@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install and start what the tests need; idempotent.
+set -uo pipefail
+if ! command -v dovecot >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null) \
+    || echo "services: could not install dovecot-imapd" >&2
+fi
+# Dovecot's packaged instance is not needed: the tests start their own on loopback.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop dovecot >/dev/null 2>&1 || true; fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log || echo "services: redis did not start" >&2
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || echo "services: postgresql did not start" >&2
+fi
+exit 0

@@ -1,0 +1,1 @@
+"""Executors: what an approved plan does. Each registers itself by entry point."""

@@ -1,0 +1,1 @@
+"""Planners: turn an action into a proposed plan. Each registers itself by entry point."""

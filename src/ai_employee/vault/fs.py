@@ -1,0 +1,197 @@
+"""Durable file operations: the one place that writes or moves state in the vault.
+
+Writes: temp file (dot-prefixed, same folder) -> fsync -> rename -> fsync the folder.
+Moves: rename(2) only, never copy-and-delete. A move out of a folder the watcher watches is
+done as link(2) + unlink(2) instead (see docs/decisions/0003-moves-out-of-watched-folders.md):
+watchdog holds an unpaired "moved from" event for 0.5 s and everything behind it waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import secrets
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+TEMP_PREFIX = ".aie-tmp-"
+
+_libc: ctypes.CDLL | None
+try:
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+except OSError:  # pragma: no cover - not Linux
+    _libc = None
+
+
+class CrossDeviceError(OSError):
+    """State folders span filesystems: renames between them would not be atomic."""
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def syncfs(any_path: Path) -> None:
+    """Flush every dirty page and inode of the filesystem holding `any_path` (one barrier per batch)."""
+    fd = os.open(any_path, os.O_RDONLY)
+    try:
+        if _libc is not None and hasattr(_libc, "syncfs"):
+            if _libc.syncfs(fd) != 0:
+                errno = ctypes.get_errno()
+                raise OSError(errno, os.strerror(errno), str(any_path))
+        else:  # pragma: no cover
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def temp_path_for(target: Path) -> Path:
+    return target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{target.name}"[:255])
+
+
+def _write_temp(target: Path, data: bytes, *, sync: bool) -> Path:
+    temp = temp_path_for(target)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        if sync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    os.close(fd)
+    return temp
+
+
+def write_durable(target: Path, data: bytes) -> None:
+    """Replace `target` with `data` so that a crash leaves the old content or the new, never half."""
+    temp = _write_temp(target, data, sync=True)
+    try:
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    fsync_dir(target.parent)
+
+
+def write_durable_batch(items: Sequence[tuple[Path, bytes]], *, barrier: Path | None = None) -> None:
+    """Group commit: write every temp, one sync barrier, rename all, one more barrier.
+
+    For one or two items, per-file fsync is cheaper than a filesystem-wide sync.
+    """
+    if not items:
+        return
+    if len(items) <= 2 or barrier is None:
+        for target, data in items:
+            write_durable(target, data)
+        return
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for target, data in items:
+            temps.append((_write_temp(target, data, sync=False), target))
+        syncfs(barrier)
+        for temp, target in temps:
+            os.replace(temp, target)
+    except BaseException:
+        for temp, _ in temps:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+        raise
+    syncfs(barrier)
+
+
+def exclusive_create_durable(target: Path, data: bytes) -> bool:
+    """Write `target` only if it does not exist yet (link(2) fails on an existing name).
+
+    Returns False, leaving the existing file alone, when the name is taken.
+    """
+    temp = _write_temp(target, data, sync=True)
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+    fsync_dir(target.parent)
+    return True
+
+
+def move(source: Path, target: Path, *, source_watched: bool = False, sync: bool = True) -> None:
+    """Move atomically within one filesystem; never overwrite an existing target.
+
+    `source_watched`: link + unlink instead of rename, so that the watcher sees a delete and
+    a create rather than a move it would hold for half a second. A crash between the two
+    leaves the same inode under both names; `finish_move` repairs that.
+    """
+    if source_watched:
+        os.link(source, target)
+        if sync:
+            fsync_dir(target.parent)
+        os.unlink(source)
+    else:
+        if target.exists():
+            raise FileExistsError(target)
+        os.rename(source, target)
+        if sync:
+            fsync_dir(target.parent)
+    if sync:
+        fsync_dir(source.parent)
+
+
+def finish_move(source: Path, target: Path) -> bool:
+    """Complete a link+unlink move interrupted by a crash. True if `source` was a leftover."""
+    try:
+        if os.path.samefile(source, target):
+            os.unlink(source)
+            return True
+    except FileNotFoundError:
+        return False
+    return False
+
+
+def unique_path(folder: Path, stem: str, suffix: str, *, taken: Iterable[str] = ()) -> Path:
+    """`folder/stem suffix`, or `stem (2) suffix`... when that name exists."""
+    taken_set = set(taken)
+    candidate = folder / f"{stem}{suffix}"
+    number = 2
+    while candidate.name in taken_set or os.path.lexists(candidate):
+        candidate = folder / f"{stem} ({number}){suffix}"
+        number += 1
+    return candidate
+
+
+def ensure_same_filesystem(folders: Iterable[Path]) -> None:
+    devices: dict[int, Path] = {}
+    for folder in folders:
+        device = folder.stat().st_dev
+        devices.setdefault(device, folder)
+    if len(devices) > 1:
+        names = ", ".join(str(path) for path in devices.values())
+        raise CrossDeviceError(
+            18, f"the vault's state folders span filesystems ({names}); moves would not be atomic"
+        )
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete our own temp files left by a crash (only names with our prefix)."""
+    removed = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(TEMP_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed

@@ -1,0 +1,198 @@
+"""Notes are Markdown with YAML frontmatter: the one parser and renderer, and the note models.
+
+Parsing is safe by construction: libyaml's C safe loader where available, anchors and
+aliases refused (no alias bombs), frontmatter capped at 64 KiB, types checked by pydantic.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+try:  # the C loader and dumper are 5-7x faster (DESIGN.md: 6 s vs 34 s per 100k notes)
+    from yaml import CSafeDumper as SafeDumper
+    from yaml import CSafeLoader as SafeLoader
+except ImportError:  # pragma: no cover
+    from yaml import SafeDumper, SafeLoader  # type: ignore[assignment]
+
+MAX_FRONTMATTER_BYTES = 64 * 1024
+FENCE = "---"
+
+
+class NoteError(ValueError):
+    """A note cannot be read; the message says why, for the human."""
+
+
+def split_note(text: str) -> tuple[str, str]:
+    """Return (frontmatter YAML, body). Raises NoteError without a frontmatter block."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.startswith(FENCE + "\n") and not text.startswith(FENCE + "\r\n"):
+        raise NoteError("the note has no YAML frontmatter (it must start with a '---' line)")
+    start = text.index("\n") + 1
+    end = _closing_fence(text, start)
+    if end < 0:
+        raise NoteError("the note's frontmatter is not closed by a '---' line")
+    frontmatter = text[start:end]
+    if len(frontmatter.encode("utf-8")) > MAX_FRONTMATTER_BYTES:
+        raise NoteError(f"the note's frontmatter is larger than {MAX_FRONTMATTER_BYTES // 1024} KiB")
+    after = text.find("\n", end)
+    body = "" if after < 0 else text[after + 1 :]
+    return frontmatter, body
+
+
+def _closing_fence(text: str, start: int) -> int:
+    if text.startswith(FENCE, start) and text[start + 3 : start + 4] in ("\n", "\r", ""):
+        return start
+    position = start
+    limit = start + MAX_FRONTMATTER_BYTES + 8
+    while True:
+        found = text.find("\n" + FENCE, position, limit)
+        if found < 0:
+            return -1
+        tail = text[found + 4 : found + 5]
+        if tail in ("\n", "\r", ""):
+            return found + 1
+        position = found + 1
+
+
+_ANCHOR_OR_ALIAS = re.compile(r"[&*]")
+
+
+def parse_yaml_mapping(source: str) -> dict[str, Any]:
+    """Parse YAML that must be a mapping, refusing anchors and aliases."""
+    if _ANCHOR_OR_ALIAS.search(source):
+        _refuse_anchors(source)
+    try:
+        loaded = yaml.load(source, Loader=SafeLoader)  # noqa: S506 - SafeLoader
+    except yaml.YAMLError as error:
+        raise NoteError(f"the frontmatter is not valid YAML: {_short_yaml_error(error)}") from error
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise NoteError("the frontmatter must be a mapping of properties")
+    return {str(key): value for key, value in loaded.items()}
+
+
+def _refuse_anchors(source: str) -> None:
+    try:
+        for event in yaml.parse(source, Loader=SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise NoteError("the frontmatter uses YAML anchors or aliases, which are not allowed")
+    except yaml.YAMLError as error:
+        raise NoteError(f"the frontmatter is not valid YAML: {_short_yaml_error(error)}") from error
+
+
+def _short_yaml_error(error: yaml.YAMLError) -> str:
+    text = str(error).replace("\n", " ")
+    return text[:300]
+
+
+def parse_note(text: str) -> tuple[dict[str, Any], str]:
+    frontmatter, body = split_note(text)
+    return parse_yaml_mapping(frontmatter), body
+
+
+def dump_yaml(properties: dict[str, Any]) -> str:
+    dumped: str = yaml.dump(
+        properties,
+        Dumper=SafeDumper,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+        width=4096,
+    )
+    return dumped
+
+
+def render_note(properties: dict[str, Any], body: str) -> str:
+    if body and not body.startswith("\n"):
+        body = "\n" + body
+    if body and not body.endswith("\n"):
+        body += "\n"
+    return f"{FENCE}\n{dump_yaml(properties)}{FENCE}\n{body}"
+
+
+def wikilink(vault_relative: str) -> str:
+    target = vault_relative[:-3] if vault_relative.endswith(".md") else vault_relative
+    return f"[[{target}]]"
+
+
+def json_block(value: Any) -> str:
+    return "```json\n" + json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n```"
+
+
+# --- note models -----------------------------------------------------------------------
+
+ActionStatus = Literal["needs_action", "planned", "done", "rejected", "failed"]
+PlanStatus = Literal["pending_approval", "approved", "running", "done", "failed", "rejected"]
+
+
+class _Note(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    @field_validator("id", check_fields=False)
+    @classmethod
+    def _id_is_plain(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}", value):
+            raise ValueError("id must be letters, digits and - _ . : only")
+        return value
+
+
+class ActionNote(_Note):
+    id: str
+    type: Literal["action"] = "action"
+    source: Literal["file", "email", "telegram"]
+    received: datetime
+    title: str
+    status: ActionStatus
+    attachments: list[str] = Field(default_factory=list)
+    sender: str | None = None
+    subject: str | None = None
+    source_ref: str | None = None
+    intent: str | None = None
+    transcript_cost_usd: float | None = None
+
+
+class PlanNote(_Note):
+    id: str
+    type: Literal["plan"] = "plan"
+    action_id: str
+    action: str = Field(min_length=1, max_length=100)
+    params: dict[str, Any]
+    status: PlanStatus
+    planner: str
+    risk: Literal["low", "medium", "high"]
+    created: datetime
+    executed_at: datetime | None = None
+    dry_run: bool | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def read_plan(text: str) -> tuple[PlanNote, dict[str, Any], str]:
+    """Parse and type-check a plan note: (model, raw properties, body). Raises NoteError."""
+    properties, body = parse_note(text)
+    if properties.get("type") not in (None, "plan"):
+        raise NoteError(f"this is not a plan note (type: {properties.get('type')!r})")
+    try:
+        plan = PlanNote.model_validate(properties)
+    except ValidationError as error:
+        raise NoteError("the plan's properties are invalid: " + describe_validation(error)) from error
+    return plan, properties, body
+
+
+def describe_validation(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(piece) for piece in item["loc"]) or "(note)"
+        parts.append(f"{where}: {item['msg']}")
+    more = len(error.errors()) - 5
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
