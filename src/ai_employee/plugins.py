@@ -79,9 +79,13 @@ class ServiceContext:
     actions: ActionLookup
 
 
-def load_factories(group: str) -> dict[str, Callable[..., Any]]:
-    """name -> factory for every entry point of `group` that imports."""
+def load_factories(group: str) -> tuple[dict[str, Callable[..., Any]], dict[str, str]]:
+    """(name -> factory, name -> why it failed to import) for every entry point of `group`."""
     found: dict[str, Callable[..., Any]] = {}
+    broken: dict[str, str] = {}
     for entry in entry_points(group=group):
-        found[entry.name] = entry.load()
-    return found
+        try:
+            found[entry.name] = entry.load()
+        except Exception as error:  # a broken plug-in must not stop the daemon
+            broken[entry.name] = f"failed to load: {type(error).__name__}: {error}"
+    return found, broken

@@ -39,8 +39,11 @@ class EventBus(ABC):
         """Deliver to sync subscribers now and schedule async ones. Thread-safe."""
 
     @abstractmethod
-    async def drain(self, timeout: float | None = None) -> None:
-        """Wait until the async subscribers scheduled so far have finished."""
+    async def drain(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - a deadline, not a cancel scope
+        """Wait until the async subscribers scheduled so far have finished.
+
+        Raises TimeoutError when they have not finished within `timeout` seconds.
+        """
 
     @abstractmethod
     def history(self, limit: int | None = None, correlation_id: str | None = None) -> Sequence[Event]: ...

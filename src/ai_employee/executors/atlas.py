@@ -1,14 +1,39 @@
-"""atlas.work_order: create a work order in Atlas CMMS."""
+"""atlas.work_order: create a work order in Atlas CMMS, exactly once.
+
+Atlas has no idempotency key, so exactly-once rests on two things:
+- the journal: an intent is written before the POST and the work order id after it, so a
+  plan that already made its work order returns the recorded result without calling Atlas;
+- a marker line in the work order's description (`ai-employee plan: <plan id>`): when the
+  journal holds an intent but no id (the daemon died, or the answer was lost), the executor
+  searches Atlas for the marker before it creates anything.
+"""
 
 from __future__ import annotations
 
-from datetime import date
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
+import httpx
+import structlog
 from pydantic import Field
 
-from ai_employee.executors.base import ActionParams
-from ai_employee.plugins import PluginDisabled
+from ai_employee.clients.atlas import AtlasClient, filter_field, search_criteria
+from ai_employee.clients.retry import RetryPolicy, ServiceError, ServiceRejected
+from ai_employee.executors.base import (
+    ActionParams,
+    ExecutionContext,
+    ExecutionError,
+    Executor,
+    ExecutorUnavailable,
+)
+
+log = structlog.get_logger(__name__)
+
+JOURNAL_KEY = "atlas.create"
+MARKER_PREFIX = "ai-employee plan: "
+MASK = "***"
 
 
 class WorkOrderParams(ActionParams):
@@ -21,5 +46,253 @@ class WorkOrderParams(ActionParams):
     assignees: list[str] = Field(default_factory=list, description="user emails, resolved to ids")
 
 
-def create(settings: Any) -> None:
-    raise PluginDisabled("atlas.work_order is not built yet")
+def marker_for(plan_id: str) -> str:
+    return f"{MARKER_PREFIX}{plan_id}"
+
+
+def due_date_value(day: date) -> str:
+    """Noon UTC: the same calendar day in every time zone from UTC-11 to UTC+11, where Atlas shows it."""
+    return f"{day.isoformat()}T12:00:00.000Z"
+
+
+def work_order_body(
+    params: WorkOrderParams,
+    marker: str,
+    *,
+    asset: Any = None,
+    location: Any = None,
+    assignees: list[Any] | None = None,
+) -> dict[str, Any]:
+    """The POST /work-orders body; relation ids are passed in (real ids, or placeholders in dry-run)."""
+    description = params.description.rstrip()
+    body: dict[str, Any] = {
+        "title": params.title,
+        "description": f"{description}\n\n{marker}" if description else marker,
+        "priority": params.priority,
+    }
+    if params.due_date is not None:
+        body["dueDate"] = due_date_value(params.due_date)
+    if asset is not None:
+        body["asset"] = {"id": asset}
+    if location is not None:
+        body["location"] = {"id": location}
+    if assignees:
+        body["assignedTo"] = [{"id": ident} for ident in assignees]
+    return body
+
+
+def _join_names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+class AtlasWorkOrderExecutor(Executor):
+    name = "atlas.work_order"
+    params_model = WorkOrderParams
+    description = "Create a work order in Atlas CMMS"
+    external = True
+
+    def __init__(
+        self,
+        base_url: str | None,
+        email: str | None,
+        password: str | None,
+        *,
+        timeout_seconds: float = 30.0,
+        http: httpx.AsyncClient | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self._email = email
+        self._password = password
+        self._timeout = timeout_seconds
+        self._http = http
+        self._retry = retry
+        self._clock = clock
+        self._client: AtlasClient | None = None
+
+    # --- availability --------------------------------------------------------------------
+
+    def unavailable_reason(self) -> str | None:
+        missing = [
+            variable
+            for variable, value in (
+                ("ATLAS_BASE_URL", self.base_url),
+                ("ATLAS_EMAIL", self._email),
+                ("ATLAS_PASSWORD", self._password),
+            )
+            if not value
+        ]
+        if not missing:
+            return None
+        return f"{_join_names(missing)} {'is' if len(missing) == 1 else 'are'} not set"
+
+    def _require_client(self) -> AtlasClient:
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise ExecutorUnavailable(f"atlas.work_order cannot run: {reason}")
+        if self._client is None:
+            assert self.base_url and self._email and self._password
+            self._client = AtlasClient(
+                self.base_url,
+                self._email,
+                self._password,
+                http=self._http,
+                timeout_seconds=self._timeout,
+                retry=self._retry,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # --- dry run -------------------------------------------------------------------------
+
+    def render_dry_run(self, params: ActionParams, ctx: ExecutionContext) -> dict[str, Any]:
+        """What a live run would send, in order; ids looked up at run time shown as placeholders."""
+        wanted = self._params(params)
+        base = self.base_url or "${ATLAS_BASE_URL}"
+        auth = {"Authorization": f"Bearer {MASK}"}
+        requests: list[dict[str, Any]] = [
+            {
+                "method": "POST",
+                "url": f"{base}/auth/signin",
+                "json": {"email": self._email or "${ATLAS_EMAIL}", "password": MASK},
+                "when": "no valid token is cached",
+            }
+        ]
+
+        def lookup(entity: str, field: str, value: str) -> None:
+            requests.append(
+                {
+                    "method": "POST",
+                    "url": f"{base}/{entity}/search",
+                    "headers": auth,
+                    "json": search_criteria(
+                        [filter_field(field, "cn", value)], page_size=50, direction="ASC"
+                    ),
+                }
+            )
+
+        if wanted.asset:
+            lookup("assets", "name", wanted.asset)
+        if wanted.location:
+            lookup("locations", "name", wanted.location)
+        for email in wanted.assignees:
+            lookup("users", "email", email)
+        body = work_order_body(
+            wanted,
+            marker_for(ctx.plan_id),
+            asset=f"<id of asset {wanted.asset!r}>" if wanted.asset else None,
+            location=f"<id of location {wanted.location!r}>" if wanted.location else None,
+            assignees=[f"<id of user {email!r}>" for email in wanted.assignees],
+        )
+        requests.append({"method": "POST", "url": f"{base}/work-orders", "headers": auth, "json": body})
+        rendered: dict[str, Any] = {"service": "Atlas CMMS", "requests": requests}
+        reason = self.unavailable_reason()
+        if reason is not None:
+            rendered["unavailable"] = reason
+        return rendered
+
+    # --- live ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _params(params: ActionParams) -> WorkOrderParams:
+        if isinstance(params, WorkOrderParams):
+            return params
+        return WorkOrderParams.model_validate(params.model_dump())
+
+    def work_order_url(self, work_order_id: int) -> str | None:
+        """The Atlas web app's page for a work order, when the API sits under the app's `/api`."""
+        if self.base_url and self.base_url.endswith("/api"):
+            return f"{self.base_url[: -len('/api')]}/app/work-orders/{work_order_id}"
+        return None
+
+    def _result(self, work_order: dict[str, Any], params: WorkOrderParams) -> dict[str, Any]:
+        ident = work_order.get("id")
+        if not isinstance(ident, int):
+            raise ExecutionError("Atlas answered the create without a work order id")
+        result: dict[str, Any] = {
+            "work_order_id": ident,
+            "custom_id": work_order.get("customId"),
+            "title": work_order.get("title", params.title),
+            "priority": work_order.get("priority", params.priority),
+            "status": work_order.get("status"),
+        }
+        url = self.work_order_url(ident)
+        if url is not None:
+            result["url"] = url
+        if params.due_date is not None:
+            result["due_date"] = params.due_date.isoformat()
+        if params.asset:
+            result["asset"] = params.asset
+        if params.location:
+            result["location"] = params.location
+        if params.assignees:
+            result["assignees"] = list(params.assignees)
+        return result
+
+    def _record(self, ctx: ExecutionContext, marker: str, result: dict[str, Any]) -> dict[str, Any]:
+        ctx.journal.put(
+            JOURNAL_KEY,
+            {
+                "state": "created",
+                "marker": marker,
+                "work_order_id": result["work_order_id"],
+                "result": result,
+                "at": datetime.fromtimestamp(self._clock(), UTC).isoformat(),
+            },
+        )
+        return result
+
+    async def execute(self, params: ActionParams, ctx: ExecutionContext) -> dict[str, Any]:
+        client = self._require_client()
+        wanted = self._params(params)
+        marker = marker_for(ctx.plan_id)
+        record = ctx.journal.get(JOURNAL_KEY)
+        if record is not None and record.get("state") == "created" and isinstance(record.get("result"), dict):
+            log.info("atlas work order already created for this plan", plan_id=ctx.plan_id)
+            return dict(record["result"])
+        bound = log.bind(plan_id=ctx.plan_id, action_id=ctx.action_id)
+        try:
+            if record is not None and record.get("state") == "intent":
+                # A previous run may have created it and died before recording the id.
+                found = await client.find_work_order_by_marker(marker)
+                if found is not None:
+                    bound.info(
+                        "atlas work order found by its marker; not creating another", id=found.get("id")
+                    )
+                    return self._record(ctx, marker, self._result(found, wanted))
+            ctx.progress("resolving names in Atlas", {"asset": wanted.asset, "assignees": wanted.assignees})
+            asset = await client.asset_id(wanted.asset) if wanted.asset else None
+            location = await client.location_id(wanted.location) if wanted.location else None
+            assignees = [await client.user_id(email) for email in wanted.assignees]
+            body = work_order_body(wanted, marker, asset=asset, location=location, assignees=assignees)
+            ctx.journal.put(
+                JOURNAL_KEY,
+                {
+                    "state": "intent",
+                    "marker": marker,
+                    "at": datetime.fromtimestamp(self._clock(), UTC).isoformat(),
+                },
+            )
+            ctx.progress("creating the work order in Atlas", {"title": wanted.title})
+            created = await client.create_work_order(body, marker=marker)
+        except ServiceRejected as error:
+            raise ExecutionError(str(error)) from error
+        except ServiceError as error:
+            raise ExecutionError(str(error), retryable=True) from error
+        result = self._record(ctx, marker, self._result(created, wanted))
+        bound.info("atlas work order created", id=result["work_order_id"], custom_id=result["custom_id"])
+        return result
+
+
+def create(settings: Any) -> AtlasWorkOrderExecutor:
+    """Always an executor: without credentials it still renders dry-runs and says why it cannot run."""
+    atlas = settings.atlas
+    password = atlas.password.get_secret_value() if atlas.password is not None else None
+    return AtlasWorkOrderExecutor(
+        atlas.base_url, atlas.email, password, timeout_seconds=atlas.timeout_seconds
+    )

@@ -1,0 +1,319 @@
+"""The daemon: builds every part from the settings, runs them under the orchestrator, and stops
+gracefully on SIGTERM/SIGINT (or `ai-employee stop`), letting in-flight steps finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ai_employee import __version__
+from ai_employee.bus.inprocess import InProcessEventBus
+from ai_employee.config import Settings
+from ai_employee.events import Event, EventType
+from ai_employee.observability.audit import AuditLog
+from ai_employee.observability.control import ControlServer, new_token
+from ai_employee.observability.dashboard import DashboardService
+from ai_employee.observability.logging import configure_logging, register_settings_secrets
+from ai_employee.observability.metrics import Metrics
+from ai_employee.orchestrator import Orchestrator
+from ai_employee.pipeline.planning import build_planner
+from ai_employee.pipeline.registry import ExecutorRegistry
+from ai_employee.pipeline.service import PipelineService
+from ai_employee.pipeline.steps import VaultSteps
+from ai_employee.plugins import SERVICES_GROUP, PluginDisabled, ServiceContext, load_factories
+from ai_employee.vault.decisions import Decisions
+from ai_employee.vault.fs import write_durable
+from ai_employee.vault.layout import VaultLayout
+from ai_employee.vault.ledger import Ledger
+from ai_employee.vault.watcher import WatcherService
+
+log = structlog.get_logger(__name__)
+
+DAEMON_FILE = "daemon.json"
+LOCK_FILE = "daemon.lock"
+STATE_DB = "state.db"
+
+
+class AlreadyRunning(RuntimeError):
+    """Another daemon holds this vault."""
+
+
+@dataclass
+class DaemonInfo:
+    pid: int
+    port: int
+    token: str
+    host: str
+    vault: str
+    started: str
+    argv: list[str]
+
+    @classmethod
+    def read(cls, layout: VaultLayout) -> DaemonInfo | None:
+        try:
+            data = json.loads((layout.state_dir / DAEMON_FILE).read_text(encoding="utf-8"))
+            return cls(
+                pid=int(data["pid"]), port=int(data["port"]), token=str(data.get("token", "")),
+                host=str(data.get("host", "127.0.0.1")), vault=str(data.get("vault", "")),
+                started=str(data.get("started", "")), argv=list(data.get("argv", [])),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write(self, layout: VaultLayout) -> None:
+        path = layout.state_dir / DAEMON_FILE
+        payload = json.dumps(self.__dict__, indent=2).encode("utf-8")
+        write_durable(path, payload)
+        os.chmod(path, 0o600)
+
+
+class _RouteProxy:
+    def __init__(self, control: ControlServer) -> None:
+        self._control = control
+
+    def add_route(self, method: str, path: str, handler: Any) -> None:
+        self._control.add_route(method, path, handler)
+
+
+class _StateStore:
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def get(self, namespace: str, key: str) -> str | None:
+        return self._ledger.kv_get(namespace, key)
+
+    def put(self, namespace: str, key: str, value: str) -> None:
+        self._ledger.kv_put(namespace, key, value)
+
+
+class _ActionLookup:
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def action_info(self, action_id: str) -> dict[str, Any] | None:
+        row = self._ledger.action(action_id)
+        if row is None:
+            return None
+        return {
+            "action_id": row.action_id, "source": row.source, "source_ref": row.source_ref, "state": row.state,
+            "note": row.note_rel, "plan_id": row.plan_id, "plan": row.plan_rel, "title": row.title,
+            "sender": row.sender, "extra": row.extra,
+        }
+
+
+class Daemon:
+    """One daemon per vault. Implements the control port's hooks."""
+
+    def __init__(self, settings: Settings, *, argv: list[str] | None = None) -> None:
+        self.settings = settings
+        self.layout = VaultLayout(settings.vault.path.resolve())
+        self.argv = argv or []
+        self._stop_requested = asyncio.Event()
+        self._lock_fd: int | None = None
+        self.orchestrator: Orchestrator | None = None
+        self.registry: ExecutorRegistry | None = None
+        self.planner_name = "template"
+        self.started = datetime.now(UTC)
+
+    # --- ControlHooks ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        services = self.orchestrator.status() if self.orchestrator else {}
+        return {
+            "running": True,
+            "pid": os.getpid(),
+            "version": __version__,
+            "dry_run": self.settings.execution.dry_run,
+            "live_actions": self.settings.execution.live_actions or "all",
+            "planner": self.planner_name,
+            "started": self.started.isoformat(timespec="seconds"),
+            "vault_path": str(self.layout.root),
+            "services": services,
+            "executors": self.registry.status() if self.registry else {},
+            "vault": self.layout.counts(),
+        }
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        if self.orchestrator is None:
+            return False, {"reason": "starting"}
+        ready = self.orchestrator.is_ready()
+        return ready, {name: service["state"] for name, service in self.orchestrator.status().items()}
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def restart_service(self, name: str) -> None:
+        if self.orchestrator is None:
+            raise KeyError(name)
+        await self.orchestrator.restart(name)
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def _acquire_lock(self) -> None:
+        self.layout.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.layout.state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            info = DaemonInfo.read(self.layout)
+            pid = f" (pid {info.pid})" if info else ""
+            raise AlreadyRunning(f"another daemon is already running on {self.layout.root}{pid}") from None
+        self._lock_fd = fd
+
+    async def run(self) -> int:
+        configure_logging(self.settings.logging.level, self.settings.logging.format, stream=sys.stdout)
+        register_settings_secrets(self.settings)
+        self.layout.create()
+        self._acquire_lock()
+        ledger = Ledger(self.layout.state_dir / STATE_DB)
+        audit = AuditLog(ledger, self.layout.root / "Logs")
+        metrics = Metrics()
+        bus = InProcessEventBus()
+        await bus.start()
+        registry = ExecutorRegistry.from_entry_points(self.settings)
+        self.registry = registry
+        planner = build_planner(self.settings, registry, ledger)
+        self.planner_name = planner.name
+        steps = VaultSteps(self.layout, ledger, audit, self.settings, registry, planner)
+        decisions = Decisions(self.layout)
+        pipeline = PipelineService(
+            steps, bus=bus, metrics=metrics, settings=self.settings, planner=planner,
+            auto_approve=_auto_approve_policy(), approve=decisions.approve,
+        )
+        watcher = WatcherService(
+            self.layout, hint=pipeline.hint_threadsafe, rescan=pipeline.request_reconcile, bus=bus, metrics=metrics
+        )
+        orchestrator = Orchestrator(
+            bus,
+            health_interval=self.settings.health.check_interval_seconds,
+            grace_seconds=30.0,
+        )
+        self.orchestrator = orchestrator
+        bus.subscribe(None, lambda event: _track_services(event, metrics), name="service-metrics")
+        token = new_token()
+        control = ControlServer(self, metrics, host=self.settings.health.host, port=self.settings.health.port,
+                                token=token)
+        orchestrator.register(pipeline)
+        orchestrator.register(watcher)
+        context = ServiceContext(
+            settings=self.settings, bus=bus, intake=pipeline, vault_root=self.layout.root,
+            state=_StateStore(ledger), approvals=decisions, routes=_RouteProxy(control),
+            actions=_ActionLookup(ledger),
+        )
+        self._register_plugins(orchestrator, context)
+        orchestrator.register(DashboardService(self.layout, ledger, bus, self.status))
+
+        port = await control.start()
+        info = DaemonInfo(
+            pid=os.getpid(), port=port, token=token, host=self.settings.health.host,
+            vault=str(self.layout.root), started=self.started.isoformat(), argv=self.argv,
+        )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        try:
+            await orchestrator.start_all()
+            info.write(self.layout)
+            bus.publish(Event(type=EventType.SYSTEM_STARTED, payload={"pid": os.getpid(), "port": port}))
+            log.info("daemon started", vault=str(self.layout.root), port=port, pid=os.getpid(),
+                     dry_run=self.settings.execution.dry_run, planner=planner.name)
+            await self._stop_requested.wait()
+            log.info("stopping: letting in-flight work finish")
+            bus.publish(Event(type=EventType.SYSTEM_STOPPING))
+            started = time.monotonic()
+            await orchestrator.stop_all()
+            bus.publish(Event(type=EventType.SYSTEM_STOPPED))
+            log.info("daemon stopped", seconds=round(time.monotonic() - started, 3))
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            await control.stop()
+            await registry.aclose()
+            await planner.aclose()
+            pipeline.close()
+            await bus.close()
+            audit.flush()
+            ledger.close()
+            current = DaemonInfo.read(self.layout)
+            if current is not None and current.pid == os.getpid():
+                with contextlib.suppress(FileNotFoundError):
+                    (self.layout.state_dir / DAEMON_FILE).unlink()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+        return 0
+
+    def _register_plugins(self, orchestrator: Orchestrator, context: ServiceContext) -> None:
+        factories, broken = load_factories(SERVICES_GROUP)
+        for name, reason in broken.items():
+            log.error("service failed to load", service=name, reason=reason)
+            orchestrator.register_disabled(name, reason)
+        for name, factory in factories.items():
+            try:
+                service = factory(context)
+            except PluginDisabled as reason:
+                log.info("service off", service=name, reason=str(reason))
+                orchestrator.register_disabled(name, str(reason))
+                continue
+            except Exception as error:
+                log.exception("service could not be built", service=name)
+                orchestrator.register_disabled(name, f"could not be built: {error}")
+                continue
+            orchestrator.register(service)
+
+
+def _track_services(event: Event, metrics: Metrics) -> None:
+    name = event.payload.get("service") if event.payload else None
+    if not isinstance(name, str):
+        return
+    if event.type in (EventType.SERVICE_STARTED, EventType.SERVICE_RESTARTED):
+        metrics.service_up.labels(service=name).set(1)
+    elif event.type in (EventType.SERVICE_FAILED, EventType.SERVICE_STOPPED):
+        metrics.service_up.labels(service=name).set(0)
+    if event.type == EventType.SERVICE_RESTARTED:
+        metrics.service_restarts.labels(service=name).inc()
+
+
+def _auto_approve_policy() -> Any:
+    try:
+        from ai_employee.planners.policy import may_auto_approve  # noqa: PLC0415
+    except ImportError:
+        from ai_employee.pipeline.service import never_auto_approve  # noqa: PLC0415
+
+        return never_auto_approve
+    return may_auto_approve
+
+
+def run_daemon(settings: Settings, argv: list[str] | None = None) -> int:
+    daemon = Daemon(settings, argv=argv)
+    return asyncio.run(daemon.run())
+
+
+def daemon_info(layout: VaultLayout) -> DaemonInfo | None:
+    return DaemonInfo.read(layout)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with Path(f"/proc/{pid}/stat").open() as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True

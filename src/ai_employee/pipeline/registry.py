@@ -1,0 +1,72 @@
+"""The executor registry: executors by action name, loaded from entry points."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import structlog
+
+from ai_employee.config import Settings
+from ai_employee.executors.base import Executor
+from ai_employee.planners.base import ActionSpec
+from ai_employee.plugins import EXECUTORS_GROUP, PluginDisabled, load_factories
+
+log = structlog.get_logger(__name__)
+
+
+class ExecutorRegistry:
+    def __init__(self, executors: Iterable[Executor] = ()) -> None:
+        self._executors: dict[str, Executor] = {}
+        self.disabled: dict[str, str] = {}
+        for executor in executors:
+            self.register(executor)
+
+    def register(self, executor: Executor) -> None:
+        self._executors[executor.name] = executor
+
+    def get(self, name: str) -> Executor | None:
+        return self._executors.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._executors)
+
+    def specs(self) -> list[ActionSpec]:
+        return [
+            ActionSpec(
+                name=executor.name,
+                description=executor.description,
+                params_schema=executor.params_model.model_json_schema(),
+            )
+            for executor in self._executors.values()
+        ]
+
+    def status(self) -> dict[str, dict[str, str | bool]]:
+        found: dict[str, dict[str, str | bool]] = {}
+        for name, executor in sorted(self._executors.items()):
+            reason = executor.unavailable_reason()
+            found[name] = {"available": reason is None, **({"detail": reason} if reason else {})}
+        for name, reason in self.disabled.items():
+            found[name] = {"available": False, "detail": reason}
+        return found
+
+    async def aclose(self) -> None:
+        for executor in self._executors.values():
+            await executor.aclose()
+
+    @classmethod
+    def from_entry_points(cls, settings: Settings) -> ExecutorRegistry:
+        registry = cls()
+        factories, broken = load_factories(EXECUTORS_GROUP)
+        for name, reason in broken.items():
+            registry.disabled[name] = reason
+            log.error("executor failed to load", executor=name, reason=reason)
+        for name, factory in factories.items():
+            try:
+                executor = factory(settings)
+            except PluginDisabled as reason:
+                registry.disabled[name] = str(reason)
+                log.info("executor disabled", executor=name, reason=str(reason))
+                continue
+            if executor is not None:
+                registry.register(executor)
+        return registry

@@ -1,0 +1,429 @@
+"""The pipeline service: turns hints (watcher events, reconciler scans, source messages) into
+batched steps on one worker thread, and executions into tasks.
+
+Events are hints: a hint only says "look at this name"; the step then reads the folder and
+the ledger, so a lost, duplicated or stale hint is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+import structlog
+
+from ai_employee.bus.base import EventBus
+from ai_employee.config import Settings
+from ai_employee.events import Event, EventType
+from ai_employee.executors.base import ExecutionContext, ExecutionError, ExecutorUnavailable
+from ai_employee.observability.metrics import Metrics
+from ai_employee.orchestrator import HealthReport, Service
+from ai_employee.pipeline.steps import (
+    DecisionOutcome,
+    ExecutionJob,
+    Finished,
+    IntakeOutcome,
+    NewAction,
+    VaultSteps,
+)
+from ai_employee.planners.base import Planner, PlanProposal, PlanRequest
+from ai_employee.sources.base import IncomingMessage
+from ai_employee.vault.layout import WATCHED, Folder, is_ignored_name
+from ai_employee.vault.ledger import Ledger
+
+log = structlog.get_logger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+AutoApprovePolicy = Callable[[PlanProposal, PlanRequest | None, Settings], bool]
+
+
+def never_auto_approve(proposal: PlanProposal, request: PlanRequest | None, settings: Settings) -> bool:
+    return False
+
+
+class LedgerJournal:
+    """ExecutionJournal backed by the ledger, scoped to one plan."""
+
+    def __init__(self, ledger: Ledger, plan_id: str) -> None:
+        self._ledger = ledger
+        self._plan_id = plan_id
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self._ledger.journal_get(self._plan_id, key)
+
+    def put(self, key: str, value: Mapping[str, Any]) -> None:
+        self._ledger.journal_put(self._plan_id, key, value)
+
+
+class PipelineService(Service):
+    name = "pipeline"
+    required = True
+
+    def __init__(
+        self,
+        steps: VaultSteps,
+        *,
+        bus: EventBus,
+        metrics: Metrics,
+        settings: Settings,
+        planner: Planner,
+        auto_approve: AutoApprovePolicy = never_auto_approve,
+        approve: Callable[[str], object] | None = None,
+    ) -> None:
+        super().__init__()
+        self.steps = steps
+        self.bus = bus
+        self.metrics = metrics
+        self.settings = settings
+        self.planner = planner
+        self._auto_approve = auto_approve
+        self._approve = approve
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aie-vault")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: dict[str, bool] = {}  # name -> arrived by rename
+        self._approved: dict[str, None] = {}
+        self._rejected: dict[str, None] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._executions = asyncio.Semaphore(settings.execution.concurrency)
+        self._planning = asyncio.Semaphore(settings.planner.concurrency)
+        self._reconcile_handle: asyncio.TimerHandle | None = None
+        self._last_batch: float | None = None
+        self._processed = 0
+
+    # --- hints -------------------------------------------------------------------------------
+
+    def hint(self, folder: Folder, name: str, renamed: bool = False) -> None:
+        """Look at `folder/name` soon. Loop thread only; see `hint_threadsafe`."""
+        if folder == Folder.INBOX:
+            self._inbox[name] = self._inbox.get(name, False) or renamed
+            if name not in self._timers or renamed:
+                self._cancel_timer(name)
+        elif folder == Folder.APPROVED:
+            self._approved[name] = None
+        elif folder == Folder.REJECTED:
+            self._rejected[name] = None
+        else:
+            return
+        self._wake.set()
+
+    def hint_threadsafe(self, folder: Folder, name: str, renamed: bool = False) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.hint, folder, name, renamed)
+
+    def request_reconcile(self) -> None:
+        """Thread-safe: rescan the watched folders (after a watcher restart or overflow)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: self._spawn(self.reconcile()))
+
+    async def reconcile(self) -> int:
+        """List the watched folders and hint every entry; O(entries in those folders), not O(vault)."""
+        found = await self._in_thread(self._list_watched)
+        total = 0
+        for folder, names in found.items():
+            for name in names:
+                self.hint(folder, name)
+            total += len(names)
+            if names:
+                self.metrics.reconcile_found.labels(folder=folder.value).inc(len(names))
+        self.metrics.reconcile_runs.inc()
+        self._publish(EventType.RECONCILE_COMPLETED, {"found": total})
+        return total
+
+    def _list_watched(self) -> dict[Folder, list[str]]:
+        found: dict[Folder, list[str]] = {}
+        for folder in WATCHED:
+            try:
+                with os.scandir(self.steps.layout.folder(folder)) as entries:
+                    found[folder] = [entry.name for entry in entries if not is_ignored_name(entry.name)]
+            except FileNotFoundError:
+                found[folder] = []
+        return found
+
+    # --- the service ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        to_plan, approved = await self._in_thread(self.steps.recover)
+        for item in to_plan:
+            self._spawn(self._plan(item))
+        for name in approved:
+            self.hint(Folder.APPROVED, name)
+        await self.reconcile()
+        self._schedule_reconcile()
+        self.ready.set()
+        log.info("pipeline ready", planner=self.planner.name, dry_run=self.settings.execution.dry_run)
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._drain()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._in_thread(self.steps.audit.flush)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._reconcile_handle is not None:
+            self._reconcile_handle.cancel()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._wake.set()
+
+    async def health(self) -> HealthReport:
+        pending = len(self._inbox) + len(self._approved) + len(self._rejected)
+        return HealthReport(
+            healthy=True,
+            detail=f"{pending} pending, {len(self._tasks)} in flight",
+            data={"pending": pending, "in_flight": len(self._tasks), "processed": self._processed},
+        )
+
+    def busy(self) -> bool:
+        return bool(self._inbox or self._approved or self._rejected or self._tasks)
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True)
+
+    def _schedule_reconcile(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            if not self._stopping:
+                self._spawn(self.reconcile())
+                self._schedule_reconcile()
+
+        self._reconcile_handle = loop.call_later(self.settings.vault.reconcile_interval_seconds, fire)
+
+    async def _drain(self) -> None:
+        batch = self.settings.vault.batch_size
+        while not self._stopping and (self._inbox or self._approved or self._rejected):
+            if self._rejected:
+                names = list(self._rejected)
+                self._rejected.clear()
+                decided = await self._timed("rejection", self.steps.examine_rejected, names)
+                self._after_decisions(decided)
+            if self._approved:
+                names = _take(self._approved, batch)
+                decided = await self._timed("approval", self.steps.examine_approved, names)
+                self._after_decisions(decided)
+            if self._inbox:
+                taken = _take(self._inbox, batch)
+                renamed = {name for name, was_renamed in taken.items() if was_renamed}
+                self.metrics.batch_size.labels(step="intake").observe(len(taken))
+                outcome = await self._timed("intake", self.steps.intake_files, list(taken), renamed)
+                self._after_intake(outcome)
+
+    async def _timed(self, step: str, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        started = time.perf_counter()
+        try:
+            return await self._in_thread(function, *args, **kwargs)
+        finally:
+            self.metrics.step_duration_seconds.labels(step=step).observe(time.perf_counter() - started)
+
+    async def _in_thread(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, lambda: function(*args, **kwargs))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pipeline task failed", error=repr(task.exception()))
+
+    # --- intake ----------------------------------------------------------------------------------
+
+    def _after_intake(self, outcome: IntakeOutcome) -> None:
+        for name, delay in outcome.deferred:
+            self._defer(name, delay)
+        for quarantined in outcome.quarantined:
+            self._quarantined(quarantined.name, quarantined.reason)
+        for item in outcome.actions:
+            self._action_created(item)
+
+    def _action_created(self, item: NewAction) -> None:
+        self._processed += 1
+        row = item.row
+        self.metrics.actions_created.labels(source=row.source).inc()
+        if row.source == "file":
+            self.metrics.files_detected.inc()
+        self._publish(
+            EventType.ACTION_CREATED,
+            {"action_id": row.action_id, "source": row.source, "source_ref": row.source_ref, "title": row.title,
+             "note": row.note_rel, "sender": row.sender},
+            correlation_id=row.action_id,
+        )
+        if item.planned is not None:
+            self._plan_created(item, item.planned, None)
+        else:
+            self._spawn(self._plan(item))
+
+    def _plan_created(self, item: NewAction, proposal: PlanProposal, request: PlanRequest | None) -> None:
+        row = item.row
+        self.metrics.plans_created.labels(planner=proposal.planner.split(":")[0], action=proposal.action).inc()
+        self.metrics.pending_approvals.inc()
+        if proposal.cost_usd:
+            self.metrics.planner_cost_usd.labels(planner=proposal.planner.split(":")[0]).inc(proposal.cost_usd)
+        self._publish(
+            EventType.PLAN_CREATED,
+            {"plan_id": row.plan_id, "action_id": row.action_id, "action": proposal.action,
+             "params": proposal.params, "summary": proposal.summary, "risk": proposal.risk,
+             "planner": proposal.planner, "note": row.plan_rel, "source": row.source,
+             "source_ref": row.source_ref},
+            correlation_id=row.action_id,
+        )
+        if proposal.fallback_reason:
+            self._publish(EventType.PLAN_FALLBACK, {"plan_id": row.plan_id, "reason": proposal.fallback_reason},
+                          correlation_id=row.action_id)
+        if self._approve is not None and self._auto_approve(proposal, request, self.settings):
+            log.info("plan auto-approved by config", plan_id=row.plan_id, action=proposal.action)
+            self._approve(row.plan_id)
+
+    async def _plan(self, item: NewAction) -> None:
+        async with self._planning:
+            request = await self._in_thread(self.steps.plan_request, item)
+            proposal = await self.planner.plan(request)
+            await self._in_thread(self.steps.write_plans, [(item, proposal)])
+        self._plan_created(item, proposal, request)
+
+    def _defer(self, name: str, delay: float) -> None:
+        """Look again once the file has been still for the settle time (a timer, not a poll loop)."""
+        self._cancel_timer(name)
+        loop = asyncio.get_running_loop()
+
+        def again() -> None:
+            self._timers.pop(name, None)
+            self.hint(Folder.INBOX, name)
+
+        self._timers[name] = loop.call_later(max(delay, 0.01) + 0.01, again)
+
+    def _cancel_timer(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _quarantined(self, name: str, reason: str) -> None:
+        self.metrics.inputs_quarantined.labels(reason=reason.split(":")[0].split(" ")[0]).inc()
+        self._publish(EventType.INPUT_QUARANTINED, {"file": name, "reason": reason})
+
+    # --- submit (IntakeSink for email, Telegram) -------------------------------------------------
+
+    async def submit(self, message: IncomingMessage) -> str:
+        item, action_id = await self._in_thread(self.steps.intake_message, message)
+        if item is not None:
+            self._action_created(item)
+        return action_id
+
+    # --- decisions and execution -----------------------------------------------------------------
+
+    def _after_decisions(self, outcome: DecisionOutcome) -> None:
+        for quarantined in outcome.quarantined:
+            self._quarantined(quarantined.name, quarantined.reason)
+        for plan_id, action_id in outcome.granted:
+            self.metrics.approvals.labels(decision="approved").inc()
+            self.metrics.pending_approvals.dec()
+            self._publish(EventType.APPROVAL_GRANTED, {"plan_id": plan_id}, correlation_id=action_id)
+        for plan_id in outcome.rejected:
+            self.metrics.approvals.labels(decision="rejected").inc()
+            self.metrics.pending_approvals.dec()
+            self._publish(EventType.APPROVAL_DENIED, {"plan_id": plan_id}, correlation_id=_action_of(plan_id))
+        for plan_id in outcome.revoked:
+            self._publish(EventType.APPROVAL_REVOKED, {"plan_id": plan_id}, correlation_id=_action_of(plan_id))
+        for plan_id in outcome.duplicates:
+            self._publish(EventType.PLAN_DUPLICATE_IGNORED, {"plan_id": plan_id}, correlation_id=_action_of(plan_id))
+        for finished in outcome.finished:
+            self._finished(finished)
+        for job in outcome.jobs:
+            self._spawn(self._execute(job))
+
+    async def _execute(self, job: ExecutionJob) -> None:
+        async with self._executions:
+            if not await self._in_thread(self.steps.start_job, job):
+                self._publish(EventType.APPROVAL_REVOKED, {"plan_id": job.plan_id}, correlation_id=job.action_id)
+                return
+            executor = job.executor
+            live = self.settings.live and (
+                not self.settings.execution.live_actions or executor.name in self.settings.execution.live_actions
+            )
+            self._publish(EventType.PLAN_EXECUTING, {"plan_id": job.plan_id, "action": executor.name, "live": live},
+                          correlation_id=job.action_id)
+            root = self.steps.layout.root
+            ctx = ExecutionContext(
+                plan_id=job.plan_id,
+                action_id=job.action_id,
+                vault_root=root,
+                live=live,
+                journal=LedgerJournal(self.steps.ledger, job.plan_id),
+                action_files=[root / relative for relative in job.attachments],
+                action_title=job.action_title,
+                progress=lambda message, data: self._publish(
+                    EventType.EXECUTION_PROGRESS, {"plan_id": job.plan_id, "message": message, **data},
+                    correlation_id=job.action_id),
+            )
+            structlog.contextvars.bind_contextvars(action_id=job.action_id, plan_id=job.plan_id)
+            started = time.perf_counter()
+            result: dict[str, Any] | None = None
+            error: str | None = None
+            dry_run = executor.external and not live
+            try:
+                if dry_run:
+                    result = executor.render_dry_run(job.params, ctx)
+                else:
+                    reason = executor.unavailable_reason() if executor.external else None
+                    if reason is not None:
+                        raise ExecutorUnavailable(f"{executor.name} is unavailable: {reason}")
+                    result = await executor.execute(job.params, ctx)
+            except ExecutionError as failure:
+                error = str(failure) or type(failure).__name__
+            except Exception as failure:  # an executor bug must not take the pipeline down
+                log.exception("executor raised", action=executor.name)
+                error = f"unexpected error in {executor.name}: {type(failure).__name__}: {failure}"
+            finally:
+                structlog.contextvars.unbind_contextvars("action_id", "plan_id")
+            self.metrics.step_duration_seconds.labels(step="execute").observe(time.perf_counter() - started)
+            finished = await self._in_thread(self.steps.record_result, job, dry_run=dry_run, result=result,
+                                             error=error)
+        self._finished(finished)
+
+    def _finished(self, finished: Finished) -> None:
+        payload = {"plan_id": finished.plan_id, "action": finished.action, "status": finished.status,
+                   "dry_run": finished.dry_run, "note": finished.final_rel}
+        if finished.status == "done":
+            self.metrics.plans_executed.labels(action=finished.action, dry_run=str(bool(finished.dry_run)).lower()).inc()
+            self._publish(EventType.PLAN_EXECUTED, {**payload, "result": finished.result},
+                          correlation_id=finished.action_id or None)
+        else:
+            self.metrics.plans_failed.labels(action=finished.action or "unknown").inc()
+            self._publish(EventType.PLAN_FAILED, {**payload, "error": finished.error},
+                          correlation_id=finished.action_id or None)
+
+    def _publish(self, event_type: EventType, payload: dict[str, Any], correlation_id: str | None = None) -> None:
+        self.metrics.events_published.labels(type=event_type.value).inc()
+        self.bus.publish(Event(type=event_type, payload=payload, correlation_id=correlation_id, source="pipeline"))
+
+
+def _take(pending: dict[str, T], limit: int) -> dict[str, T]:
+    taken: dict[str, T] = {}
+    for name in list(itertools.islice(pending, limit)):
+        taken[name] = pending.pop(name)
+    return taken
+
+
+def _action_of(plan_id: str) -> str:
+    return "act-" + plan_id.removeprefix("plan-")
+

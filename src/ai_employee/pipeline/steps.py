@@ -1,0 +1,926 @@
+"""The state machine's steps: blocking, idempotent, keyed by stable ids, run on one worker thread.
+
+Each step moves items between folders with atomic renames (or link+unlink out of watched
+folders), writes notes durably, and records its progress in the ledger so that a crash at
+any point is finished or redone on restart without a duplicate. The async service in
+`pipeline.service` calls these in batches and turns their outcomes into events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from ai_employee.config import Settings
+from ai_employee.executors.base import ActionParams, Executor
+from ai_employee.observability.audit import AuditLog, audit_record
+from ai_employee.pipeline import rendering
+from ai_employee.pipeline.ids import (
+    new_action_id,
+    note_stem,
+    plan_id_for,
+    safe_file_name,
+    short_id,
+    stable_action_id,
+)
+from ai_employee.pipeline.registry import ExecutorRegistry
+from ai_employee.planners.base import PlanProposal, PlanRequest, Planner
+from ai_employee.sources.base import IncomingMessage
+from ai_employee.vault import fs
+from ai_employee.vault.layout import Folder, VaultLayout, is_ignored_name, unsafe_reason
+from ai_employee.vault.ledger import ActionRow, AuditRecord, ExecutionRow, Ledger
+from ai_employee.vault.notes import (
+    NoteError,
+    PlanNote,
+    describe_validation,
+    parse_note,
+    read_plan,
+    render_note,
+    wikilink,
+)
+
+log = structlog.get_logger(__name__)
+
+SNIFF_BYTES = 8192
+MAX_PLAN_BYTES = 1024 * 1024
+PLANNER_TEXT_CHARS = 20_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- outcomes the async service turns into events ---------------------------------------
+
+
+@dataclass
+class NewAction:
+    """An action whose note is durable, with what the planner needs."""
+
+    row: ActionRow
+    text: str
+    received: datetime
+    subject: str | None = None
+    trusted: bool = True
+    planned: PlanProposal | None = None  # set when it was planned inline
+
+
+@dataclass
+class Quarantined:
+    name: str
+    reason: str
+    note_rel: str
+
+
+@dataclass
+class IntakeOutcome:
+    actions: list[NewAction] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+    deferred: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds until settled)
+
+
+@dataclass
+class ExecutionJob:
+    plan_id: str
+    action_id: str
+    name: str  # file name in Approved/
+    digest: str
+    properties: dict[str, Any]
+    body: str
+    executor: Executor
+    params: ActionParams
+    attempt: int
+    action_title: str = ""
+    attachments: list[str] = field(default_factory=list)
+    resumed: bool = False
+
+
+@dataclass
+class DecisionOutcome:
+    jobs: list[ExecutionJob] = field(default_factory=list)
+    finished: list[Finished] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # plan ids
+    granted: list[tuple[str, str]] = field(default_factory=list)  # (plan id, action id)
+    revoked: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+
+@dataclass
+class Finished:
+    plan_id: str
+    action_id: str
+    action: str
+    status: str  # done | failed
+    dry_run: bool | None
+    result: dict[str, Any] | None
+    error: str | None
+    final_rel: str
+
+
+class VaultSteps:
+    def __init__(
+        self,
+        layout: VaultLayout,
+        ledger: Ledger,
+        audit: AuditLog,
+        settings: Settings,
+        registry: ExecutorRegistry,
+        planner: Planner,
+    ) -> None:
+        self.layout = layout
+        self.ledger = ledger
+        self.audit = audit
+        self.settings = settings
+        self.registry = registry
+        self.planner = planner
+        self._handbook: tuple[float, str] = (-1.0, "")
+        self._made_dirs: set[str] = set()
+
+    # --- shared helpers ------------------------------------------------------------------
+
+    def path(self, folder: Folder, name: str) -> Path:
+        return self.layout.folder(folder) / name
+
+    def handbook(self) -> str:
+        try:
+            mtime = self.layout.handbook.stat().st_mtime
+        except FileNotFoundError:
+            return ""
+        if mtime != self._handbook[0]:
+            text = self.layout.handbook.read_text(encoding="utf-8", errors="replace")[:50_000]
+            self._handbook = (mtime, text)
+        return self._handbook[1]
+
+    def _attachment_dir(self, day: str) -> Path:
+        directory = self.layout.folder(Folder.ATTACHMENTS) / day
+        if day not in self._made_dirs:
+            if not directory.is_dir():
+                directory.mkdir(parents=True, exist_ok=True)
+                fs.fsync_dir(directory.parent)
+            self._made_dirs.add(day)
+        return directory
+
+    def _commit_audit(self) -> None:
+        try:
+            self.audit.flush()
+        except OSError as error:  # the outbox keeps the lines; the next flush retries
+            log.error("audit log write failed", error=str(error))
+
+    # --- intake: Inbox files -------------------------------------------------------------
+
+    def intake_files(self, names: Sequence[str], renamed: set[str]) -> IntakeOutcome:
+        outcome = IntakeOutcome()
+        inbox = self.layout.folder(Folder.INBOX)
+        settle = self.settings.vault.settle_seconds
+        claims = self.ledger.claimed_inbox_names()
+        now = utcnow()
+        wall = now.timestamp()
+        ready: list[tuple[str, os.stat_result]] = []
+        for name in dict.fromkeys(names):
+            if is_ignored_name(name):
+                continue
+            path = inbox / name
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            reason = unsafe_reason(name, info.st_mode)
+            if reason is not None:
+                quarantined = self.quarantine(Folder.INBOX, name, reason)
+                if quarantined:
+                    outcome.quarantined.append(quarantined)
+                continue
+            claim = claims.get(name)
+            if claim is not None and claim.inbox_ino == info.st_ino:
+                continue  # a crash interrupted this one; recovery finishes it
+            if name not in renamed and settle > 0:
+                age = wall - max(info.st_mtime, info.st_ctime)
+                if age < settle:
+                    outcome.deferred.append((name, settle - age))
+                    continue
+            ready.append((name, info))
+        if not ready:
+            return outcome
+
+        rows: list[ActionRow] = []
+        texts: dict[str, tuple[str, str]] = {}
+        for name, info in ready:
+            action_id = new_action_id(now)
+            title, text = self._describe_file(inbox / name, name, info.st_size)
+            stem = note_stem(action_id, title)
+            day = now.strftime("%Y-%m-%d")
+            attachment_rel = f"{Folder.ATTACHMENTS.value}/{day}/{short_id(action_id)}-{safe_file_name(name)}"
+            rows.append(
+                ActionRow(
+                    action_id=action_id,
+                    source="file",
+                    source_ref=name,
+                    state="claimed",
+                    note_rel=f"{Folder.NEEDS_ACTION.value}/{stem}.md",
+                    plan_id=plan_id_for(action_id),
+                    plan_rel=f"{Folder.PLANS.value}/{stem} plan.md",
+                    attachments=[attachment_rel],
+                    inbox_name=name,
+                    inbox_dev=info.st_dev,
+                    inbox_ino=info.st_ino,
+                    title=title,
+                    created_at=now.isoformat(timespec="seconds"),
+                )
+            )
+            texts[action_id] = (title, text)
+        self.ledger.insert_actions(rows)
+
+        # Claim: link each original into Attachments/, make that durable, then unlink it from Inbox/.
+        claimed: list[ActionRow] = []
+        for row in rows:
+            target = self.layout.resolve(row.attachments[0])
+            self._attachment_dir(target.parent.name)
+            try:
+                os.link(inbox / str(row.inbox_name), target)
+            except FileNotFoundError:
+                log.warning("inbox file vanished before it was claimed", file=row.inbox_name)
+                self.ledger.set_action_state([(row.action_id, "abandoned", None)])
+                continue
+            claimed.append(row)
+        if not claimed:
+            return outcome
+        fs.syncfs(self.layout.root) if len(claimed) > 2 else self._fsync_parents(claimed)
+        for row in claimed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(inbox / str(row.inbox_name))
+        received = now
+        new_actions = [
+            NewAction(row=row, text=texts[row.action_id][1], received=received) for row in claimed
+        ]
+        self._write_actions(new_actions)
+        outcome.actions.extend(new_actions)
+        return outcome
+
+    def _fsync_parents(self, rows: Sequence[ActionRow]) -> None:
+        for parent in {self.layout.resolve(row.attachments[0]).parent for row in rows}:
+            fs.fsync_dir(parent)
+
+    def _describe_file(self, path: Path, name: str, size: int) -> tuple[str, str]:
+        """(title, body text) of an inbox file; big or binary files are linked, never loaded whole."""
+        limit = self.settings.vault.max_body_bytes
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(min(size, limit) + 1 if size <= limit else SNIFF_BYTES)
+        except OSError as error:
+            return name, f"_The file could not be read: {error.strerror}._"
+        if b"\x00" in head[:SNIFF_BYTES]:
+            return name, f"Binary file `{name}` ({_human_size(size)}): kept as the attachment below, not read."
+        if size > limit:
+            preview = head[:SNIFF_BYTES].decode("utf-8", "replace").rsplit("\n", 1)[0]
+            return (
+                _first_line(preview) or name,
+                f"Large file `{name}` ({_human_size(size)}): linked below, not copied. Its beginning:\n\n"
+                + _quote(preview),
+            )
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError:
+            text = head.decode("latin-1")
+        if not text.strip():
+            return name, f"Empty file `{name}` ({_human_size(size)})."
+        return _first_line(text) or name, text
+
+    def _write_actions(self, actions: Sequence[NewAction]) -> None:
+        """Write action notes (and, for a local planner, plan notes) and record them in the ledger."""
+        inline = self.planner.local
+        writes: list[tuple[Path, bytes]] = []
+        audit: list[AuditRecord] = []
+        handbook = self.handbook() if inline else ""
+        specs = self.registry.specs() if inline else []
+        for item in actions:
+            row = item.row
+            if inline:
+                item.planned = self.planner.plan_local(self._plan_request(item, handbook, specs))
+                writes.append(self._plan_write(row, item.planned))
+            writes.append(
+                (
+                    self.layout.resolve(row.note_rel),
+                    self._action_text(item, status="planned" if inline else "needs_action").encode("utf-8"),
+                )
+            )
+            audit.append(audit_record("action.created", row.action_id, source=row.source, title=row.title,
+                                      source_ref=row.source_ref))
+            if item.planned is not None:
+                audit.append(self._plan_audit(row, item.planned))
+        fs.write_durable_batch(writes, barrier=self.layout.root)
+        state = "planned" if inline else "noted"
+        self.ledger.set_action_state([(item.row.action_id, state, None) for item in actions], audit)
+        for item in actions:
+            item.row.state = state
+        self._commit_audit()
+
+    def _action_text(self, item: NewAction, *, status: str) -> str:
+        row = item.row
+        extra = dict(row.extra)
+        return rendering.action_note(
+            action_id=row.action_id,
+            source=row.source,
+            received=item.received,
+            title=row.title,
+            status=status,
+            attachments=row.attachments,
+            body_text=item.text,
+            source_ref=row.source_ref,
+            sender=row.sender,
+            subject=item.subject,
+            intent=item.planned.intent if item.planned else None,
+            extra=extra,
+        )
+
+    def _plan_request(self, item: NewAction, handbook: str, specs: Any) -> PlanRequest:
+        return PlanRequest(
+            action_id=item.row.action_id,
+            title=item.row.title,
+            text=item.text[:PLANNER_TEXT_CHARS],
+            source=item.row.source,
+            sender=item.row.sender,
+            received=item.received,
+            attachments=item.row.attachments,
+            handbook=handbook,
+            actions=specs,
+            trusted_sender=item.trusted,
+        )
+
+    def plan_request(self, item: NewAction) -> PlanRequest:
+        return self._plan_request(item, self.handbook(), self.registry.specs())
+
+    def _plan_write(self, row: ActionRow, proposal: PlanProposal) -> tuple[Path, bytes]:
+        created = utcnow()
+        properties = rendering.plan_properties(
+            plan_id=row.plan_id, action_id=row.action_id, proposal=proposal, created=created
+        )
+        body = rendering.plan_body(
+            proposal=proposal, plan_id=row.plan_id, action_note_stem=Path(row.note_rel).stem
+        )
+        return self.layout.resolve(row.plan_rel), render_note(properties, body).encode("utf-8")
+
+    def _plan_audit(self, row: ActionRow, proposal: PlanProposal) -> AuditRecord:
+        return audit_record(
+            "plan.created",
+            row.plan_id,
+            action_id=row.action_id,
+            action=proposal.action,
+            planner=proposal.planner,
+            risk=proposal.risk,
+            planner_fallback_reason=proposal.fallback_reason,
+            usage=proposal.usage,
+            cost_usd=proposal.cost_usd,
+        )
+
+    def write_plans(self, planned: Sequence[tuple[NewAction, PlanProposal]]) -> None:
+        """Plans from an async planner: plan note, then the action note marked planned."""
+        writes: list[tuple[Path, bytes]] = []
+        audit: list[AuditRecord] = []
+        today = utcnow().strftime("%Y-%m-%d")
+        for item, proposal in planned:
+            item.planned = proposal
+            writes.append(self._plan_write(item.row, proposal))
+            writes.append((self.layout.resolve(item.row.note_rel), self._action_text(item, status="planned").encode()))
+            audit.append(self._plan_audit(item.row, proposal))
+            if proposal.cost_usd:
+                self.ledger.add_cost(today, proposal.planner, proposal.cost_usd)
+        fs.write_durable_batch(writes, barrier=self.layout.root)
+        self.ledger.set_action_state([(item.row.action_id, "planned", None) for item, _ in planned], audit)
+        self._commit_audit()
+
+    # --- intake: messages from sources ---------------------------------------------------
+
+    def intake_message(self, message: IncomingMessage) -> tuple[NewAction | None, str]:
+        """Write one message's attachments and action note. (new action or None, action id).
+
+        The id is derived from (source, source_ref), so a redelivery after a crash rewrites the
+        same files instead of making a second action.
+        """
+        dedup_key = f"{message.source}:{message.source_ref}"
+        existing = self.ledger.action_by_dedup(dedup_key)
+        if existing is not None:
+            return None, existing.action_id
+        received = message.received if message.received.tzinfo else message.received.replace(tzinfo=UTC)
+        action_id = stable_action_id(received.astimezone(UTC), dedup_key)
+        title = (message.title or message.subject or "").strip()[:200] or f"{message.source} message"
+        stem = note_stem(action_id, title)
+        day = received.astimezone(UTC).strftime("%Y-%m-%d")
+        directory = self._attachment_dir(day)
+        attachments: list[str] = []
+        for number, attachment in enumerate(message.attachments, 1):
+            name = f"{short_id(action_id)}-{number}-{safe_file_name(attachment.filename)}"
+            target = directory / name
+            if attachment.path is not None:
+                _copy_durable(attachment.path, target)
+            else:
+                fs.write_durable(target, attachment.data or b"")
+            attachments.append(f"{Folder.ATTACHMENTS.value}/{day}/{name}")
+        row = ActionRow(
+            action_id=action_id,
+            source=message.source,
+            source_ref=message.source_ref,
+            state="claimed",
+            note_rel=f"{Folder.NEEDS_ACTION.value}/{stem}.md",
+            plan_id=plan_id_for(action_id),
+            plan_rel=f"{Folder.PLANS.value}/{stem} plan.md",
+            attachments=attachments,
+            title=title,
+            sender=message.sender,
+            extra=dict(message.properties),
+            dedup_key=dedup_key,
+            created_at=utcnow().isoformat(timespec="seconds"),
+        )
+        item = NewAction(
+            row=row, text=message.body, received=received, subject=message.subject,
+            trusted=message.trusted_sender,
+        )
+        # Notes first (same paths on a redelivery), then the ledger row that makes it count.
+        self.ledger.insert_actions([row])
+        self._write_actions([item])
+        return item, action_id
+
+    # --- quarantine ----------------------------------------------------------------------
+
+    def quarantine(self, folder: Folder, name: str, reason: str) -> Quarantined | None:
+        source = self.path(folder, name)
+        quarantine_dir = self.layout.folder(Folder.QUARANTINE)
+        stamp = utcnow()
+        target = fs.unique_path(quarantine_dir, f"{stamp:%Y%m%d-%H%M%S} {name}", "")
+        try:
+            # rename moves a symlink or FIFO itself, never what it points to
+            fs.move(source, target, source_watched=folder in (Folder.INBOX, Folder.APPROVED, Folder.REJECTED)
+                    and stat.S_ISREG(os.lstat(source).st_mode))
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            if error.errno in (1, 18, 21):  # EPERM/EXDEV/EISDIR on link(): fall back to rename
+                os.rename(source, target)
+                fs.fsync_dir(quarantine_dir)
+            else:
+                raise
+        note_path = fs.unique_path(quarantine_dir, f"{target.name} (why)", ".md")
+        quarantine_id = f"q-{stamp:%Y%m%d-%H%M%S}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+        properties = {
+            "id": quarantine_id,
+            "type": "quarantine",
+            "file": wikilink(self.layout.relative(target)),
+            "original_name": name,
+            "from": folder.value,
+            "reason": reason,
+            "quarantined": stamp.isoformat(timespec="seconds"),
+        }
+        body = (
+            f"# Quarantined: {name}\n\n{reason}.\n\nThe file was moved here unchanged from `{folder.value}/`"
+            " and was not processed. Nothing is deleted.\n"
+        )
+        fs.write_durable(note_path, render_note(properties, body).encode("utf-8"))
+        self.ledger.add_audit([audit_record("input.quarantined", quarantine_id, reason=reason, file=name,
+                                            folder=folder.value)])
+        self._commit_audit()
+        log.warning("input quarantined", file=name, folder=folder.value, reason=reason)
+        return Quarantined(name=name, reason=reason, note_rel=self.layout.relative(note_path))
+
+    # --- decisions: Approved/ and Rejected/ --------------------------------------------------
+
+    def examine_approved(self, names: Sequence[str]) -> DecisionOutcome:
+        outcome = DecisionOutcome()
+        for name in dict.fromkeys(names):
+            try:
+                self._examine_approved(name, outcome)
+            except OSError as error:
+                log.error("could not examine an approved note", file=name, error=str(error))
+        self._commit_audit()
+        return outcome
+
+    def _examine_approved(self, name: str, outcome: DecisionOutcome) -> None:
+        if is_ignored_name(name):
+            return
+        path = self.path(Folder.APPROVED, name)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return
+        reason = unsafe_reason(name, info.st_mode)
+        if reason is None and not name.endswith(".md"):
+            reason = "not a plan note: only .md plan notes are executed"
+        if reason is None and info.st_size > MAX_PLAN_BYTES:
+            reason = f"larger than {MAX_PLAN_BYTES // 1024} KiB: not a plan note"
+        if reason is not None:
+            found = self.quarantine(Folder.APPROVED, name, reason)
+            if found:
+                outcome.quarantined.append(found)
+            return
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        text = data.decode("utf-8", errors="replace")
+        try:
+            plan, properties, body = read_plan(text)
+        except NoteError as error:
+            outcome.finished.append(self._fail_unreadable(name, text, str(error)))
+            return
+        if plan.type != "plan":
+            return
+        previous = self.ledger.execution(plan.id)
+        if previous is not None and previous.state == "done":
+            if previous.final_rel and fs.finish_move(path, self.layout.resolve(previous.final_rel)):
+                return  # our own move, interrupted by a crash
+            self._ignore_duplicate(name, plan, previous, outcome)
+            return
+        if previous is not None and previous.state == "rejected":
+            outcome.finished.append(self._fail(name, plan, properties, body, digest,
+                                               "this plan was rejected earlier; rejected plans are never"
+                                               " executed. Ask for a new plan instead.", previous))
+            return
+        if previous is not None and previous.state in ("executed", "failing"):
+            outcome.finished.append(self._finalize(name, plan.id, properties, body, previous))
+            return
+        if previous is not None and previous.state in ("approved", "running") and previous.content_hash != digest:
+            outcome.revoked.append(self._revoke(name, plan, properties, body, previous))
+            return
+        resumed = previous is not None and previous.state in ("approved", "running")
+        executor = self.registry.get(plan.action)
+        if executor is None:
+            known = ", ".join(self.registry.names()) or "none"
+            outcome.finished.append(self._fail(name, plan, properties, body, digest,
+                                               f"unknown action '{plan.action}' (known: {known})", previous))
+            return
+        try:
+            params = executor.validate(plan.params)
+        except ValidationError as error:
+            outcome.finished.append(self._fail(name, plan, properties, body, digest,
+                                               f"invalid params for {plan.action}: {describe_validation(error)}",
+                                               previous))
+            return
+        action = self.ledger.action(plan.action_id)
+        attempt = (previous.attempts if previous else 0) + (0 if resumed else 1)
+        if not resumed:
+            self.ledger.upsert_execution(
+                ExecutionRow(
+                    plan_id=plan.id, action_id=plan.action_id, state="approved", content_hash=digest,
+                    attempts=attempt, action=plan.action, dry_run=None, result=None, error=None,
+                    note_rel=f"{Folder.APPROVED.value}/{name}", final_rel=None, updated_at="",
+                ),
+                [audit_record("approval.granted", plan.id, action_id=plan.action_id, action=plan.action,
+                              attempt=attempt)],
+            )
+            outcome.granted.append((plan.id, plan.action_id))
+        outcome.jobs.append(
+            ExecutionJob(
+                plan_id=plan.id, action_id=plan.action_id, name=name, digest=digest, properties=properties,
+                body=body, executor=executor, params=params, attempt=attempt,
+                action_title=action.title if action else "",
+                attachments=action.attachments if action else [], resumed=resumed,
+            )
+        )
+
+    def start_job(self, job: ExecutionJob) -> bool:
+        """Last check before running: the note must still be exactly what was approved."""
+        path = self.path(Folder.APPROVED, job.name)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            log.warning("approved plan vanished before it ran", plan_id=job.plan_id)
+            return False
+        if hashlib.sha256(data).hexdigest() != job.digest:
+            try:
+                plan, properties, body = read_plan(data.decode("utf-8", errors="replace"))
+            except NoteError as error:
+                self._fail_unreadable(job.name, data.decode("utf-8", "replace"), str(error))
+                return False
+            previous = self.ledger.execution(job.plan_id)
+            assert previous is not None
+            self._revoke(job.name, plan, properties, body, previous)
+            return False
+        self.ledger.upsert_execution(
+            ExecutionRow(
+                plan_id=job.plan_id, action_id=job.action_id, state="running", content_hash=job.digest,
+                attempts=job.attempt, action=job.executor.name, dry_run=None, result=None, error=None,
+                note_rel=f"{Folder.APPROVED.value}/{job.name}", final_rel=None, updated_at="",
+            )
+        )
+        return True
+
+    def record_result(
+        self, job: ExecutionJob, *, dry_run: bool, result: dict[str, Any] | None, error: str | None
+    ) -> Finished:
+        """The exactly-once point: `executed` (or `failed`) and its audit line in one transaction."""
+        row = ExecutionRow(
+            plan_id=job.plan_id, action_id=job.action_id, state="executed" if error is None else "failing",
+            content_hash=job.digest, attempts=job.attempt, action=job.executor.name, dry_run=dry_run,
+            result=result, error=error, note_rel=f"{Folder.APPROVED.value}/{job.name}", final_rel=None,
+            updated_at="",
+        )
+        if error is None:
+            audit = [audit_record("plan.executed", job.plan_id, action_id=job.action_id, action=job.executor.name,
+                                  dry_run=dry_run, attempt=job.attempt, result=_audit_result(result))]
+        else:
+            audit = [audit_record("plan.failed", job.plan_id, action_id=job.action_id, action=job.executor.name,
+                                  dry_run=dry_run, attempt=job.attempt, error=error)]
+        self.ledger.upsert_execution(row, audit)
+        finished = self._finalize(job.name, job.plan_id, job.properties, job.body, row)
+        self._commit_audit()
+        return finished
+
+    def _finalize(
+        self, name: str, plan_id: str, properties: dict[str, Any], body: str, row: ExecutionRow
+    ) -> Finished:
+        """Write the outcome into the plan note, move it to Done/ or Failed/, update the action note."""
+        failed = row.error is not None
+        status = "failed" if failed else "done"
+        when = utcnow()
+        updated = dict(properties)
+        updated["status"] = status
+        updated["executed_at"] = when.isoformat(timespec="seconds")
+        if row.dry_run is not None:
+            updated["dry_run"] = row.dry_run
+        updated.pop("error", None)
+        updated.pop("result", None)
+        if failed:
+            updated["error"] = row.error
+        else:
+            updated["result"] = row.result or {}
+        new_body = _strip_outcome(body) + rendering.outcome_section(
+            status=status, dry_run=row.dry_run, result=row.result, error=row.error, when=when
+        )
+        source = self.path(Folder.APPROVED, name)
+        target_folder = Folder.FAILED if failed else Folder.DONE
+        target = fs.unique_path(self.layout.folder(target_folder), Path(name).stem, ".md")
+        fs.write_durable(source, render_note(updated, new_body).encode("utf-8"))
+        fs.move(source, target, source_watched=True)
+        final_rel = self.layout.relative(target)
+        self.ledger.upsert_execution(
+            ExecutionRow(
+                plan_id=plan_id, action_id=row.action_id, state="failed" if failed else "done",
+                content_hash=row.content_hash, attempts=row.attempts, action=row.action, dry_run=row.dry_run,
+                result=row.result, error=row.error, note_rel=final_rel, final_rel=final_rel, updated_at="",
+            )
+        )
+        action_id = row.action_id or str(properties.get("action_id", ""))
+        self._update_action_note(action_id, status)
+        return Finished(
+            plan_id=plan_id, action_id=action_id, action=str(row.action or properties.get("action", "")),
+            status=status, dry_run=row.dry_run, result=row.result, error=row.error, final_rel=final_rel,
+        )
+
+    def _update_action_note(self, action_id: str, status: str) -> None:
+        """Mark the action note; an executed or rejected action's note joins its plan."""
+        action = self.ledger.action(action_id) if action_id else None
+        if action is None:
+            return
+        source = self.layout.resolve(action.note_rel)
+        try:
+            properties, body = parse_note(source.read_text(encoding="utf-8"))
+        except (OSError, NoteError) as error:
+            log.warning("action note not updated", action_id=action_id, error=str(error))
+            return
+        properties["status"] = status
+        fs.write_durable(source, render_note(properties, body).encode("utf-8"))
+        destination = {"done": Folder.DONE, "rejected": Folder.REJECTED}.get(status)
+        note_rel = None
+        if destination is not None and not action.note_rel.startswith(destination.value + "/"):
+            target = fs.unique_path(self.layout.folder(destination), source.stem, ".md")
+            fs.move(source, target, source_watched=False)
+            note_rel = self.layout.relative(target)
+        self.ledger.set_action_state([(action_id, status, note_rel)])
+
+    def _fail(
+        self,
+        name: str,
+        plan: PlanNote,
+        properties: dict[str, Any],
+        body: str,
+        digest: str,
+        error: str,
+        previous: ExecutionRow | None,
+    ) -> Finished:
+        row = ExecutionRow(
+            plan_id=plan.id, action_id=plan.action_id, state="failing", content_hash=digest,
+            attempts=(previous.attempts if previous else 0) + 1, action=plan.action, dry_run=None, result=None,
+            error=error, note_rel=f"{Folder.APPROVED.value}/{name}", final_rel=None, updated_at="",
+        )
+        self.ledger.upsert_execution(
+            row, [audit_record("plan.failed", plan.id, action_id=plan.action_id, action=plan.action, error=error)]
+        )
+        log.warning("plan failed validation", plan_id=plan.id, error=error)
+        return self._finalize(name, plan.id, properties, body, row)
+
+    def _fail_unreadable(self, name: str, text: str, error: str) -> Finished:
+        """A note whose frontmatter cannot be read: keep it as it is, add the reason, move it to Failed/."""
+        match = re.search(r"^id:\s*['\"]?([A-Za-z0-9_.:-]{1,128})", text, re.MULTILINE)
+        subject = match.group(1) if match else name
+        source = self.path(Folder.APPROVED, name)
+        target = fs.unique_path(self.layout.folder(Folder.FAILED), Path(name).stem, Path(name).suffix or ".md")
+        annotated = text.rstrip("\n") + f"\n\n> [!error] ai-employee could not run this plan\n> {error}\n"
+        fs.write_durable(source, annotated.encode("utf-8"))
+        fs.move(source, target, source_watched=True)
+        self.ledger.add_audit([audit_record("plan.failed", subject, error=error, file=name)])
+        log.warning("unreadable plan moved to Failed", file=name, error=error)
+        return Finished(plan_id=subject, action_id="", action="", status="failed", dry_run=None, result=None,
+                        error=error, final_rel=self.layout.relative(target))
+
+    def _ignore_duplicate(self, name: str, plan: PlanNote, previous: ExecutionRow, outcome: DecisionOutcome) -> None:
+        reason = (
+            f"plan {plan.id} was already executed ({previous.updated_at}); a copy that reappears in Approved/"
+            " is never executed again"
+        )
+        self.ledger.add_audit([audit_record("plan.duplicate_ignored", plan.id, file=name,
+                                            executed=previous.final_rel)])
+        found = self.quarantine(Folder.APPROVED, name, reason)
+        if found:
+            outcome.quarantined.append(found)
+        outcome.duplicates.append(plan.id)
+
+    def _revoke(
+        self, name: str, plan: PlanNote, properties: dict[str, Any], body: str, previous: ExecutionRow
+    ) -> str:
+        """Changed after approval: back to Plans/ for a fresh approval."""
+        source = self.path(Folder.APPROVED, name)
+        updated = dict(properties)
+        updated["status"] = "pending_approval"
+        fs.write_durable(source, render_note(updated, body).encode("utf-8"))
+        target = fs.unique_path(self.layout.folder(Folder.PLANS), Path(name).stem, ".md")
+        fs.move(source, target, source_watched=True)
+        self.ledger.upsert_execution(
+            ExecutionRow(
+                plan_id=plan.id, action_id=plan.action_id, state="returned", content_hash=None,
+                attempts=previous.attempts, action=plan.action, dry_run=None, result=None, error=None,
+                note_rel=self.layout.relative(target), final_rel=None, updated_at="",
+            ),
+            [audit_record("approval.revoked", plan.id, action_id=plan.action_id,
+                          reason="the note changed after it was approved; approve it again")],
+        )
+        log.warning("plan changed after approval; returned to Plans", plan_id=plan.id)
+        return plan.id
+
+    def examine_rejected(self, names: Sequence[str]) -> DecisionOutcome:
+        outcome = DecisionOutcome()
+        for name in dict.fromkeys(names):
+            if is_ignored_name(name) or not name.endswith(".md"):
+                continue
+            path = self.path(Folder.REJECTED, name)
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+                plan, properties, body = read_plan(text)
+            except FileNotFoundError:
+                continue
+            except NoteError:
+                continue  # not a plan we can read; a rejected note is never executed anyway
+            if properties.get("type") != "plan":
+                continue
+            previous = self.ledger.execution(plan.id)
+            if previous is not None and previous.state in ("rejected", "done", "running", "executed"):
+                if previous.state != "rejected":
+                    log.warning("plan moved to Rejected after it ran; nothing to undo", plan_id=plan.id)
+                continue
+            reason = properties.get("rejection_reason")
+            self.ledger.upsert_execution(
+                ExecutionRow(
+                    plan_id=plan.id, action_id=plan.action_id, state="rejected", content_hash=None,
+                    attempts=previous.attempts if previous else 0, action=plan.action, dry_run=None, result=None,
+                    error=None, note_rel=f"{Folder.REJECTED.value}/{name}", final_rel=None, updated_at="",
+                ),
+                [audit_record("approval.denied", plan.id, action_id=plan.action_id,
+                              reason=str(reason) if reason else None)],
+            )
+            if properties.get("status") != "rejected":
+                updated = dict(properties)
+                updated["status"] = "rejected"
+                fs.write_durable(path, render_note(updated, body).encode("utf-8"))
+            self._update_action_note(plan.action_id, "rejected")
+            outcome.rejected.append(plan.id)
+        self._commit_audit()
+        return outcome
+
+    # --- recovery ----------------------------------------------------------------------------
+
+    def recover(self) -> tuple[list[NewAction], list[str]]:
+        """Finish what a crash interrupted. Returns (actions still to plan, approved names to re-examine)."""
+        for folder in Folder:
+            directory = self.layout.folder(folder)
+            if directory.is_dir() and folder != Folder.ATTACHMENTS:
+                fs.remove_stale_temps(directory)
+        self._commit_audit()
+        to_plan: list[NewAction] = []
+        for row in self.ledger.unfinished_actions():
+            item = self._recover_action(row)
+            if item is not None:
+                to_plan.append(item)
+        approved: list[str] = []
+        for execution in self.ledger.open_executions():
+            if execution.note_rel and execution.note_rel.startswith(Folder.APPROVED.value + "/"):
+                approved.append(execution.note_rel.split("/", 1)[1])
+        return to_plan, approved
+
+    def _recover_action(self, row: ActionRow) -> NewAction | None:
+        received = datetime.fromisoformat(row.created_at) if row.created_at else utcnow()
+        if row.state == "claimed" and row.inbox_name is not None:
+            attachment = self.layout.resolve(row.attachments[0])
+            inbox_path = self.path(Folder.INBOX, row.inbox_name)
+            if not attachment.exists():
+                try:
+                    info = os.lstat(inbox_path)
+                except FileNotFoundError:
+                    info = None
+                if info is None or info.st_ino != row.inbox_ino:
+                    log.error("claimed inbox file is gone; the action is abandoned", action_id=row.action_id)
+                    self.ledger.set_action_state([(row.action_id, "abandoned", None)])
+                    return None
+                self._attachment_dir(attachment.parent.name)
+                os.link(inbox_path, attachment)
+                fs.fsync_dir(attachment.parent)
+            fs.finish_move(inbox_path, attachment)
+            title, text = self._describe_file(attachment, row.inbox_name, attachment.stat().st_size)
+            item = NewAction(row=row, text=text, received=received)
+            self._write_actions([item])
+            log.info("recovered an interrupted intake", action_id=row.action_id)
+            return None if item.planned else item
+        note = self.layout.resolve(row.note_rel)
+        try:
+            properties, body = parse_note(note.read_text(encoding="utf-8"))
+        except (OSError, NoteError):
+            if row.state == "claimed":
+                # a message whose note never became durable: its source will deliver it again
+                self.ledger.set_action_state([(row.action_id, "abandoned", None)])
+                with self.ledger.transaction() as db:
+                    db.execute("UPDATE actions SET dedup_key = NULL WHERE action_id = ?", (row.action_id,))
+            return None
+        item = NewAction(row=row, text=_body_text(body), received=received,
+                         subject=properties.get("subject"), trusted=True)
+        if row.state == "claimed":
+            self._write_actions([item])
+            return None if item.planned else item
+        return item
+
+
+def _copy_durable(source: Path, target: Path) -> None:
+    """Link when possible (same filesystem, no copy); otherwise copy in chunks and fsync."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        return
+    except OSError:
+        temp = fs.temp_path_for(target)
+        with source.open("rb") as reader, temp.open("wb") as writer:
+            shutil.copyfileobj(reader, writer, 1024 * 1024)
+            writer.flush()
+            os.fsync(writer.fileno())
+        os.replace(temp, target)
+    fs.fsync_dir(target.parent)
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        cleaned = line.strip().lstrip("#").strip()
+        if cleaned:
+            return cleaned[:120]
+    return ""
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + line for line in text.splitlines())
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} bytes"
+
+
+def _body_text(body: str) -> str:
+    """The message text from an action note's body (drop the title line and the attachment list)."""
+    lines = body.strip("\n").splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    text = "\n".join(lines)
+    return text.split("\n## Attachments\n", 1)[0].strip()
+
+
+_OUTCOME = re.compile(r"\n## (Result|Error|Outcome)\n_\d{4}-.*", re.DOTALL)
+
+
+def _strip_outcome(body: str) -> str:
+    """A retried plan keeps one outcome section, the latest."""
+    return _OUTCOME.sub("", body).rstrip("\n") + "\n"
+
+
+def _audit_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The result's scalar facts (ids, credits) for the audit line; requests stay in the note."""
+    if not result:
+        return None
+    return {key: value for key, value in result.items() if isinstance(value, (str, int, float, bool))}

@@ -1,0 +1,86 @@
+"""Approve or reject a plan by id: the same move a human makes in Obsidian.
+
+Used by the CLI (with or without a running daemon), the Telegram and Slack buttons. It
+only moves the note; the daemon's watcher sees the move like any other.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ai_employee.plugins import DecisionResult
+from ai_employee.vault import fs
+from ai_employee.vault.layout import Folder, VaultLayout, is_ignored_name
+from ai_employee.vault.notes import NoteError, parse_note, render_note
+
+_SEARCH_ORDER = (Folder.PLANS, Folder.FAILED, Folder.APPROVED, Folder.REJECTED, Folder.DONE)
+
+
+class Decisions:
+    def __init__(self, layout: VaultLayout) -> None:
+        self.layout = layout
+
+    def find(self, plan_id: str, folders: tuple[Folder, ...] = _SEARCH_ORDER) -> tuple[Folder, Path] | None:
+        """Find a plan note by id: names carrying its short id first, then every note's frontmatter.
+
+        Reads only the small folders a decision concerns; Done/ is searched by name alone.
+        """
+        plan_id = plan_id.strip()
+        short = plan_id.rsplit("-", 1)[-1]
+        for folder in folders:
+            directory = self.layout.folder(folder)
+            try:
+                names = sorted(entry.name for entry in os.scandir(directory)
+                               if entry.name.endswith(".md") and not is_ignored_name(entry.name))
+            except FileNotFoundError:
+                continue
+            likely = [name for name in names if short in name]
+            for name in likely:
+                if self._id_of(directory / name) == plan_id:
+                    return folder, directory / name
+            if folder in (Folder.PLANS, Folder.FAILED):
+                for name in names:
+                    if name not in likely and self._id_of(directory / name) == plan_id:
+                        return folder, directory / name
+        return None
+
+    @staticmethod
+    def _id_of(path: Path) -> str | None:
+        try:
+            with path.open("r", encoding="utf-8", errors="replace") as handle:
+                head = handle.read(70 * 1024)
+            properties, _ = parse_note(head)
+        except (OSError, NoteError):
+            return None
+        value = properties.get("id")
+        return str(value) if value is not None else None
+
+    def approve(self, plan_id: str) -> DecisionResult:
+        found = self.find(plan_id)
+        if found is None:
+            return DecisionResult("not_found", plan_id, f"no plan with id {plan_id} in Plans/ or Failed/")
+        folder, path = found
+        if folder not in (Folder.PLANS, Folder.FAILED):
+            return DecisionResult("already_decided", plan_id, f"the plan is already in {folder.value}/")
+        target = fs.unique_path(self.layout.folder(Folder.APPROVED), path.stem, ".md")
+        fs.move(path, target)
+        return DecisionResult("approved", plan_id, f"moved to {self.layout.relative(target)}")
+
+    def reject(self, plan_id: str, reason: str | None = None) -> DecisionResult:
+        found = self.find(plan_id)
+        if found is None:
+            return DecisionResult("not_found", plan_id, f"no plan with id {plan_id} in Plans/ or Failed/")
+        folder, path = found
+        if folder not in (Folder.PLANS, Folder.FAILED):
+            return DecisionResult("already_decided", plan_id, f"the plan is already in {folder.value}/")
+        if reason:
+            try:
+                properties, body = parse_note(path.read_text(encoding="utf-8"))
+                properties["rejection_reason"] = reason
+                fs.write_durable(path, render_note(properties, body).encode("utf-8"))
+            except (OSError, NoteError):
+                pass  # the move is what counts; the reason is a courtesy
+        target = fs.unique_path(self.layout.folder(Folder.REJECTED), path.stem, ".md")
+        fs.move(path, target)
+        return DecisionResult("rejected", plan_id, f"moved to {self.layout.relative(target)}")

@@ -1,0 +1,110 @@
+"""The vault's folders and the contract's rules on which names are taken, ignored or quarantined."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import stat
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from ai_employee.vault.fs import ensure_same_filesystem
+
+
+class Folder(StrEnum):
+    INBOX = "Inbox"
+    NEEDS_ACTION = "Needs_Action"
+    PLANS = "Plans"
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+    DONE = "Done"
+    FAILED = "Failed"
+    QUARANTINE = "Quarantine"
+    ATTACHMENTS = "Attachments"
+    LOGS = "Logs"
+    NOTES = "Notes"
+
+
+STATE_DIR = ".ai-employee"
+DASHBOARD = "Dashboard.md"
+HANDBOOK = "Company_Handbook.md"
+
+#: Folders the watcher watches: a human (or a sync tool) puts things there.
+WATCHED = (Folder.INBOX, Folder.APPROVED, Folder.REJECTED)
+
+_IGNORED_PATTERNS = ("*.tmp", "*.part", "*.crdownload", "*~", "~$*", ".~lock.*", "*.icloud", ".syncthing.*")
+_CONFLICT = re.compile(r"\.sync-conflict-|\(conflicted copy |conflicted copy ", re.IGNORECASE)
+
+
+def is_ignored_name(name: str) -> bool:
+    """Dot-files and partial/temporary files of editors, browsers and sync tools."""
+    if name.startswith("."):
+        return True
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in _IGNORED_PATTERNS)
+
+
+def is_conflict_copy(name: str) -> bool:
+    return bool(_CONFLICT.search(name))
+
+
+def unsafe_reason(name: str, mode: int) -> str | None:
+    """Why an entry must go to Quarantine/ instead of being processed; None if it is safe."""
+    if stat.S_ISLNK(mode):
+        return "symlink: links are never followed, so nothing outside the vault is read"
+    if stat.S_ISDIR(mode):
+        return "folder: drop files into Inbox/, not folders"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (FIFO, socket or device)"
+    if is_conflict_copy(name):
+        return "sync-conflict copy: never executed; compare it with the original by hand"
+    return None
+
+
+@dataclass(frozen=True)
+class VaultLayout:
+    root: Path
+
+    def folder(self, folder: Folder) -> Path:
+        return self.root / folder.value
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def dashboard(self) -> Path:
+        return self.root / DASHBOARD
+
+    @property
+    def handbook(self) -> Path:
+        return self.root / HANDBOOK
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def resolve(self, relative: str) -> Path:
+        return self.root / relative
+
+    def create(self) -> None:
+        """Create missing folders; refuse state folders that span filesystems."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for folder in Folder:
+            self.folder(folder).mkdir(exist_ok=True)
+        self.state_dir.mkdir(exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        ensure_same_filesystem([self.root, self.state_dir, *(self.folder(folder) for folder in Folder)])
+
+    def counts(self) -> dict[str, int]:
+        """Visible notes/files per folder (status --json)."""
+        result: dict[str, int] = {}
+        for folder in Folder:
+            if folder in (Folder.LOGS, Folder.ATTACHMENTS, Folder.NOTES):
+                continue
+            try:
+                with os.scandir(self.folder(folder)) as entries:
+                    result[folder.value] = sum(1 for entry in entries if not is_ignored_name(entry.name))
+            except FileNotFoundError:
+                result[folder.value] = 0
+        return result

@@ -1,0 +1,376 @@
+"""The ledger: SQLite (WAL, synchronous=FULL) in .ai-employee/, making each step exactly-once.
+
+The folders are the state a human sees; the ledger records each step's progress keyed by a
+stable id, so that a step a crash interrupted is finished (or redone) on restart without a
+duplicate, and nothing is ever O(vault) per event.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS actions (
+    action_id   TEXT PRIMARY KEY,
+    source      TEXT NOT NULL,
+    source_ref  TEXT,
+    dedup_key   TEXT UNIQUE,
+    state       TEXT NOT NULL,
+    inbox_name  TEXT,
+    inbox_dev   INTEGER,
+    inbox_ino   INTEGER,
+    attachments TEXT NOT NULL DEFAULT '[]',
+    note_rel    TEXT NOT NULL,
+    plan_id     TEXT NOT NULL,
+    plan_rel    TEXT NOT NULL,
+    title       TEXT NOT NULL DEFAULT '',
+    sender      TEXT,
+    extra       TEXT NOT NULL DEFAULT '{}',
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS actions_unfinished ON actions(state) WHERE state IN ('claimed', 'noted');
+CREATE INDEX IF NOT EXISTS actions_plan ON actions(plan_id);
+CREATE TABLE IF NOT EXISTS executions (
+    plan_id      TEXT PRIMARY KEY,
+    action_id    TEXT,
+    state        TEXT NOT NULL,
+    content_hash TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    action       TEXT,
+    dry_run      INTEGER,
+    result       TEXT,
+    error        TEXT,
+    note_rel     TEXT,
+    final_rel    TEXT,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS executions_open ON executions(state)
+    WHERE state IN ('approved', 'running', 'executed', 'failing');
+CREATE TABLE IF NOT EXISTS journal (
+    plan_id TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    PRIMARY KEY (plan_id, key)
+);
+CREATE TABLE IF NOT EXISTS kv (
+    namespace TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    value     TEXT NOT NULL,
+    PRIMARY KEY (namespace, key)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    day      TEXT NOT NULL,
+    line     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS costs (
+    day     TEXT NOT NULL,
+    planner TEXT NOT NULL,
+    usd     REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, planner)
+);
+"""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class ActionRow:
+    action_id: str
+    source: str
+    source_ref: str | None
+    state: str
+    note_rel: str
+    plan_id: str
+    plan_rel: str
+    attachments: list[str] = field(default_factory=list)
+    inbox_name: str | None = None
+    inbox_dev: int | None = None
+    inbox_ino: int | None = None
+    title: str = ""
+    sender: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    dedup_key: str | None = None
+    created_at: str = ""
+
+
+@dataclass
+class ExecutionRow:
+    plan_id: str
+    action_id: str | None
+    state: str
+    content_hash: str | None
+    attempts: int
+    action: str | None
+    dry_run: bool | None
+    result: dict[str, Any] | None
+    error: str | None
+    note_rel: str | None
+    final_rel: str | None
+    updated_at: str
+
+
+class Ledger:
+    """Thread-safe: one connection behind a lock (SQLite work here is tiny and fsync-bound)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # --- actions -----------------------------------------------------------------------
+
+    def insert_actions(self, rows: Sequence[ActionRow], audit: Sequence[AuditRecord] = ()) -> None:
+        stamp = now_iso()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO actions (action_id, source, source_ref, dedup_key, state, inbox_name, inbox_dev,"
+                " inbox_ino, attachments, note_rel, plan_id, plan_rel, title, sender, extra, created_at,"
+                " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        row.action_id, row.source, row.source_ref, row.dedup_key, row.state, row.inbox_name,
+                        row.inbox_dev, row.inbox_ino, json.dumps(row.attachments), row.note_rel, row.plan_id,
+                        row.plan_rel, row.title, row.sender, json.dumps(row.extra, default=str),
+                        row.created_at or stamp, stamp,
+                    )
+                    for row in rows
+                ],
+            )
+            self._add_audit(db, audit)
+
+    def set_action_state(
+        self,
+        updates: Sequence[tuple[str, str, str | None]],
+        audit: Sequence[AuditRecord] = (),
+    ) -> None:
+        """(action_id, state, note_rel or None to keep it)."""
+        stamp = now_iso()
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE actions SET state = ?, note_rel = COALESCE(?, note_rel), updated_at = ? WHERE action_id = ?",
+                [(state, note_rel, stamp, action_id) for action_id, state, note_rel in updates],
+            )
+            self._add_audit(db, audit)
+
+    def action(self, action_id: str) -> ActionRow | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM actions WHERE action_id = ?", (action_id,)).fetchone()
+        return _action_row(row) if row else None
+
+    def action_by_plan(self, plan_id: str) -> ActionRow | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM actions WHERE plan_id = ?", (plan_id,)).fetchone()
+        return _action_row(row) if row else None
+
+    def action_by_dedup(self, dedup_key: str) -> ActionRow | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM actions WHERE dedup_key = ?", (dedup_key,)).fetchone()
+        return _action_row(row) if row else None
+
+    def claimed_inbox_names(self) -> dict[str, ActionRow]:
+        """Unfinished inbox claims by inbox name (few: only what a crash interrupted)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM actions WHERE state IN ('claimed', 'noted') AND inbox_name IS NOT NULL"
+            ).fetchall()
+        return {row["inbox_name"]: _action_row(row) for row in rows}
+
+    def unfinished_actions(self) -> list[ActionRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM actions WHERE state IN ('claimed', 'noted')").fetchall()
+        return [_action_row(row) for row in rows]
+
+    def count_actions(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM actions").fetchone()[0])
+
+    # --- executions --------------------------------------------------------------------
+
+    def execution(self, plan_id: str) -> ExecutionRow | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM executions WHERE plan_id = ?", (plan_id,)).fetchone()
+        return _execution_row(row) if row else None
+
+    def upsert_execution(self, row: ExecutionRow, audit: Sequence[AuditRecord] = ()) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO executions (plan_id, action_id, state, content_hash, attempts, action, dry_run,"
+                " result, error, note_rel, final_rel, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(plan_id) DO UPDATE SET action_id=excluded.action_id, state=excluded.state,"
+                " content_hash=excluded.content_hash, attempts=excluded.attempts, action=excluded.action,"
+                " dry_run=excluded.dry_run, result=excluded.result, error=excluded.error,"
+                " note_rel=excluded.note_rel, final_rel=excluded.final_rel, updated_at=excluded.updated_at",
+                (
+                    row.plan_id, row.action_id, row.state, row.content_hash, row.attempts, row.action,
+                    None if row.dry_run is None else int(row.dry_run),
+                    None if row.result is None else json.dumps(row.result, default=str),
+                    row.error, row.note_rel, row.final_rel, now_iso(),
+                ),
+            )
+            self._add_audit(db, audit)
+
+    def open_executions(self) -> list[ExecutionRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM executions WHERE state IN ('approved', 'running', 'executed', 'failing')"
+            ).fetchall()
+        return [_execution_row(row) for row in rows]
+
+    def recent_executions(self, limit: int = 15) -> list[ExecutionRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM executions WHERE state IN ('done', 'failed') ORDER BY updated_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [_execution_row(row) for row in rows]
+
+    # --- journal, kv, costs --------------------------------------------------------------
+
+    def journal_get(self, plan_id: str, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM journal WHERE plan_id = ? AND key = ?", (plan_id, key)
+            ).fetchone()
+        if row is None:
+            return None
+        value: dict[str, Any] = json.loads(row[0])
+        return value
+
+    def journal_put(self, plan_id: str, key: str, value: Mapping[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO journal (plan_id, key, value) VALUES (?,?,?)"
+                " ON CONFLICT(plan_id, key) DO UPDATE SET value = excluded.value",
+                (plan_id, key, json.dumps(dict(value), default=str)),
+            )
+
+    def kv_get(self, namespace: str, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def kv_put(self, namespace: str, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO kv (namespace, key, value) VALUES (?,?,?)"
+                " ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value",
+                (namespace, key, value),
+            )
+
+    def add_cost(self, day: str, planner: str, usd: float) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO costs (day, planner, usd) VALUES (?,?,?)"
+                " ON CONFLICT(day, planner) DO UPDATE SET usd = usd + excluded.usd",
+                (day, planner, usd),
+            )
+
+    def cost(self, day: str) -> float:
+        with self._lock:
+            row = self._db.execute("SELECT COALESCE(SUM(usd), 0) FROM costs WHERE day = ?", (day,)).fetchone()
+        return float(row[0])
+
+    # --- audit outbox ------------------------------------------------------------------
+
+    def _add_audit(self, db: sqlite3.Connection, records: Sequence[AuditRecord]) -> None:
+        if records:
+            db.executemany(
+                "INSERT OR IGNORE INTO outbox (event_id, day, line) VALUES (?,?,?)",
+                [(record.event_id, record.day, record.line) for record in records],
+            )
+
+    def add_audit(self, records: Sequence[AuditRecord]) -> None:
+        with self.transaction() as db:
+            self._add_audit(db, records)
+
+    def pending_audit(self, after_seq: int, limit: int = 5000) -> list[tuple[int, str, str, str]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, event_id, day, line FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        return [(int(row[0]), str(row[1]), str(row[2]), str(row[3])) for row in rows]
+
+    def prune_audit(self, up_to_seq: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM outbox WHERE seq <= ?", (up_to_seq,))
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    event_id: str
+    day: str  # YYYY-MM-DD (UTC): the log file it belongs to
+    line: str  # the JSON object, one line
+
+
+def _action_row(row: sqlite3.Row) -> ActionRow:
+    return ActionRow(
+        action_id=row["action_id"],
+        source=row["source"],
+        source_ref=row["source_ref"],
+        state=row["state"],
+        note_rel=row["note_rel"],
+        plan_id=row["plan_id"],
+        plan_rel=row["plan_rel"],
+        attachments=json.loads(row["attachments"]),
+        inbox_name=row["inbox_name"],
+        inbox_dev=row["inbox_dev"],
+        inbox_ino=row["inbox_ino"],
+        title=row["title"],
+        sender=row["sender"],
+        extra=json.loads(row["extra"]),
+        dedup_key=row["dedup_key"],
+        created_at=row["created_at"],
+    )
+
+
+def _execution_row(row: sqlite3.Row) -> ExecutionRow:
+    return ExecutionRow(
+        plan_id=row["plan_id"],
+        action_id=row["action_id"],
+        state=row["state"],
+        content_hash=row["content_hash"],
+        attempts=int(row["attempts"]),
+        action=row["action"],
+        dry_run=None if row["dry_run"] is None else bool(row["dry_run"]),
+        result=None if row["result"] is None else json.loads(row["result"]),
+        error=row["error"],
+        note_rel=row["note_rel"],
+        final_rel=row["final_rel"],
+        updated_at=row["updated_at"],
+    )
