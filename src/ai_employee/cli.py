@@ -29,11 +29,17 @@ EXIT_NOT_FOUND = 4
 EXIT_ALREADY_DECIDED = 5
 
 vault_option = click.option(
-    "--vault", "vault", type=click.Path(path_type=Path), default=None,
+    "--vault",
+    "vault",
+    type=click.Path(path_type=Path),
+    default=None,
     help="Vault folder (default: config vault.path, $AIE_VAULT, ./AI_Employee_Vault).",
 )
 config_option = click.option(
-    "--config", "config", type=click.Path(path_type=Path, dir_okay=False), default=None,
+    "--config",
+    "config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
     help="Config file (default: $AIE_CONFIG, ./config.yaml).",
 )
 
@@ -63,8 +69,9 @@ def _running(layout: VaultLayout) -> DaemonInfo | None:
 
 
 def _http(info: DaemonInfo) -> httpx.Client:
-    return httpx.Client(base_url=f"http://{info.host}:{info.port}", timeout=10.0,
-                        headers={"X-AIE-Token": info.token})
+    return httpx.Client(
+        base_url=f"http://{info.host}:{info.port}", timeout=10.0, headers={"X-AIE-Token": info.token}
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -96,8 +103,9 @@ def init(path: Path) -> None:
 @click.option("--live", is_flag=True, default=False, help="Live mode: executors send for real.")
 @click.option("--detach", is_flag=True, default=False, help="Run in the background; return once ready.")
 @click.option("--port", type=int, default=None, help="Control port (0 = any free port).")
-def start(vault: Path | None, config: Path | None, log_level: str | None, live: bool, detach: bool,
-          port: int | None) -> None:
+def start(
+    vault: Path | None, config: Path | None, log_level: str | None, live: bool, detach: bool, port: int | None
+) -> None:
     """Run the daemon (in the foreground unless --detach)."""
     overrides: dict[str, Any] = {"logging.level": log_level, "health.port": port}
     if live:
@@ -118,8 +126,9 @@ def start(vault: Path | None, config: Path | None, log_level: str | None, live: 
     sys.exit(code)
 
 
-def _start_argv(vault: Path | None, config: Path | None, log_level: str | None, live: bool,
-                port: int | None) -> list[str]:
+def _start_argv(
+    vault: Path | None, config: Path | None, log_level: str | None, live: bool, port: int | None
+) -> list[str]:
     argv = ["start"]
     if vault is not None:
         argv += ["--vault", str(vault.resolve())]
@@ -140,8 +149,11 @@ def _start_detached(layout: VaultLayout, argv: list[str], timeout: float = 60.0)
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "ai_employee", *argv],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=os.getcwd(),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=os.getcwd(),
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -174,8 +186,13 @@ def status(vault: Path | None, config: Path | None, as_json: bool) -> None:
         except httpx.HTTPError:
             data = None
     if data is None:
-        data = {"running": False, "pid": None, "dry_run": settings.execution.dry_run, "services": {},
-                "vault": layout.counts() if layout.root.is_dir() else {}}
+        data = {
+            "running": False,
+            "pid": None,
+            "dry_run": settings.execution.dry_run,
+            "services": {},
+            "vault": layout.counts() if layout.root.is_dir() else {},
+        }
         if as_json:
             click.echo(json.dumps(data, indent=2))
         else:
@@ -195,7 +212,11 @@ def status(vault: Path | None, config: Path | None, as_json: bool) -> None:
     if executors:
         click.echo("actions:")
         for name, executor in sorted(executors.items()):
-            state = "available" if executor.get("available") else "unavailable: " + str(executor.get("detail", ""))
+            state = (
+                "available"
+                if executor.get("available")
+                else "unavailable: " + str(executor.get("detail", ""))
+            )
             click.echo(f"  {name:<18} {state}")
     click.echo("vault: " + ", ".join(f"{folder} {count}" for folder, count in data.get("vault", {}).items()))
 
@@ -203,7 +224,9 @@ def status(vault: Path | None, config: Path | None, as_json: bool) -> None:
 @main.command()
 @vault_option
 @config_option
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for in-flight work.")
+@click.option(
+    "--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for in-flight work."
+)
 def stop(vault: Path | None, config: Path | None, timeout: float) -> None:
     """Stop the daemon gracefully; waits for in-flight work (exit 3 if none runs)."""
     layout = _layout(config, vault)

@@ -32,6 +32,7 @@ from ai_employee.pipeline.planning import build_planner
 from ai_employee.pipeline.registry import ExecutorRegistry
 from ai_employee.pipeline.service import PipelineService
 from ai_employee.pipeline.steps import VaultSteps
+from ai_employee.planners.approval import may_auto_approve
 from ai_employee.plugins import SERVICES_GROUP, PluginDisabled, ServiceContext, load_factories
 from ai_employee.vault.decisions import Decisions
 from ai_employee.vault.fs import write_durable
@@ -65,9 +66,13 @@ class DaemonInfo:
         try:
             data = json.loads((layout.state_dir / DAEMON_FILE).read_text(encoding="utf-8"))
             return cls(
-                pid=int(data["pid"]), port=int(data["port"]), token=str(data.get("token", "")),
-                host=str(data.get("host", "127.0.0.1")), vault=str(data.get("vault", "")),
-                started=str(data.get("started", "")), argv=list(data.get("argv", [])),
+                pid=int(data["pid"]),
+                port=int(data["port"]),
+                token=str(data.get("token", "")),
+                host=str(data.get("host", "127.0.0.1")),
+                vault=str(data.get("vault", "")),
+                started=str(data.get("started", "")),
+                argv=list(data.get("argv", [])),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -107,9 +112,16 @@ class _ActionLookup:
         if row is None:
             return None
         return {
-            "action_id": row.action_id, "source": row.source, "source_ref": row.source_ref, "state": row.state,
-            "note": row.note_rel, "plan_id": row.plan_id, "plan": row.plan_rel, "title": row.title,
-            "sender": row.sender, "extra": row.extra,
+            "action_id": row.action_id,
+            "source": row.source,
+            "source_ref": row.source_ref,
+            "state": row.state,
+            "note": row.note_rel,
+            "plan_id": row.plan_id,
+            "plan": row.plan_rel,
+            "title": row.title,
+            "sender": row.sender,
+            "extra": row.extra,
         }
 
 
@@ -190,11 +202,20 @@ class Daemon:
         steps = VaultSteps(self.layout, ledger, audit, self.settings, registry, planner)
         decisions = Decisions(self.layout)
         pipeline = PipelineService(
-            steps, bus=bus, metrics=metrics, settings=self.settings, planner=planner,
-            auto_approve=_auto_approve_policy(), approve=decisions.approve,
+            steps,
+            bus=bus,
+            metrics=metrics,
+            settings=self.settings,
+            planner=planner,
+            auto_approve=may_auto_approve,
+            approve=decisions.approve,
         )
         watcher = WatcherService(
-            self.layout, hint=pipeline.hint_threadsafe, rescan=pipeline.request_reconcile, bus=bus, metrics=metrics
+            self.layout,
+            hint=pipeline.hint_threadsafe,
+            rescan=pipeline.request_reconcile,
+            bus=bus,
+            metrics=metrics,
         )
         orchestrator = Orchestrator(
             bus,
@@ -204,13 +225,19 @@ class Daemon:
         self.orchestrator = orchestrator
         bus.subscribe(None, lambda event: _track_services(event, metrics), name="service-metrics")
         token = new_token()
-        control = ControlServer(self, metrics, host=self.settings.health.host, port=self.settings.health.port,
-                                token=token)
+        control = ControlServer(
+            self, metrics, host=self.settings.health.host, port=self.settings.health.port, token=token
+        )
         orchestrator.register(pipeline)
         orchestrator.register(watcher)
         context = ServiceContext(
-            settings=self.settings, bus=bus, intake=pipeline, vault_root=self.layout.root,
-            state=_StateStore(ledger), approvals=decisions, routes=_RouteProxy(control),
+            settings=self.settings,
+            bus=bus,
+            intake=pipeline,
+            vault_root=self.layout.root,
+            state=_StateStore(ledger),
+            approvals=decisions,
+            routes=_RouteProxy(control),
             actions=_ActionLookup(ledger),
         )
         self._register_plugins(orchestrator, context)
@@ -218,8 +245,13 @@ class Daemon:
 
         port = await control.start()
         info = DaemonInfo(
-            pid=os.getpid(), port=port, token=token, host=self.settings.health.host,
-            vault=str(self.layout.root), started=self.started.isoformat(), argv=self.argv,
+            pid=os.getpid(),
+            port=port,
+            token=token,
+            host=self.settings.health.host,
+            vault=str(self.layout.root),
+            started=self.started.isoformat(),
+            argv=self.argv,
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -228,8 +260,14 @@ class Daemon:
             await orchestrator.start_all()
             info.write(self.layout)
             bus.publish(Event(type=EventType.SYSTEM_STARTED, payload={"pid": os.getpid(), "port": port}))
-            log.info("daemon started", vault=str(self.layout.root), port=port, pid=os.getpid(),
-                     dry_run=self.settings.execution.dry_run, planner=planner.name)
+            log.info(
+                "daemon started",
+                vault=str(self.layout.root),
+                port=port,
+                pid=os.getpid(),
+                dry_run=self.settings.execution.dry_run,
+                planner=planner.name,
+            )
             await self._stop_requested.wait()
             log.info("stopping: letting in-flight work finish")
             bus.publish(Event(type=EventType.SYSTEM_STOPPING))
@@ -284,16 +322,6 @@ def _track_services(event: Event, metrics: Metrics) -> None:
         metrics.service_up.labels(service=name).set(0)
     if event.type == EventType.SERVICE_RESTARTED:
         metrics.service_restarts.labels(service=name).inc()
-
-
-def _auto_approve_policy() -> Any:
-    try:
-        from ai_employee.planners.policy import may_auto_approve  # noqa: PLC0415
-    except ImportError:
-        from ai_employee.pipeline.service import never_auto_approve  # noqa: PLC0415
-
-        return never_auto_approve
-    return may_auto_approve
 
 
 def run_daemon(settings: Settings, argv: list[str] | None = None) -> int:

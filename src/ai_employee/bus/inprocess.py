@@ -46,8 +46,8 @@ _Queued = tuple[_Subscriber, Event, Awaitable[None] | None]
 def _is_async_handler(handler: EventHandler) -> bool:
     if inspect.iscoroutinefunction(handler):
         return True
-    call = getattr(handler, "__call__", None)  # callable objects with an async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
+    # A callable object whose __call__ is async.
+    return inspect.iscoroutinefunction(type(handler).__call__)
 
 
 def _handler_name(handler: EventHandler) -> str:

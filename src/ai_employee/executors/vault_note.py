@@ -3,6 +3,7 @@ for real in dry-run mode too."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -50,10 +51,17 @@ class VaultNoteExecutor(Executor):
 
     def render_dry_run(self, params: ActionParams, ctx: ExecutionContext) -> dict[str, Any]:
         assert isinstance(params, VaultNoteParams)
-        return {"writes": ctx.vault_root.name + "/" + self._target(params, ctx).relative_to(ctx.vault_root).as_posix()}
+        return {
+            "writes": ctx.vault_root.name
+            + "/"
+            + self._target(params, ctx).relative_to(ctx.vault_root).as_posix()
+        }
 
     async def execute(self, params: ActionParams, ctx: ExecutionContext) -> dict[str, Any]:
         assert isinstance(params, VaultNoteParams)
+        return await asyncio.to_thread(self._write, params, ctx)
+
+    def _write(self, params: VaultNoteParams, ctx: ExecutionContext) -> dict[str, Any]:
         target = self._target(params, ctx)
         root = ctx.vault_root.resolve()
         folder = target.parent
@@ -61,9 +69,16 @@ class VaultNoteExecutor(Executor):
         # a symlinked folder must not lead the write outside the vault
         if not Path(os.path.realpath(folder)).is_relative_to(root):
             raise ExecutionError(f"folder {params.folder} leads outside the vault; nothing was written")
-        properties = {"id": f"note-{short_id(ctx.plan_id)}", "type": "note", "title": params.title,
-                      "plan_id": ctx.plan_id, "action_id": ctx.action_id}
-        write_durable(target, render_note(properties, f"# {params.title}\n\n{params.content}\n").encode("utf-8"))
+        properties = {
+            "id": f"note-{short_id(ctx.plan_id)}",
+            "type": "note",
+            "title": params.title,
+            "plan_id": ctx.plan_id,
+            "action_id": ctx.action_id,
+        }
+        write_durable(
+            target, render_note(properties, f"# {params.title}\n\n{params.content}\n").encode("utf-8")
+        )
         relative = target.relative_to(ctx.vault_root).as_posix()
         return {"note": f"[[{relative[:-3]}]]", "path": relative}
 

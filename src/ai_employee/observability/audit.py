@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ai_employee.events import new_event_id
+from ai_employee.vault.fs import fsync_dir
 from ai_employee.vault.ledger import AuditRecord, Ledger
 
 _WATERMARK = ("audit", "flushed_seq")
@@ -66,8 +67,11 @@ class AuditLog:
 
     def _append(self, path: Path, lines: list[str]) -> None:
         data = ("\n".join(lines) + "\n").encode("utf-8")
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # a line torn by a crash stays as it is, on a line of its own
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
@@ -75,6 +79,8 @@ class AuditLog:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if size == 0:
+            fsync_dir(path.parent)  # a new day's file: make its name durable before the watermark moves
 
     def _drop_already_written(
         self, pending: list[tuple[int, str, str, str]]

@@ -7,6 +7,7 @@ handful of rewrites, not 10,000), and written only when its content changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -72,10 +73,8 @@ class DashboardService(Service):
                 self._dirty.clear()
                 await self._write()
                 # coalesce what arrives meanwhile into the next write
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=self._min_interval)
-                except TimeoutError:
-                    pass
             await self._write()
         finally:
             self.bus.unsubscribe(subscription)
@@ -125,7 +124,9 @@ class DashboardService(Service):
                     outcome = "done (dry run)" if row.dry_run else "done"
                 else:
                     outcome = "failed: " + _cell(row.error or "")
-                lines.append(f"| {row.updated_at[:19].replace('T', ' ')} | {link} | {row.action or ''} | {outcome} |")
+                lines.append(
+                    f"| {row.updated_at[:19].replace('T', ' ')} | {link} | {row.action or ''} | {outcome} |"
+                )
         lines += ["", "## Service health", "", "| service | state | detail |", "|---|---|---|"]
         for name, service in sorted(status.get("services", {}).items()):
             detail = service.get("detail") or service.get("last_error") or ""
@@ -136,7 +137,11 @@ class DashboardService(Service):
     def _pending(self) -> list[str]:
         try:
             with os.scandir(self.layout.folder(Folder.PLANS)) as entries:
-                names = [entry.name for entry in entries if entry.name.endswith(".md") and not is_ignored_name(entry.name)]
+                names = [
+                    entry.name
+                    for entry in entries
+                    if entry.name.endswith(".md") and not is_ignored_name(entry.name)
+                ]
         except FileNotFoundError:
             return []
         return sorted(names, reverse=True)

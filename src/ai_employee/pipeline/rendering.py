@@ -103,8 +103,9 @@ def render_body(lines: list[str]) -> str:
     return "\n".join(lines)
 
 
-def outcome_section(*, status: str, dry_run: bool | None, result: dict[str, Any] | None, error: str | None,
-                    when: datetime) -> str:
+def outcome_section(
+    *, status: str, dry_run: bool | None, result: dict[str, Any] | None, error: str | None, when: datetime
+) -> str:
     heading = {"done": "## Result", "failed": "## Error"}.get(status, "## Outcome")
     lines = ["", heading, f"_{when.isoformat(timespec='seconds')}_"]
     if dry_run:

@@ -215,7 +215,7 @@ class PipelineService(Service):
                 decided = await self._timed("rejection", self.steps.examine_rejected, names)
                 self._after_decisions(decided)
             if self._approved:
-                names = _take(self._approved, batch)
+                names = list(_take(self._approved, batch))
                 decided = await self._timed("approval", self.steps.examine_approved, names)
                 self._after_decisions(decided)
             if self._inbox:
@@ -264,8 +264,14 @@ class PipelineService(Service):
             self.metrics.files_detected.inc()
         self._publish(
             EventType.ACTION_CREATED,
-            {"action_id": row.action_id, "source": row.source, "source_ref": row.source_ref, "title": row.title,
-             "note": row.note_rel, "sender": row.sender},
+            {
+                "action_id": row.action_id,
+                "source": row.source,
+                "source_ref": row.source_ref,
+                "title": row.title,
+                "note": row.note_rel,
+                "sender": row.sender,
+            },
             correlation_id=row.action_id,
         )
         if item.planned is not None:
@@ -275,21 +281,36 @@ class PipelineService(Service):
 
     def _plan_created(self, item: NewAction, proposal: PlanProposal, request: PlanRequest | None) -> None:
         row = item.row
-        self.metrics.plans_created.labels(planner=proposal.planner.split(":")[0], action=proposal.action).inc()
+        self.metrics.plans_created.labels(
+            planner=proposal.planner.split(":")[0], action=proposal.action
+        ).inc()
         self.metrics.pending_approvals.inc()
         if proposal.cost_usd:
-            self.metrics.planner_cost_usd.labels(planner=proposal.planner.split(":")[0]).inc(proposal.cost_usd)
+            self.metrics.planner_cost_usd.labels(planner=proposal.planner.split(":")[0]).inc(
+                proposal.cost_usd
+            )
         self._publish(
             EventType.PLAN_CREATED,
-            {"plan_id": row.plan_id, "action_id": row.action_id, "action": proposal.action,
-             "params": proposal.params, "summary": proposal.summary, "risk": proposal.risk,
-             "planner": proposal.planner, "note": row.plan_rel, "source": row.source,
-             "source_ref": row.source_ref},
+            {
+                "plan_id": row.plan_id,
+                "action_id": row.action_id,
+                "action": proposal.action,
+                "params": proposal.params,
+                "summary": proposal.summary,
+                "risk": proposal.risk,
+                "planner": proposal.planner,
+                "note": row.plan_rel,
+                "source": row.source,
+                "source_ref": row.source_ref,
+            },
             correlation_id=row.action_id,
         )
         if proposal.fallback_reason:
-            self._publish(EventType.PLAN_FALLBACK, {"plan_id": row.plan_id, "reason": proposal.fallback_reason},
-                          correlation_id=row.action_id)
+            self._publish(
+                EventType.PLAN_FALLBACK,
+                {"plan_id": row.plan_id, "reason": proposal.fallback_reason},
+                correlation_id=row.action_id,
+            )
         if self._approve is not None and self._auto_approve(proposal, request, self.settings):
             log.info("plan auto-approved by config", plan_id=row.plan_id, action=proposal.action)
             self._approve(row.plan_id)
@@ -343,9 +364,13 @@ class PipelineService(Service):
             self.metrics.pending_approvals.dec()
             self._publish(EventType.APPROVAL_DENIED, {"plan_id": plan_id}, correlation_id=_action_of(plan_id))
         for plan_id in outcome.revoked:
-            self._publish(EventType.APPROVAL_REVOKED, {"plan_id": plan_id}, correlation_id=_action_of(plan_id))
+            self._publish(
+                EventType.APPROVAL_REVOKED, {"plan_id": plan_id}, correlation_id=_action_of(plan_id)
+            )
         for plan_id in outcome.duplicates:
-            self._publish(EventType.PLAN_DUPLICATE_IGNORED, {"plan_id": plan_id}, correlation_id=_action_of(plan_id))
+            self._publish(
+                EventType.PLAN_DUPLICATE_IGNORED, {"plan_id": plan_id}, correlation_id=_action_of(plan_id)
+            )
         for finished in outcome.finished:
             self._finished(finished)
         for job in outcome.jobs:
@@ -354,14 +379,20 @@ class PipelineService(Service):
     async def _execute(self, job: ExecutionJob) -> None:
         async with self._executions:
             if not await self._in_thread(self.steps.start_job, job):
-                self._publish(EventType.APPROVAL_REVOKED, {"plan_id": job.plan_id}, correlation_id=job.action_id)
+                self._publish(
+                    EventType.APPROVAL_REVOKED, {"plan_id": job.plan_id}, correlation_id=job.action_id
+                )
                 return
             executor = job.executor
             live = self.settings.live and (
-                not self.settings.execution.live_actions or executor.name in self.settings.execution.live_actions
+                not self.settings.execution.live_actions
+                or executor.name in self.settings.execution.live_actions
             )
-            self._publish(EventType.PLAN_EXECUTING, {"plan_id": job.plan_id, "action": executor.name, "live": live},
-                          correlation_id=job.action_id)
+            self._publish(
+                EventType.PLAN_EXECUTING,
+                {"plan_id": job.plan_id, "action": executor.name, "live": live},
+                correlation_id=job.action_id,
+            )
             root = self.steps.layout.root
             ctx = ExecutionContext(
                 plan_id=job.plan_id,
@@ -372,8 +403,10 @@ class PipelineService(Service):
                 action_files=[root / relative for relative in job.attachments],
                 action_title=job.action_title,
                 progress=lambda message, data: self._publish(
-                    EventType.EXECUTION_PROGRESS, {"plan_id": job.plan_id, "message": message, **data},
-                    correlation_id=job.action_id),
+                    EventType.EXECUTION_PROGRESS,
+                    {"plan_id": job.plan_id, "message": message, **data},
+                    correlation_id=job.action_id,
+                ),
             )
             structlog.contextvars.bind_contextvars(action_id=job.action_id, plan_id=job.plan_id)
             started = time.perf_counter()
@@ -396,25 +429,43 @@ class PipelineService(Service):
             finally:
                 structlog.contextvars.unbind_contextvars("action_id", "plan_id")
             self.metrics.step_duration_seconds.labels(step="execute").observe(time.perf_counter() - started)
-            finished = await self._in_thread(self.steps.record_result, job, dry_run=dry_run, result=result,
-                                             error=error)
+            finished = await self._in_thread(
+                self.steps.record_result, job, dry_run=dry_run, result=result, error=error
+            )
         self._finished(finished)
 
     def _finished(self, finished: Finished) -> None:
-        payload = {"plan_id": finished.plan_id, "action": finished.action, "status": finished.status,
-                   "dry_run": finished.dry_run, "note": finished.final_rel}
+        payload = {
+            "plan_id": finished.plan_id,
+            "action": finished.action,
+            "status": finished.status,
+            "dry_run": finished.dry_run,
+            "note": finished.final_rel,
+        }
         if finished.status == "done":
-            self.metrics.plans_executed.labels(action=finished.action, dry_run=str(bool(finished.dry_run)).lower()).inc()
-            self._publish(EventType.PLAN_EXECUTED, {**payload, "result": finished.result},
-                          correlation_id=finished.action_id or None)
+            self.metrics.plans_executed.labels(
+                action=finished.action, dry_run=str(bool(finished.dry_run)).lower()
+            ).inc()
+            self._publish(
+                EventType.PLAN_EXECUTED,
+                {**payload, "result": finished.result},
+                correlation_id=finished.action_id or None,
+            )
         else:
             self.metrics.plans_failed.labels(action=finished.action or "unknown").inc()
-            self._publish(EventType.PLAN_FAILED, {**payload, "error": finished.error},
-                          correlation_id=finished.action_id or None)
+            self._publish(
+                EventType.PLAN_FAILED,
+                {**payload, "error": finished.error},
+                correlation_id=finished.action_id or None,
+            )
 
-    def _publish(self, event_type: EventType, payload: dict[str, Any], correlation_id: str | None = None) -> None:
+    def _publish(
+        self, event_type: EventType, payload: dict[str, Any], correlation_id: str | None = None
+    ) -> None:
         self.metrics.events_published.labels(type=event_type.value).inc()
-        self.bus.publish(Event(type=event_type, payload=payload, correlation_id=correlation_id, source="pipeline"))
+        self.bus.publish(
+            Event(type=event_type, payload=payload, correlation_id=correlation_id, source="pipeline")
+        )
 
 
 def _take(pending: dict[str, T], limit: int) -> dict[str, T]:
@@ -426,4 +477,3 @@ def _take(pending: dict[str, T], limit: int) -> dict[str, T]:
 
 def _action_of(plan_id: str) -> str:
     return "act-" + plan_id.removeprefix("plan-")
-

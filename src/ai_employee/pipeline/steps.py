@@ -36,7 +36,7 @@ from ai_employee.pipeline.ids import (
     stable_action_id,
 )
 from ai_employee.pipeline.registry import ExecutorRegistry
-from ai_employee.planners.base import PlanProposal, PlanRequest, Planner
+from ai_employee.planners.base import Planner, PlanProposal, PlanRequest
 from ai_employee.sources.base import IncomingMessage
 from ai_employee.vault import fs
 from ai_employee.vault.layout import Folder, VaultLayout, is_ignored_name, unsafe_reason
@@ -262,9 +262,7 @@ class VaultSteps:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(inbox / str(row.inbox_name))
         received = now
-        new_actions = [
-            NewAction(row=row, text=texts[row.action_id][1], received=received) for row in claimed
-        ]
+        new_actions = [NewAction(row=row, text=texts[row.action_id][1], received=received) for row in claimed]
         self._write_actions(new_actions)
         outcome.actions.extend(new_actions)
         return outcome
@@ -282,7 +280,10 @@ class VaultSteps:
         except OSError as error:
             return name, f"_The file could not be read: {error.strerror}._"
         if b"\x00" in head[:SNIFF_BYTES]:
-            return name, f"Binary file `{name}` ({_human_size(size)}): kept as the attachment below, not read."
+            return (
+                name,
+                f"Binary file `{name}` ({_human_size(size)}): kept as the attachment below, not read.",
+            )
         if size > limit:
             preview = head[:SNIFF_BYTES].decode("utf-8", "replace").rsplit("\n", 1)[0]
             return (
@@ -309,15 +310,23 @@ class VaultSteps:
             row = item.row
             if inline:
                 item.planned = self.planner.plan_local(self._plan_request(item, handbook, specs))
-                writes.append(self._plan_write(row, item.planned))
             writes.append(
                 (
                     self.layout.resolve(row.note_rel),
                     self._action_text(item, status="planned" if inline else "needs_action").encode("utf-8"),
                 )
             )
-            audit.append(audit_record("action.created", row.action_id, source=row.source, title=row.title,
-                                      source_ref=row.source_ref))
+            if item.planned is not None:
+                writes.append(self._plan_write(row, item.planned))
+            audit.append(
+                audit_record(
+                    "action.created",
+                    row.action_id,
+                    source=row.source,
+                    title=row.title,
+                    source_ref=row.source_ref,
+                )
+            )
             if item.planned is not None:
                 audit.append(self._plan_audit(row, item.planned))
         fs.write_durable_batch(writes, barrier=self.layout.root)
@@ -393,7 +402,9 @@ class VaultSteps:
         for item, proposal in planned:
             item.planned = proposal
             writes.append(self._plan_write(item.row, proposal))
-            writes.append((self.layout.resolve(item.row.note_rel), self._action_text(item, status="planned").encode()))
+            writes.append(
+                (self.layout.resolve(item.row.note_rel), self._action_text(item, status="planned").encode())
+            )
             audit.append(self._plan_audit(item.row, proposal))
             if proposal.cost_usd:
                 self.ledger.add_cost(today, proposal.planner, proposal.cost_usd)
@@ -444,7 +455,10 @@ class VaultSteps:
             created_at=utcnow().isoformat(timespec="seconds"),
         )
         item = NewAction(
-            row=row, text=message.body, received=received, subject=message.subject,
+            row=row,
+            text=message.body,
+            received=received,
+            subject=message.subject,
             trusted=message.trusted_sender,
         )
         # Notes first (same paths on a redelivery), then the ledger row that makes it count.
@@ -461,8 +475,12 @@ class VaultSteps:
         target = fs.unique_path(quarantine_dir, f"{stamp:%Y%m%d-%H%M%S} {name}", "")
         try:
             # rename moves a symlink or FIFO itself, never what it points to
-            fs.move(source, target, source_watched=folder in (Folder.INBOX, Folder.APPROVED, Folder.REJECTED)
-                    and stat.S_ISREG(os.lstat(source).st_mode))
+            fs.move(
+                source,
+                target,
+                source_watched=folder in (Folder.INBOX, Folder.APPROVED, Folder.REJECTED)
+                and stat.S_ISREG(os.lstat(source).st_mode),
+            )
         except FileNotFoundError:
             return None
         except OSError as error:
@@ -487,8 +505,9 @@ class VaultSteps:
             " and was not processed. Nothing is deleted.\n"
         )
         fs.write_durable(note_path, render_note(properties, body).encode("utf-8"))
-        self.ledger.add_audit([audit_record("input.quarantined", quarantine_id, reason=reason, file=name,
-                                            folder=folder.value)])
+        self.ledger.add_audit(
+            [audit_record("input.quarantined", quarantine_id, reason=reason, file=name, folder=folder.value)]
+        )
         self._commit_audit()
         log.warning("input quarantined", file=name, folder=folder.value, reason=reason)
         return Quarantined(name=name, reason=reason, note_rel=self.layout.relative(note_path))
@@ -540,49 +559,103 @@ class VaultSteps:
             self._ignore_duplicate(name, plan, previous, outcome)
             return
         if previous is not None and previous.state == "rejected":
-            outcome.finished.append(self._fail(name, plan, properties, body, digest,
-                                               "this plan was rejected earlier; rejected plans are never"
-                                               " executed. Ask for a new plan instead.", previous))
+            outcome.finished.append(
+                self._fail(
+                    name,
+                    plan,
+                    properties,
+                    body,
+                    digest,
+                    "this plan was rejected earlier; rejected plans are never"
+                    " executed. Ask for a new plan instead.",
+                    previous,
+                )
+            )
             return
         if previous is not None and previous.state in ("executed", "failing"):
             outcome.finished.append(self._finalize(name, plan.id, properties, body, previous))
             return
-        if previous is not None and previous.state in ("approved", "running") and previous.content_hash != digest:
+        if (
+            previous is not None
+            and previous.state in ("approved", "running")
+            and previous.content_hash != digest
+        ):
             outcome.revoked.append(self._revoke(name, plan, properties, body, previous))
             return
         resumed = previous is not None and previous.state in ("approved", "running")
         executor = self.registry.get(plan.action)
         if executor is None:
             known = ", ".join(self.registry.names()) or "none"
-            outcome.finished.append(self._fail(name, plan, properties, body, digest,
-                                               f"unknown action '{plan.action}' (known: {known})", previous))
+            outcome.finished.append(
+                self._fail(
+                    name,
+                    plan,
+                    properties,
+                    body,
+                    digest,
+                    f"unknown action '{plan.action}' (known: {known})",
+                    previous,
+                )
+            )
             return
         try:
             params = executor.validate(plan.params)
         except ValidationError as error:
-            outcome.finished.append(self._fail(name, plan, properties, body, digest,
-                                               f"invalid params for {plan.action}: {describe_validation(error)}",
-                                               previous))
+            outcome.finished.append(
+                self._fail(
+                    name,
+                    plan,
+                    properties,
+                    body,
+                    digest,
+                    f"invalid params for {plan.action}: {describe_validation(error)}",
+                    previous,
+                )
+            )
             return
         action = self.ledger.action(plan.action_id)
         attempt = (previous.attempts if previous else 0) + (0 if resumed else 1)
         if not resumed:
             self.ledger.upsert_execution(
                 ExecutionRow(
-                    plan_id=plan.id, action_id=plan.action_id, state="approved", content_hash=digest,
-                    attempts=attempt, action=plan.action, dry_run=None, result=None, error=None,
-                    note_rel=f"{Folder.APPROVED.value}/{name}", final_rel=None, updated_at="",
+                    plan_id=plan.id,
+                    action_id=plan.action_id,
+                    state="approved",
+                    content_hash=digest,
+                    attempts=attempt,
+                    action=plan.action,
+                    dry_run=None,
+                    result=None,
+                    error=None,
+                    note_rel=f"{Folder.APPROVED.value}/{name}",
+                    final_rel=None,
+                    updated_at="",
                 ),
-                [audit_record("approval.granted", plan.id, action_id=plan.action_id, action=plan.action,
-                              attempt=attempt)],
+                [
+                    audit_record(
+                        "approval.granted",
+                        plan.id,
+                        action_id=plan.action_id,
+                        action=plan.action,
+                        attempt=attempt,
+                    )
+                ],
             )
             outcome.granted.append((plan.id, plan.action_id))
         outcome.jobs.append(
             ExecutionJob(
-                plan_id=plan.id, action_id=plan.action_id, name=name, digest=digest, properties=properties,
-                body=body, executor=executor, params=params, attempt=attempt,
+                plan_id=plan.id,
+                action_id=plan.action_id,
+                name=name,
+                digest=digest,
+                properties=properties,
+                body=body,
+                executor=executor,
+                params=params,
+                attempt=attempt,
                 action_title=action.title if action else "",
-                attachments=action.attachments if action else [], resumed=resumed,
+                attachments=action.attachments if action else [],
+                resumed=resumed,
             )
         )
 
@@ -606,9 +679,18 @@ class VaultSteps:
             return False
         self.ledger.upsert_execution(
             ExecutionRow(
-                plan_id=job.plan_id, action_id=job.action_id, state="running", content_hash=job.digest,
-                attempts=job.attempt, action=job.executor.name, dry_run=None, result=None, error=None,
-                note_rel=f"{Folder.APPROVED.value}/{job.name}", final_rel=None, updated_at="",
+                plan_id=job.plan_id,
+                action_id=job.action_id,
+                state="running",
+                content_hash=job.digest,
+                attempts=job.attempt,
+                action=job.executor.name,
+                dry_run=None,
+                result=None,
+                error=None,
+                note_rel=f"{Folder.APPROVED.value}/{job.name}",
+                final_rel=None,
+                updated_at="",
             )
         )
         return True
@@ -618,17 +700,43 @@ class VaultSteps:
     ) -> Finished:
         """The exactly-once point: `executed` (or `failed`) and its audit line in one transaction."""
         row = ExecutionRow(
-            plan_id=job.plan_id, action_id=job.action_id, state="executed" if error is None else "failing",
-            content_hash=job.digest, attempts=job.attempt, action=job.executor.name, dry_run=dry_run,
-            result=result, error=error, note_rel=f"{Folder.APPROVED.value}/{job.name}", final_rel=None,
+            plan_id=job.plan_id,
+            action_id=job.action_id,
+            state="executed" if error is None else "failing",
+            content_hash=job.digest,
+            attempts=job.attempt,
+            action=job.executor.name,
+            dry_run=dry_run,
+            result=result,
+            error=error,
+            note_rel=f"{Folder.APPROVED.value}/{job.name}",
+            final_rel=None,
             updated_at="",
         )
         if error is None:
-            audit = [audit_record("plan.executed", job.plan_id, action_id=job.action_id, action=job.executor.name,
-                                  dry_run=dry_run, attempt=job.attempt, result=_audit_result(result))]
+            audit = [
+                audit_record(
+                    "plan.executed",
+                    job.plan_id,
+                    action_id=job.action_id,
+                    action=job.executor.name,
+                    dry_run=dry_run,
+                    attempt=job.attempt,
+                    result=_audit_result(result),
+                )
+            ]
         else:
-            audit = [audit_record("plan.failed", job.plan_id, action_id=job.action_id, action=job.executor.name,
-                                  dry_run=dry_run, attempt=job.attempt, error=error)]
+            audit = [
+                audit_record(
+                    "plan.failed",
+                    job.plan_id,
+                    action_id=job.action_id,
+                    action=job.executor.name,
+                    dry_run=dry_run,
+                    attempt=job.attempt,
+                    error=error,
+                )
+            ]
         self.ledger.upsert_execution(row, audit)
         finished = self._finalize(job.name, job.plan_id, job.properties, job.body, row)
         self._commit_audit()
@@ -657,22 +765,41 @@ class VaultSteps:
         )
         source = self.path(Folder.APPROVED, name)
         target_folder = Folder.FAILED if failed else Folder.DONE
-        target = fs.unique_path(self.layout.folder(target_folder), Path(name).stem, ".md")
-        fs.write_durable(source, render_note(updated, new_body).encode("utf-8"))
-        fs.move(source, target, source_watched=True)
+        same_name = self.layout.folder(target_folder) / f"{Path(name).stem}.md"
+        if fs.finish_move(source, same_name):
+            target = same_name  # a crash interrupted our own move after the link
+        else:
+            target = fs.unique_path(self.layout.folder(target_folder), Path(name).stem, ".md")
+            fs.write_durable(source, render_note(updated, new_body).encode("utf-8"))
+            fs.move(source, target, source_watched=True)
         final_rel = self.layout.relative(target)
         self.ledger.upsert_execution(
             ExecutionRow(
-                plan_id=plan_id, action_id=row.action_id, state="failed" if failed else "done",
-                content_hash=row.content_hash, attempts=row.attempts, action=row.action, dry_run=row.dry_run,
-                result=row.result, error=row.error, note_rel=final_rel, final_rel=final_rel, updated_at="",
+                plan_id=plan_id,
+                action_id=row.action_id,
+                state="failed" if failed else "done",
+                content_hash=row.content_hash,
+                attempts=row.attempts,
+                action=row.action,
+                dry_run=row.dry_run,
+                result=row.result,
+                error=row.error,
+                note_rel=final_rel,
+                final_rel=final_rel,
+                updated_at="",
             )
         )
         action_id = row.action_id or str(properties.get("action_id", ""))
         self._update_action_note(action_id, status)
         return Finished(
-            plan_id=plan_id, action_id=action_id, action=str(row.action or properties.get("action", "")),
-            status=status, dry_run=row.dry_run, result=row.result, error=row.error, final_rel=final_rel,
+            plan_id=plan_id,
+            action_id=action_id,
+            action=str(row.action or properties.get("action", "")),
+            status=status,
+            dry_run=row.dry_run,
+            result=row.result,
+            error=row.error,
+            final_rel=final_rel,
         )
 
     def _update_action_note(self, action_id: str, status: str) -> None:
@@ -681,14 +808,21 @@ class VaultSteps:
         if action is None:
             return
         source = self.layout.resolve(action.note_rel)
+        destination = {"done": Folder.DONE, "rejected": Folder.REJECTED}.get(status)
+        moved_to = self.layout.folder(destination) / source.name if destination is not None else None
+        if not source.exists() and moved_to is not None and moved_to.exists():
+            # a crash came between our move and the ledger's record of it
+            self.ledger.set_action_state([(action_id, status, self.layout.relative(moved_to))])
+            return
         try:
             properties, body = parse_note(source.read_text(encoding="utf-8"))
         except (OSError, NoteError) as error:
             log.warning("action note not updated", action_id=action_id, error=str(error))
+            self.ledger.set_action_state([(action_id, status, None)])
             return
-        properties["status"] = status
-        fs.write_durable(source, render_note(properties, body).encode("utf-8"))
-        destination = {"done": Folder.DONE, "rejected": Folder.REJECTED}.get(status)
+        if properties.get("status") != status:
+            properties["status"] = status
+            fs.write_durable(source, render_note(properties, body).encode("utf-8"))
         note_rel = None
         if destination is not None and not action.note_rel.startswith(destination.value + "/"):
             target = fs.unique_path(self.layout.folder(destination), source.stem, ".md")
@@ -707,12 +841,22 @@ class VaultSteps:
         previous: ExecutionRow | None,
     ) -> Finished:
         row = ExecutionRow(
-            plan_id=plan.id, action_id=plan.action_id, state="failing", content_hash=digest,
-            attempts=(previous.attempts if previous else 0) + 1, action=plan.action, dry_run=None, result=None,
-            error=error, note_rel=f"{Folder.APPROVED.value}/{name}", final_rel=None, updated_at="",
+            plan_id=plan.id,
+            action_id=plan.action_id,
+            state="failing",
+            content_hash=digest,
+            attempts=(previous.attempts if previous else 0) + 1,
+            action=plan.action,
+            dry_run=None,
+            result=None,
+            error=error,
+            note_rel=f"{Folder.APPROVED.value}/{name}",
+            final_rel=None,
+            updated_at="",
         )
         self.ledger.upsert_execution(
-            row, [audit_record("plan.failed", plan.id, action_id=plan.action_id, action=plan.action, error=error)]
+            row,
+            [audit_record("plan.failed", plan.id, action_id=plan.action_id, action=plan.action, error=error)],
         )
         log.warning("plan failed validation", plan_id=plan.id, error=error)
         return self._finalize(name, plan.id, properties, body, row)
@@ -722,22 +866,35 @@ class VaultSteps:
         match = re.search(r"^id:\s*['\"]?([A-Za-z0-9_.:-]{1,128})", text, re.MULTILINE)
         subject = match.group(1) if match else name
         source = self.path(Folder.APPROVED, name)
-        target = fs.unique_path(self.layout.folder(Folder.FAILED), Path(name).stem, Path(name).suffix or ".md")
+        target = fs.unique_path(
+            self.layout.folder(Folder.FAILED), Path(name).stem, Path(name).suffix or ".md"
+        )
         annotated = text.rstrip("\n") + f"\n\n> [!error] ai-employee could not run this plan\n> {error}\n"
         fs.write_durable(source, annotated.encode("utf-8"))
         fs.move(source, target, source_watched=True)
         self.ledger.add_audit([audit_record("plan.failed", subject, error=error, file=name)])
         log.warning("unreadable plan moved to Failed", file=name, error=error)
-        return Finished(plan_id=subject, action_id="", action="", status="failed", dry_run=None, result=None,
-                        error=error, final_rel=self.layout.relative(target))
+        return Finished(
+            plan_id=subject,
+            action_id="",
+            action="",
+            status="failed",
+            dry_run=None,
+            result=None,
+            error=error,
+            final_rel=self.layout.relative(target),
+        )
 
-    def _ignore_duplicate(self, name: str, plan: PlanNote, previous: ExecutionRow, outcome: DecisionOutcome) -> None:
+    def _ignore_duplicate(
+        self, name: str, plan: PlanNote, previous: ExecutionRow, outcome: DecisionOutcome
+    ) -> None:
         reason = (
             f"plan {plan.id} was already executed ({previous.updated_at}); a copy that reappears in Approved/"
             " is never executed again"
         )
-        self.ledger.add_audit([audit_record("plan.duplicate_ignored", plan.id, file=name,
-                                            executed=previous.final_rel)])
+        self.ledger.add_audit(
+            [audit_record("plan.duplicate_ignored", plan.id, file=name, executed=previous.final_rel)]
+        )
         found = self.quarantine(Folder.APPROVED, name, reason)
         if found:
             outcome.quarantined.append(found)
@@ -755,12 +912,27 @@ class VaultSteps:
         fs.move(source, target, source_watched=True)
         self.ledger.upsert_execution(
             ExecutionRow(
-                plan_id=plan.id, action_id=plan.action_id, state="returned", content_hash=None,
-                attempts=previous.attempts, action=plan.action, dry_run=None, result=None, error=None,
-                note_rel=self.layout.relative(target), final_rel=None, updated_at="",
+                plan_id=plan.id,
+                action_id=plan.action_id,
+                state="returned",
+                content_hash=None,
+                attempts=previous.attempts,
+                action=plan.action,
+                dry_run=None,
+                result=None,
+                error=None,
+                note_rel=self.layout.relative(target),
+                final_rel=None,
+                updated_at="",
             ),
-            [audit_record("approval.revoked", plan.id, action_id=plan.action_id,
-                          reason="the note changed after it was approved; approve it again")],
+            [
+                audit_record(
+                    "approval.revoked",
+                    plan.id,
+                    action_id=plan.action_id,
+                    reason="the note changed after it was approved; approve it again",
+                )
+            ],
         )
         log.warning("plan changed after approval; returned to Plans", plan_id=plan.id)
         return plan.id
@@ -788,12 +960,27 @@ class VaultSteps:
             reason = properties.get("rejection_reason")
             self.ledger.upsert_execution(
                 ExecutionRow(
-                    plan_id=plan.id, action_id=plan.action_id, state="rejected", content_hash=None,
-                    attempts=previous.attempts if previous else 0, action=plan.action, dry_run=None, result=None,
-                    error=None, note_rel=f"{Folder.REJECTED.value}/{name}", final_rel=None, updated_at="",
+                    plan_id=plan.id,
+                    action_id=plan.action_id,
+                    state="rejected",
+                    content_hash=None,
+                    attempts=previous.attempts if previous else 0,
+                    action=plan.action,
+                    dry_run=None,
+                    result=None,
+                    error=None,
+                    note_rel=f"{Folder.REJECTED.value}/{name}",
+                    final_rel=None,
+                    updated_at="",
                 ),
-                [audit_record("approval.denied", plan.id, action_id=plan.action_id,
-                              reason=str(reason) if reason else None)],
+                [
+                    audit_record(
+                        "approval.denied",
+                        plan.id,
+                        action_id=plan.action_id,
+                        reason=str(reason) if reason else None,
+                    )
+                ],
             )
             if properties.get("status") != "rejected":
                 updated = dict(properties)
@@ -808,9 +995,12 @@ class VaultSteps:
 
     def recover(self) -> tuple[list[NewAction], list[str]]:
         """Finish what a crash interrupted. Returns (actions still to plan, approved names to re-examine)."""
-        for folder in Folder:
-            directory = self.layout.folder(folder)
-            if directory.is_dir() and folder != Folder.ATTACHMENTS:
+        attachments = self.layout.folder(Folder.ATTACHMENTS)
+        folders = [self.layout.folder(folder) for folder in Folder if folder != Folder.ATTACHMENTS]
+        folders += [entry for entry in attachments.iterdir() if entry.is_dir() and not entry.is_symlink()]
+        folders += [self.layout.root, self.layout.state_dir]
+        for directory in folders:
+            if directory.is_dir():
                 fs.remove_stale_temps(directory)
         self._commit_audit()
         to_plan: list[NewAction] = []
@@ -820,9 +1010,28 @@ class VaultSteps:
                 to_plan.append(item)
         approved: list[str] = []
         for execution in self.ledger.open_executions():
-            if execution.note_rel and execution.note_rel.startswith(Folder.APPROVED.value + "/"):
-                approved.append(execution.note_rel.split("/", 1)[1])
+            if not execution.note_rel or not execution.note_rel.startswith(Folder.APPROVED.value + "/"):
+                continue
+            name = execution.note_rel.split("/", 1)[1]
+            if self.path(Folder.APPROVED, name).exists():
+                approved.append(name)
+            elif execution.state in ("executed", "failing"):
+                self._recover_moved_plan(execution, name)
+        for action_id, state in self.ledger.actions_behind_executions():
+            self._update_action_note(action_id, state)
         return to_plan, approved
+
+    def _recover_moved_plan(self, execution: ExecutionRow, name: str) -> None:
+        """The plan reached Done/ or Failed/ but the crash came before the ledger said so."""
+        folder = Folder.FAILED if execution.state == "failing" else Folder.DONE
+        target = self.path(folder, name)
+        if not target.exists():
+            log.error("an executed plan is missing", folder=folder.value, plan_id=execution.plan_id)
+            return
+        final_rel = self.layout.relative(target)
+        execution.state = "failed" if execution.state == "failing" else "done"
+        execution.note_rel = execution.final_rel = final_rel
+        self.ledger.upsert_execution(execution)
 
     def _recover_action(self, row: ActionRow) -> NewAction | None:
         received = datetime.fromisoformat(row.created_at) if row.created_at else utcnow()
@@ -842,7 +1051,7 @@ class VaultSteps:
                 os.link(inbox_path, attachment)
                 fs.fsync_dir(attachment.parent)
             fs.finish_move(inbox_path, attachment)
-            title, text = self._describe_file(attachment, row.inbox_name, attachment.stat().st_size)
+            _, text = self._describe_file(attachment, row.inbox_name, attachment.stat().st_size)
             item = NewAction(row=row, text=text, received=received)
             self._write_actions([item])
             log.info("recovered an interrupted intake", action_id=row.action_id)
@@ -857,8 +1066,9 @@ class VaultSteps:
                 with self.ledger.transaction() as db:
                     db.execute("UPDATE actions SET dedup_key = NULL WHERE action_id = ?", (row.action_id,))
             return None
-        item = NewAction(row=row, text=_body_text(body), received=received,
-                         subject=properties.get("subject"), trusted=True)
+        item = NewAction(
+            row=row, text=_body_text(body), received=received, subject=properties.get("subject"), trusted=True
+        )
         if row.state == "claimed":
             self._write_actions([item])
             return None if item.planned else item

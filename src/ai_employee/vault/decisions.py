@@ -31,8 +31,11 @@ class Decisions:
         for folder in folders:
             directory = self.layout.folder(folder)
             try:
-                names = sorted(entry.name for entry in os.scandir(directory)
-                               if entry.name.endswith(".md") and not is_ignored_name(entry.name))
+                names = sorted(
+                    entry.name
+                    for entry in os.scandir(directory)
+                    if entry.name.endswith(".md") and not is_ignored_name(entry.name)
+                )
             except FileNotFoundError:
                 continue
             likely = [name for name in names if short in name]

@@ -161,10 +161,23 @@ class Ledger:
                 " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
-                        row.action_id, row.source, row.source_ref, row.dedup_key, row.state, row.inbox_name,
-                        row.inbox_dev, row.inbox_ino, json.dumps(row.attachments), row.note_rel, row.plan_id,
-                        row.plan_rel, row.title, row.sender, json.dumps(row.extra, default=str),
-                        row.created_at or stamp, stamp,
+                        row.action_id,
+                        row.source,
+                        row.source_ref,
+                        row.dedup_key,
+                        row.state,
+                        row.inbox_name,
+                        row.inbox_dev,
+                        row.inbox_ino,
+                        json.dumps(row.attachments),
+                        row.note_rel,
+                        row.plan_id,
+                        row.plan_rel,
+                        row.title,
+                        row.sender,
+                        json.dumps(row.extra, default=str),
+                        row.created_at or stamp,
+                        stamp,
                     )
                     for row in rows
                 ],
@@ -180,7 +193,8 @@ class Ledger:
         stamp = now_iso()
         with self.transaction() as db:
             db.executemany(
-                "UPDATE actions SET state = ?, note_rel = COALESCE(?, note_rel), updated_at = ? WHERE action_id = ?",
+                "UPDATE actions SET state = ?, note_rel = COALESCE(?, note_rel), updated_at = ?"
+                " WHERE action_id = ?",
                 [(state, note_rel, stamp, action_id) for action_id, state, note_rel in updates],
             )
             self._add_audit(db, audit)
@@ -234,10 +248,18 @@ class Ledger:
                 " dry_run=excluded.dry_run, result=excluded.result, error=excluded.error,"
                 " note_rel=excluded.note_rel, final_rel=excluded.final_rel, updated_at=excluded.updated_at",
                 (
-                    row.plan_id, row.action_id, row.state, row.content_hash, row.attempts, row.action,
+                    row.plan_id,
+                    row.action_id,
+                    row.state,
+                    row.content_hash,
+                    row.attempts,
+                    row.action,
                     None if row.dry_run is None else int(row.dry_run),
                     None if row.result is None else json.dumps(row.result, default=str),
-                    row.error, row.note_rel, row.final_rel, now_iso(),
+                    row.error,
+                    row.note_rel,
+                    row.final_rel,
+                    now_iso(),
                 ),
             )
             self._add_audit(db, audit)
@@ -248,6 +270,15 @@ class Ledger:
                 "SELECT * FROM executions WHERE state IN ('approved', 'running', 'executed', 'failing')"
             ).fetchall()
         return [_execution_row(row) for row in rows]
+
+    def actions_behind_executions(self) -> list[tuple[str, str]]:
+        """(action id, state) where a decided plan's action note was not yet brought along (crash)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT a.action_id, e.state FROM executions e JOIN actions a ON a.plan_id = e.plan_id"
+                " WHERE e.state IN ('done', 'failed', 'rejected') AND a.state != e.state"
+            ).fetchall()
+        return [(str(row[0]), str(row[1])) for row in rows]
 
     def recent_executions(self, limit: int = 15) -> list[ExecutionRow]:
         with self._lock:

@@ -37,6 +37,11 @@ def split_note(text: str) -> tuple[str, str]:
     start = text.index("\n") + 1
     end = _closing_fence(text, start)
     if end < 0:
+        if len(text) - start > MAX_FRONTMATTER_BYTES:  # the search stopped at the cap
+            raise NoteError(
+                f"the note's frontmatter is larger than {MAX_FRONTMATTER_BYTES // 1024} KiB"
+                " (or is not closed by a '---' line)"
+            )
         raise NoteError("the note's frontmatter is not closed by a '---' line")
     frontmatter = text[start:end]
     if len(frontmatter.encode("utf-8")) > MAX_FRONTMATTER_BYTES:
@@ -69,7 +74,7 @@ def parse_yaml_mapping(source: str) -> dict[str, Any]:
     if _ANCHOR_OR_ALIAS.search(source):
         _refuse_anchors(source)
     try:
-        loaded = yaml.load(source, Loader=SafeLoader)  # noqa: S506 - SafeLoader
+        loaded = yaml.load(source, Loader=SafeLoader)
     except yaml.YAMLError as error:
         raise NoteError(f"the frontmatter is not valid YAML: {_short_yaml_error(error)}") from error
     if loaded is None:

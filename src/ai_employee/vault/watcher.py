@@ -28,8 +28,8 @@ from watchdog.events import (
 )
 from watchdog.observers.inotify import InotifyObserver
 
-from ai_employee.events import Event, EventType
 from ai_employee.bus.base import EventBus
+from ai_employee.events import Event, EventType
 from ai_employee.observability.metrics import Metrics
 from ai_employee.orchestrator import HealthReport, Service
 from ai_employee.vault.layout import WATCHED, Folder, VaultLayout
@@ -39,7 +39,12 @@ log = structlog.get_logger(__name__)
 Hint = Callable[[Folder, str, bool], None]
 
 _WATCHED_EVENTS: list[type[FileSystemEvent]] = [
-    FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, DirCreatedEvent, DirMovedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
 ]
 
 
@@ -108,8 +113,9 @@ class WatcherService(Service):
         self.overflows += 1
         self._metrics.watcher_overflows.inc()
         log.warning("inotify queue overflowed; rescanning the watched folders")
-        self._bus.publish(Event(type=EventType.WATCHER_OVERFLOW, payload={"overflows": self.overflows},
-                                source="watcher"))
+        self._bus.publish(
+            Event(type=EventType.WATCHER_OVERFLOW, payload={"overflows": self.overflows}, source="watcher")
+        )
         self._rescan()
 
     async def run(self) -> None:
@@ -137,7 +143,7 @@ class WatcherService(Service):
                 except TimeoutError:
                     problem = self._problem(observer)
                     if problem:
-                        raise RuntimeError(problem)
+                        raise RuntimeError(problem) from None
         finally:
             watchdog_log.removeHandler(listener)
             observer.stop()
@@ -163,8 +169,11 @@ class WatcherService(Service):
         if observer is None:
             return HealthReport(healthy=False, detail="not watching")
         problem = self._problem(observer)
-        return HealthReport(healthy=problem is None, detail=problem or "watching " + ", ".join(f.value for f in WATCHED),
-                            data={"overflows": self.overflows, "starts": self._starts})
+        return HealthReport(
+            healthy=problem is None,
+            detail=problem or "watching " + ", ".join(f.value for f in WATCHED),
+            data={"overflows": self.overflows, "starts": self._starts},
+        )
 
 
 def watched_paths(layout: VaultLayout) -> list[Path]:
