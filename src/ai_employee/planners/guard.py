@@ -30,7 +30,10 @@ _INJECTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"\b(?:instructions?|rules?|prompts?|directions?|guidelines?|policy|policies|handbook)\b",
         ),
         ("addresses the system prompt", r"\b(?:system|developer)\s+(?:prompt|message|instructions?)\b"),
-        ("claims a new role", r"\byou\s+are\s+now\b|\bnew\s+instructions?\b|\bact\s+as\s+(?:an?\s+)?(?:admin|root)"),
+        (
+            "claims a new role",
+            r"\byou\s+are\s+now\b|\bnew\s+instructions?\b|\bact\s+as\s+(?:an?\s+)?(?:admin|root)",
+        ),
         (
             "forges a delimiter",
             r"<\s*/?\s*(?:untrusted_message|company_handbook|system|assistant|tool_use|tool|instructions?)\b",
