@@ -78,6 +78,10 @@ def test_drop_approve_reject_and_stop_through_the_cli(vault: Path, daemon: Daemo
         notes(vault / "Failed")[0]
     )
 
+    wait_for(
+        lambda: [line["event"] for line in audit_lines(vault)].count("plan.failed") == 1,
+        message="the audit line of the failed plan",
+    )
     events = [line["event"] for line in audit_lines(vault)]
     assert events.count("action.created") == 3
     assert events.count("plan.created") == 3
@@ -124,8 +128,11 @@ def test_files_dropped_while_stopped_are_handled_at_next_start(vault: Path, daem
     wait_for(lambda: daemon.cli("status", "--vault", str(vault)).returncode == 0, message="restarted daemon")
     drop(vault, "after-restart.txt", "one more after the restart")
     wait_for(lambda: len(notes(vault / "Plans")) == 6, message="six plans")
-    assert len(notes(vault / "Needs_Action")) == 6
-    assert [line["event"] for line in audit_lines(vault)].count("action.created") == 6
+    wait_for(lambda: len(notes(vault / "Needs_Action")) == 6, message="six actions")
+    wait_for(
+        lambda: [line["event"] for line in audit_lines(vault)].count("action.created") == 6,
+        message="six action.created lines",
+    )
 
 
 def test_sigterm_stops_gracefully_with_exit_0(vault: Path, daemon: DaemonProcess) -> None:

@@ -17,12 +17,14 @@ log = structlog.get_logger(__name__)
 class ExecutorRegistry:
     def __init__(self, executors: Iterable[Executor] = ()) -> None:
         self._executors: dict[str, Executor] = {}
+        self._specs: list[ActionSpec] | None = None
         self.disabled: dict[str, str] = {}
         for executor in executors:
             self.register(executor)
 
     def register(self, executor: Executor) -> None:
         self._executors[executor.name] = executor
+        self._specs = None
 
     def get(self, name: str) -> Executor | None:
         return self._executors.get(name)
@@ -31,6 +33,12 @@ class ExecutorRegistry:
         return sorted(self._executors)
 
     def specs(self) -> list[ActionSpec]:
+        """What planners may propose (built once: JSON schema generation is not free)."""
+        if self._specs is None:
+            self._specs = self._build_specs()
+        return self._specs
+
+    def _build_specs(self) -> list[ActionSpec]:
         return [
             ActionSpec(
                 name=executor.name,

@@ -41,6 +41,8 @@ log = structlog.get_logger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
+AUDIT_FLUSH_SECONDS = 1.0
+
 AutoApprovePolicy = Callable[[PlanProposal, PlanRequest | None, Settings], bool]
 
 
@@ -97,7 +99,7 @@ class PipelineService(Service):
         self._executions = asyncio.Semaphore(settings.execution.concurrency)
         self._planning = asyncio.Semaphore(settings.planner.concurrency)
         self._reconcile_handle: asyncio.TimerHandle | None = None
-        self._last_batch: float | None = None
+        self._last_audit_flush = 0.0
         self._processed = 0
 
     # --- hints -------------------------------------------------------------------------------
@@ -169,9 +171,11 @@ class PipelineService(Service):
             await self._wake.wait()
             self._wake.clear()
             await self._drain()
+            if self.steps.audit_dirty:
+                await self._flush_audit()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        await self._in_thread(self.steps.audit.flush)
+        await self._in_thread(self.steps.flush_audit)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -206,9 +210,15 @@ class PipelineService(Service):
 
         self._reconcile_handle = loop.call_later(self.settings.vault.reconcile_interval_seconds, fire)
 
+    async def _flush_audit(self) -> None:
+        self._last_audit_flush = time.monotonic()
+        await self._timed("audit", self.steps.flush_audit)
+
     async def _drain(self) -> None:
         batch = self.settings.vault.batch_size
         while not self._stopping and (self._inbox or self._approved or self._rejected):
+            if self.steps.audit_dirty and time.monotonic() - self._last_audit_flush > AUDIT_FLUSH_SECONDS:
+                await self._flush_audit()
             if self._rejected:
                 names = list(self._rejected)
                 self._rejected.clear()
@@ -433,6 +443,7 @@ class PipelineService(Service):
                 self.steps.record_result, job, dry_run=dry_run, result=result, error=error
             )
         self._finished(finished)
+        self._wake.set()  # the loop appends the audit line
 
     def _finished(self, finished: Finished) -> None:
         payload = {

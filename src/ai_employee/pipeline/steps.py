@@ -147,6 +147,7 @@ class VaultSteps:
         self.registry = registry
         self.planner = planner
         self._handbook: tuple[float, str] = (-1.0, "")
+        self.audit_dirty = False
         self._made_dirs: set[str] = set()
 
     # --- shared helpers ------------------------------------------------------------------
@@ -174,9 +175,16 @@ class VaultSteps:
         return directory
 
     def _commit_audit(self) -> None:
+        """Audit lines are durable in the ledger's outbox already; appending them to the log is
+        batched: the service calls `flush_audit` when its queue drains (or at least every second)."""
+        self.audit_dirty = True
+
+    def flush_audit(self) -> None:
+        self.audit_dirty = False
         try:
             self.audit.flush()
         except OSError as error:  # the outbox keeps the lines; the next flush retries
+            self.audit_dirty = True
             log.error("audit log write failed", error=str(error))
 
     # --- intake: Inbox files -------------------------------------------------------------
@@ -1002,7 +1010,7 @@ class VaultSteps:
         for directory in folders:
             if directory.is_dir():
                 fs.remove_stale_temps(directory)
-        self._commit_audit()
+        self.flush_audit()
         to_plan: list[NewAction] = []
         for row in self.ledger.unfinished_actions():
             item = self._recover_action(row)
