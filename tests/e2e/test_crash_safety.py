@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import DaemonProcess, audit_lines, drop, frontmatter, notes, wait_for
 
 pytestmark = pytest.mark.slow
