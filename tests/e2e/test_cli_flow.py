@@ -39,6 +39,13 @@ def test_drop_approve_reject_and_stop_through_the_cli(vault: Path, daemon: Daemo
     assert len(notes(vault / "Needs_Action")) == 3
     assert frontmatter(pump)["status"] == "pending_approval"
 
+    dashboard = vault / "Dashboard.md"
+    wait_for(
+        lambda: "Pending approvals (3)" in dashboard.read_text(),
+        message="three pending approvals on the dashboard",
+    )
+    assert f"[[Plans/{pump.stem}|" in dashboard.read_text()
+
     # approve by moving, approve from the CLI, reject by moving
     _move(pump, "Approved")
     approved = daemon.cli("approve", frontmatter(idea)["id"], "--vault", str(vault))
@@ -91,6 +98,12 @@ def test_drop_approve_reject_and_stop_through_the_cli(vault: Path, daemon: Daemo
     assert events.count("plan.failed") == 1
     for line in audit_lines(vault):
         assert {"ts", "event", "id"} <= set(line)
+
+    wait_for(
+        lambda: "Pending approvals (0)" in dashboard.read_text(), message="nothing pending on the dashboard"
+    )
+    board = dashboard.read_text()
+    assert frontmatter(plans_done[0])["id"] in board and "| pipeline | running |" in board
 
     status = daemon.cli("status", "--vault", str(vault), "--json")
     assert status.returncode == 0, status.stderr
