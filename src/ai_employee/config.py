@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-from contextvars import ContextVar
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -29,6 +30,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("aie_settings_environ", default=None)
+_FILE_TREE: ContextVar[dict[str, Any] | None] = ContextVar("aie_settings_file_tree", default=None)
 
 
 class _MappingEnvSource(EnvSettingsSource):
@@ -39,7 +41,23 @@ class _MappingEnvSource(EnvSettingsSource):
         super().__init__(settings_cls)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The expanded `config.yaml`: the lowest source after the defaults."""
+
+    def __init__(self, settings_cls: type[BaseSettings], tree: dict[str, Any] | None) -> None:
+        super().__init__(settings_cls)
+        self._tree = tree or {}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._tree.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._tree)
 
 
 class ConfigError(Exception):
@@ -88,7 +106,7 @@ class ExecutionSettings(Section):
 
 class PlannerSettings(Section):
     kind: Literal["auto", "template", "claude", "openai"] = "auto"
-    claude_model: str = "claude-sonnet-4-5"
+    claude_model: str = "claude-sonnet-4-6"
     openai_model: str = "gpt-4.1-mini"
     timeout_seconds: float = Field(60.0, gt=0)
     max_retries: int = Field(2, ge=0)
@@ -147,6 +165,7 @@ class TelegramSettings(Section):
     api_base_url: str = "https://api.telegram.org"
     mode: Literal["polling", "webhook"] = "polling"
     webhook_secret: SecretStr | None = None
+    webhook_url: str | None = None  # public URL Telegram posts to (webhook mode), ending in /telegram/webhook
     local_whisper_model: str | None = None
 
     @field_validator("allowed_chat_ids", mode="before")
@@ -219,8 +238,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init carries the merged YAML, named variables and flags (see load_settings)
-        return (_MappingEnvSource(settings_cls, _ENVIRON.get()), init_settings)
+        # Highest first: init (named variables, then flags), AIE_* nested variables, config.yaml.
+        return (init_settings, _MappingEnvSource(settings_cls, _ENVIRON.get()),
+                _FileSource(settings_cls, _FILE_TREE.get()))
 
     @property
     def live(self) -> bool:
@@ -322,7 +342,8 @@ def load_settings(
             raise ConfigError(f"AIE_CONFIG names {config_file}, which does not exist")
     if config_file is None and Path("config.yaml").is_file():
         config_file = Path("config.yaml")
-    tree: dict[str, Any] = read_config_file(config_file, env) if config_file is not None else {}
+    file_tree = read_config_file(config_file, env) if config_file is not None else {}
+    tree: dict[str, Any] = {}
     for name in _APPLY_ORDER:
         value = env.get(name)
         if value:
@@ -334,9 +355,21 @@ def load_settings(
     # AIE_* nested variables are read by pydantic-settings; keep the named ones out of its way.
     nested = {key: value for key, value in env.items() if key.startswith("AIE_") and "__" in key}
     token = _ENVIRON.set(nested)
+    file_token = _FILE_TREE.set(file_tree)
     try:
         return Settings(**tree)
+    except ValidationError as error:
+        raise ConfigError(f"invalid configuration: {_describe(error)}") from error
     except ValueError as error:
         raise ConfigError(f"invalid configuration: {error}") from error
     finally:
+        _FILE_TREE.reset(file_token)
         _ENVIRON.reset(token)
+
+
+def _describe(error: ValidationError) -> str:
+    """Field and reason only: the rejected value may be a secret."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or '(top level)'}: {item['msg']}"
+        for item in error.errors(include_url=False, include_input=False)
+    )

@@ -121,6 +121,7 @@ class _ActionLookup:
             "plan": row.plan_rel,
             "title": row.title,
             "sender": row.sender,
+            "attachments": list(row.attachments),
             "extra": row.extra,
         }
 

@@ -119,6 +119,29 @@ def task_mentions(task: Mapping[str, Any], marker: str) -> bool:
     return False
 
 
+def answered_follow_up(task: Mapping[str, Any], marker: str, sent_at: float) -> bool:
+    """Whether a continued task has finished *this* turn, not still shows the previous one.
+
+    Right after a follow-up the task may still read `completed` from its last turn: count it
+    finished once the follow-up (carrying `marker`) is answered, or, when Manus does not echo
+    user messages, once the task was updated after the follow-up was sent.
+    """
+    status = str(task.get("status") or "")
+    if status not in FINISHED:
+        return False
+    if status != SUCCEEDED:
+        return True
+    output = task.get("output")
+    messages = [m for m in output if isinstance(m, Mapping)] if isinstance(output, list) else []
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if users:
+        last = messages[users[-1]]
+        echoed = any(marker in str(item.get("text") or "") for item in _contents(last))
+        return echoed and any(m.get("role") == "assistant" for m in messages[users[-1] + 1 :])
+    updated = task.get("updated_at")
+    return isinstance(updated, int | float) and not isinstance(updated, bool) and updated >= sent_at
+
+
 def credit_usage(task: Mapping[str, Any]) -> int | None:
     value = task.get("credit_usage")
     if value is None and isinstance(task.get("metadata"), Mapping):
@@ -291,10 +314,11 @@ class ManusClient:
         max_seconds: float,
         timeout_seconds: float,
         on_status: Callable[[str, Mapping[str, Any]], Awaitable[None] | None] | None = None,
+        finished: Callable[[Mapping[str, Any]], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> dict[str, Any]:
-        """Poll until the task finishes. The interval doubles from `initial_seconds` up to
-        `max_seconds`; a blip of unavailability is ridden out, not fatal."""
+        """Poll until the task finishes (or `finished(task)` says so). The interval doubles from
+        `initial_seconds` up to `max_seconds`; a blip of unavailability is ridden out, not fatal."""
         deadline = clock() + timeout_seconds
         interval = max(0.0, initial_seconds)
         last_status: str | None = None
@@ -312,7 +336,7 @@ class ManusClient:
                         maybe = on_status(status, task)
                         if maybe is not None:
                             await maybe
-                if status in FINISHED:
+                if finished(task) if finished is not None else status in FINISHED:
                     return task
             remaining = deadline - clock()
             if remaining <= 0:

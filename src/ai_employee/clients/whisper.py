@@ -19,7 +19,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
 import openai
 import structlog
 from openai import AsyncOpenAI
@@ -28,7 +27,6 @@ from ai_employee.clients.retry import (
     RetryPolicy,
     ServiceAuthError,
     ServiceError,
-    ServiceRejected,
     TransientStatus,
     parse_retry_after,
 )
@@ -101,7 +99,6 @@ class OpenAITranscriber:
         model: str = "whisper-1",
         timeout_seconds: float = 120.0,
         retry: RetryPolicy | None = None,
-        http_client: httpx.AsyncClient | None = None,
         price_per_minute: float = PRICE_PER_MINUTE_USD,
     ) -> None:
         self._client = AsyncOpenAI(
@@ -109,7 +106,6 @@ class OpenAITranscriber:
             base_url=base_url,
             timeout=timeout_seconds,
             max_retries=0,
-            http_client=http_client,
         )
         self._model = model
         self._retry = retry or RetryPolicy(attempts=4, initial_seconds=1.0, max_seconds=20.0)
@@ -124,7 +120,8 @@ class OpenAITranscriber:
             raise TranscriptionError("the audio file is empty")
         if len(audio.data) > MAX_UPLOAD_BYTES:
             raise TranscriptionError(
-                f"the audio is {len(audio.data) // (1024 * 1024)} MiB; the transcription API takes at most 25 MiB"
+                f"the audio is {len(audio.data) // (1024 * 1024)} MiB; "
+                "the transcription API takes at most 25 MiB"
             )
 
         async def attempt() -> Any:

@@ -11,7 +11,8 @@ Atlas has no idempotency key, so exactly-once rests on two things:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ import httpx
 import structlog
 from pydantic import Field
 
-from ai_employee.clients.atlas import AtlasClient, filter_field, search_criteria
+from ai_employee.clients.atlas import AtlasClient, AtlasLookupError, filter_field, search_criteria
 from ai_employee.clients.retry import RetryPolicy, ServiceError, ServiceRejected
 from ai_employee.executors.base import (
     ActionParams,
@@ -34,6 +35,7 @@ log = structlog.get_logger(__name__)
 JOURNAL_KEY = "atlas.create"
 MARKER_PREFIX = "ai-employee plan: "
 MASK = "***"
+DESCRIPTION_LIMIT = 10_000  # Atlas's documented maximum for a work order's description
 
 
 class WorkOrderParams(ActionParams):
@@ -44,6 +46,13 @@ class WorkOrderParams(ActionParams):
     asset: str | None = Field(None, max_length=200, description="asset name, resolved to its id")
     location: str | None = Field(None, max_length=200, description="location name, resolved to its id")
     assignees: list[str] = Field(default_factory=list, description="user emails, resolved to ids")
+    require_links: bool = Field(
+        False,
+        description=(
+            "fail when the asset, location or an assignee is not found in Atlas; by default the work"
+            " order is created without that link and the description says which name was not found"
+        ),
+    )
 
 
 def marker_for(plan_id: str) -> str:
@@ -62,12 +71,22 @@ def work_order_body(
     asset: Any = None,
     location: Any = None,
     assignees: list[Any] | None = None,
+    unlinked: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The POST /work-orders body; relation ids are passed in (real ids, or placeholders in dry-run)."""
-    description = params.description.rstrip()
+    """The POST /work-orders body; relation ids are passed in (real ids, or placeholders in dry-run).
+
+    The description ends with the names that could not be linked, then the marker line.
+    """
+    tail = ["\n".join(unlinked)] if unlinked else []
+    tail.append(marker)
+    room = DESCRIPTION_LIMIT - len("\n\n".join(tail)) - 2
+    text = params.description.rstrip()
+    if len(text) > room:  # the marker must survive: it is how a lost create is found again
+        text = text[: max(0, room - 1)].rstrip() + "…"
+    parts = [text, *tail] if text.strip() else tail
     body: dict[str, Any] = {
         "title": params.title,
-        "description": f"{description}\n\n{marker}" if description else marker,
+        "description": "\n\n".join(parts),
         "priority": params.priority,
     }
     if params.due_date is not None:
@@ -79,6 +98,14 @@ def work_order_body(
     if assignees:
         body["assignedTo"] = [{"id": ident} for ident in assignees]
     return body
+
+
+@dataclass
+class _Links:
+    asset: int | None = None
+    location: int | None = None
+    assignees: list[int] = field(default_factory=list)
+    missing: list[tuple[str, str, str]] = field(default_factory=list)  # (label, name, why)
 
 
 def _join_names(names: list[str]) -> str:
@@ -234,6 +261,30 @@ class AtlasWorkOrderExecutor(Executor):
             result["assignees"] = list(params.assignees)
         return result
 
+    async def _resolve(self, client: AtlasClient, params: WorkOrderParams) -> _Links:
+        """Names to ids. A name Atlas does not know is left unlinked (and reported), unless
+        the plan says `require_links`: then nothing is created."""
+        links = _Links()
+
+        async def lookup(label: str, name: str, find: Callable[[str], Awaitable[int]]) -> int | None:
+            try:
+                return await find(name)
+            except AtlasLookupError as error:
+                if params.require_links:
+                    raise
+                links.missing.append((label, name, str(error)))
+                return None
+
+        if params.asset:
+            links.asset = await lookup("Asset", params.asset, client.asset_id)
+        if params.location:
+            links.location = await lookup("Location", params.location, client.location_id)
+        for email in params.assignees:
+            ident = await lookup("Assignee", email, client.user_id)
+            if ident is not None:
+                links.assignees.append(ident)
+        return links
+
     def _record(self, ctx: ExecutionContext, marker: str, result: dict[str, Any]) -> dict[str, Any]:
         ctx.journal.put(
             JOURNAL_KEY,
@@ -266,10 +317,17 @@ class AtlasWorkOrderExecutor(Executor):
                     )
                     return self._record(ctx, marker, self._result(found, wanted))
             ctx.progress("resolving names in Atlas", {"asset": wanted.asset, "assignees": wanted.assignees})
-            asset = await client.asset_id(wanted.asset) if wanted.asset else None
-            location = await client.location_id(wanted.location) if wanted.location else None
-            assignees = [await client.user_id(email) for email in wanted.assignees]
-            body = work_order_body(wanted, marker, asset=asset, location=location, assignees=assignees)
+            links = await self._resolve(client, wanted)
+            body = work_order_body(
+                wanted,
+                marker,
+                asset=links.asset,
+                location=links.location,
+                assignees=links.assignees,
+                unlinked=[
+                    f"{label}: {name} (not found in Atlas: {why})" for label, name, why in links.missing
+                ],
+            )
             ctx.journal.put(
                 JOURNAL_KEY,
                 {
@@ -284,7 +342,10 @@ class AtlasWorkOrderExecutor(Executor):
             raise ExecutionError(str(error)) from error
         except ServiceError as error:
             raise ExecutionError(str(error), retryable=True) from error
-        result = self._record(ctx, marker, self._result(created, wanted))
+        outcome = self._result(created, wanted)
+        if links.missing:
+            outcome["not_linked"] = [f"{label} {name!r}: {why}" for label, name, why in links.missing]
+        result = self._record(ctx, marker, outcome)
         bound.info("atlas work order created", id=result["work_order_id"], custom_id=result["custom_id"])
         return result
 

@@ -65,10 +65,15 @@ class VaultNoteExecutor(Executor):
         target = self._target(params, ctx)
         root = ctx.vault_root.resolve()
         folder = target.parent
+
+        def check_inside() -> None:
+            # a symlinked folder must not lead the write (or a mkdir) outside the vault
+            if not Path(os.path.realpath(folder)).is_relative_to(root):
+                raise ExecutionError(f"folder {params.folder} leads outside the vault; nothing was written")
+
+        check_inside()
         folder.mkdir(parents=True, exist_ok=True)
-        # a symlinked folder must not lead the write outside the vault
-        if not Path(os.path.realpath(folder)).is_relative_to(root):
-            raise ExecutionError(f"folder {params.folder} leads outside the vault; nothing was written")
+        check_inside()
         properties = {
             "id": f"note-{short_id(ctx.plan_id)}",
             "type": "note",

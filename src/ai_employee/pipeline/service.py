@@ -42,6 +42,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 AUDIT_FLUSH_SECONDS = 1.0
+TRANSCRIPT_PROPERTIES = frozenset(
+    {"transcription", "duration_seconds", "transcript_cost_usd", "transcribed_by", "transcription_model"}
+)
 
 AutoApprovePolicy = Callable[[PlanProposal, PlanRequest | None, Settings], bool]
 
@@ -158,6 +161,32 @@ class PipelineService(Service):
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = False
+        subscription = self.bus.subscribe(
+            EventType.TRANSCRIPTION_COMPLETED, self._on_transcript, name="pipeline-transcripts"
+        )
+        try:
+            await self._run()
+        finally:
+            self.bus.unsubscribe(subscription)
+
+    def _on_transcript(self, event: Event) -> None:
+        action_id = event.payload.get("action_id") or event.correlation_id
+        transcript = event.payload.get("transcript")
+        if isinstance(action_id, str) and isinstance(transcript, str):
+            properties = {key: value for key, value in event.payload.items() if key in TRANSCRIPT_PROPERTIES}
+            self._spawn(self._replan(action_id, transcript, properties))
+
+    async def _replan(self, action_id: str, transcript: str, properties: dict[str, Any]) -> None:
+        item = await self._in_thread(self.steps.apply_transcript, action_id, transcript, properties)
+        if item is not None:
+            self._publish(
+                EventType.ACTION_UPDATED,
+                {"action_id": action_id, "reason": "transcript"},
+                correlation_id=action_id,
+            )
+            await self._plan(item)
+
+    async def _run(self) -> None:
         to_plan, approved = await self._in_thread(self.steps.recover)
         for item in to_plan:
             self._spawn(self._plan(item))
@@ -285,7 +314,7 @@ class PipelineService(Service):
             correlation_id=row.action_id,
         )
         if item.planned is not None:
-            self._plan_created(item, item.planned, None)
+            self._plan_created(item, item.planned, item.request)
         else:
             self._spawn(self._plan(item))
 
@@ -331,6 +360,7 @@ class PipelineService(Service):
             proposal = await self.planner.plan(request)
             await self._in_thread(self.steps.write_plans, [(item, proposal)])
         self._plan_created(item, proposal, request)
+        self._wake.set()  # the loop appends the audit lines
 
     def _defer(self, name: str, delay: float) -> None:
         """Look again once the file has been still for the settle time (a timer, not a poll loop)."""
@@ -358,6 +388,7 @@ class PipelineService(Service):
         item, action_id = await self._in_thread(self.steps.intake_message, message)
         if item is not None:
             self._action_created(item)
+            self._wake.set()  # the loop appends the audit lines
         return action_id
 
     # --- decisions and execution -----------------------------------------------------------------

@@ -75,6 +75,7 @@ class NewAction:
     subject: str | None = None
     trusted: bool = True
     planned: PlanProposal | None = None  # set when it was planned inline
+    request: PlanRequest | None = None  # what the inline planner was asked (for the auto-approve policy)
 
 
 @dataclass
@@ -317,7 +318,8 @@ class VaultSteps:
         for item in actions:
             row = item.row
             if inline:
-                item.planned = self.planner.plan_local(self._plan_request(item, handbook, specs))
+                item.request = self._plan_request(item, handbook, specs)
+                item.planned = self.planner.plan_local(item.request)
             writes.append(
                 (
                     self.layout.resolve(row.note_rel),
@@ -401,6 +403,33 @@ class VaultSteps:
             usage=proposal.usage,
             cost_usd=proposal.cost_usd,
         )
+
+    def apply_transcript(
+        self, action_id: str, transcript: str, properties: dict[str, Any]
+    ) -> NewAction | None:
+        """A late transcript (a voice note first saved as `transcription: pending`): it becomes the
+        action note's body, and the plan is made again while nobody has decided on it yet.
+
+        Returns the action to plan again, or None when it is decided already (or unknown)."""
+        row = self.ledger.action(action_id)
+        if row is None:
+            log.warning("transcript for an unknown action", action_id=action_id)
+            return None
+        row.extra.update({key: value for key, value in properties.items() if value is not None})
+        self.ledger.update_action_extra(action_id, row.extra)
+        item = NewAction(row=row, text=transcript, received=_received_of(row))
+        execution = self.ledger.execution(row.plan_id)
+        plan_pending = self.layout.resolve(row.plan_rel).exists() and (
+            execution is None or execution.state == "returned"
+        )
+        if not plan_pending and row.state != "noted":
+            # decided already: keep the transcript with the action, leave the plan alone
+            note = self.layout.resolve(row.note_rel)
+            fs.write_durable(note, self._action_text(item, status=row.state).encode("utf-8"))
+            return None
+        self.ledger.add_audit([audit_record("action.updated", action_id, reason="transcript arrived")])
+        self._commit_audit()
+        return item
 
     def write_plans(self, planned: Sequence[tuple[NewAction, PlanProposal]]) -> None:
         """Plans from an async planner: plan note, then the action note marked planned."""
@@ -1081,6 +1110,13 @@ class VaultSteps:
             self._write_actions([item])
             return None if item.planned else item
         return item
+
+
+def _received_of(row: ActionRow) -> datetime:
+    try:
+        return datetime.fromisoformat(row.created_at)
+    except ValueError:
+        return utcnow()
 
 
 def _copy_durable(source: Path, target: Path) -> None:

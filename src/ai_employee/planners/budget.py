@@ -1,10 +1,10 @@
 """What a model call costs, and the per-day planning budget.
 
-Prices are USD per million tokens, as published by Anthropic and OpenAI when this was written;
+Prices are USD per million tokens, as the providers publish them (checked November 2026);
 they live here, in code, because they change with the model, not with the deployment. A model
 not in the table is priced at `UNKNOWN_MODEL_PRICE`, deliberately high, so that an unknown model
 can only make the budget stop planning too early, never too late. Update the table when a
-provider changes its prices (docs/planning.md says how to check).
+provider changes its prices (docs/planning.md says how).
 
 The day is the UTC day. Spend must survive restarts, so it lives behind `BudgetStore`, which the
 daemon backs with its ledger; `InMemoryBudgetStore` is for tests and one-off commands.
@@ -36,17 +36,35 @@ class Price:
 #: Model name prefix -> price. The longest matching prefix wins ("gpt-4.1-mini" before "gpt-4.1"),
 #: so dated snapshots ("claude-sonnet-4-5-20250929") are priced like their family.
 PRICES: dict[str, Price] = {
-    # Anthropic
+    # Anthropic (platform.claude.com model pages)
+    "claude-fable-5": Price(10.0, 50.0),
+    "claude-mythos-5": Price(10.0, 50.0),
+    "claude-opus-5-5": Price(4.0, 20.0),
+    "claude-opus-5": Price(5.0, 25.0),
+    "claude-sonnet-5-5": Price(2.0, 10.0),
+    "claude-sonnet-5": Price(2.0, 10.0),
+    "claude-opus-4-8": Price(5.0, 25.0),
+    "claude-opus-4-7": Price(5.0, 25.0),
+    "claude-opus-4-6": Price(5.0, 25.0),
     "claude-opus-4-5": Price(5.0, 25.0),
     "claude-opus-4-1": Price(15.0, 75.0),
     "claude-opus-4": Price(15.0, 75.0),
+    "claude-sonnet-4-6": Price(3.0, 15.0),
     "claude-sonnet-4-5": Price(3.0, 15.0),
     "claude-sonnet-4": Price(3.0, 15.0),
     "claude-3-7-sonnet": Price(3.0, 15.0),
     "claude-haiku-4-5": Price(1.0, 5.0),
     "claude-3-5-haiku": Price(0.8, 4.0),
     "claude-3-haiku": Price(0.25, 1.25),
-    # OpenAI
+    # OpenAI (developers.openai.com/api/docs/pricing); cached input is counted at the full price
+    "gpt-6-astra": Price(10.0, 50.0),
+    "gpt-6.1-sol": Price(2.0, 10.0),
+    "gpt-5.6-sol": Price(4.0, 20.0),
+    "gpt-5.6-terra": Price(2.0, 12.0),
+    "gpt-5.6-luna": Price(0.20, 1.20),
+    "gpt-5.5": Price(5.0, 30.0),
+    "gpt-5.4-mini": Price(0.75, 4.50),
+    "gpt-5.4": Price(2.50, 15.0),
     "gpt-5-nano": Price(0.05, 0.40),
     "gpt-5-mini": Price(0.25, 2.0),
     "gpt-5": Price(1.25, 10.0),

@@ -57,12 +57,25 @@ _INJECTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
         (
             "names a state folder",
-            r"\b(?:Approved|Needs_Action|Plans|Rejected|Done|Failed|Quarantine|Logs)/",
+            r"\b(?:Approved|Needs_Action|Plans|Rejected|Done|Failed|Quarantine|Logs)(?:/|\s+folder\b)",
+        ),
+        (
+            "carries plan properties",
+            r"(?m)^\s*(?:type:\s*plan|status:\s*approved|requires_approval:|approved:\s*true)\s*$",
+        ),
+        (
+            "asks to run a command",
+            r"\b(?:shell|terminal|command\s+line)\s+tool\b|\b(?:run|execute)\b[^\n]{0,40}?"
+            r"(?:`|\bcurl\b|\bwget\b|\bbash\b|\bsudo\b|\bpowershell\b|\|\s*sh\b)",
         ),
         (
             "asks for more than one action",
             r"\b(?:second|another|additional|extra|two|multiple)\s+(?:actions?|plans?|tool\s+calls?|work\s+orders)\b"
             r"|\b(?:also|additionally|then)\s+(?:call|run|execute|invoke)\b",
+        ),
+        (
+            "asks to switch the action",
+            r"\b(?:do\s+not|don't|never|no\s+need\s+to)\s+(?:create|open|file|make|raise|log)\b.{0,80}?\binstead\b",
         ),
         (
             "asks to send to an address",

@@ -144,6 +144,8 @@ _URGENT_PHRASES = (
     "right away", "right now", "as soon as possible", "a s a p", "production stopped", "production is down",
     "production halted", "line down", "line is down", "before the next shift", "this morning",
 )
+#: With "production" anywhere: the plant is losing output, which makes any fault urgent.
+_STOPPED_WORDS = _forms("down", "stopped", "halted", "standstill", "stopping")
 _NOT_URGENT_WORDS = _forms("whenever", "sometime")
 _NOT_URGENT_PHRASES = (
     "when you can", "when you get a chance", "when you have time", "no rush", "not urgent", "low priority",
@@ -201,7 +203,11 @@ _FAULT_LABELS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("flickering", "flickers"), "flickering"),
 )
 
-_ID = r"((?:[a-z]{1,3}-?)?\d{1,5}[a-z]?)"
+_NUMBER_WORDS = {
+    "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
+    "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
+}
+_ID = rf"((?:[a-z]{{1,3}}-?)?\d{{1,5}}[a-z]?|{'|'.join(_NUMBER_WORDS)})"
 #: " pump 3 ", " pump #3 ", " pump no 3 ", " press p-12 ": each starts with a literal, so `re` is fast.
 _ASSET_PATTERNS: dict[str, re.Pattern[str]] = {
     kind: re.compile(rf" {re.escape(kind)}s? ?(?:#|no |number |nr )?#?{_ID}(?= )") for kind in _ASSET_KINDS
@@ -223,6 +229,12 @@ _GREETING = re.compile(
     re.IGNORECASE,
 )
 _SPACE = re.compile(r"\s+")
+#: Titles that say nothing about the message: file names, "Voice note", "(no subject)".
+_GENERIC_TITLE = re.compile(
+    r"\S+\.[A-Za-z0-9]{1,5}|\S*[-_]\S*|\(?no subject\)?|(?:voice|audio)\s+(?:note|message|memo)|message|note"
+    r"|untitled|fwd?:?|re:?",
+    re.IGNORECASE,
+)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s|\n")
 
 
@@ -318,7 +330,7 @@ def _imperative_research(scan: _Scan) -> bool:
             if position < 0:
                 break
             start = position + len(verb)
-            if position > 0 and lower[position - 1].isalnum():
+            if (position > 0 and lower[position - 1].isalnum()) or lower[start : start + 1].isalnum():
                 continue
             window = lower[max(0, position - 80) : position]
             cut = max(window.rfind("."), window.rfind("!"), window.rfind("?"), window.rfind("\n"))
@@ -339,12 +351,16 @@ def _work_order(text: str, title: str, scan: _Scan) -> PlanProposal:
         priority = "HIGH"
     elif scan.any_word(_NOT_URGENT_WORDS) or scan.any_phrase(_NOT_URGENT_PHRASES):
         priority = "LOW"
-    elif scan.any_word(_URGENT_WORDS) or scan.any_phrase(_URGENT_PHRASES):
+    elif (
+        scan.any_word(_URGENT_WORDS)
+        or scan.any_phrase(_URGENT_PHRASES)
+        or ("production" in scan.words and scan.any_word(_STOPPED_WORDS))
+    ):
         priority = "HIGH"
     else:
         priority = "MEDIUM"
 
-    wo_title = _work_order_title(scan, asset, location, fallback=title or _first_sentence(text))
+    wo_title = _work_order_title(scan, asset, location, fallback=_subject(title, text))
     params: dict[str, Any] = {
         "title": wo_title,
         "description": _clip(text.strip() or title, COPY_CHARS),
@@ -403,7 +419,7 @@ def _note(
     confidence: float,
     why: str | None = None,
 ) -> PlanProposal:
-    note_title = _clip(title or _first_sentence(text) or f"Message {request.action_id}", NOTE_TITLE_CHARS)
+    note_title = _clip(_subject(title, text) or f"Message {request.action_id}", NOTE_TITLE_CHARS)
     content = text.strip()
     if len(request.text) > SCAN_CHARS:
         content += "\n\n[… truncated: the full text is in the action note]"
@@ -430,7 +446,8 @@ def _find_asset(scan: _Scan) -> str | None:
         found = _ASSET_PATTERNS[kind].search(scan.padded)
         if found and (best is None or found.start() < best[0]):
             name = kind.upper() if kind in {"hvac", "cnc", "ac unit", "a/c unit"} else kind.capitalize()
-            best = (found.start(), f"{name} {found.group(1).upper()}")
+            ident = _NUMBER_WORDS.get(found.group(1), found.group(1)).upper()
+            best = (found.start(), f"{name} {ident}")
     return best[1] if best else None
 
 
@@ -469,6 +486,13 @@ def _fault_label(scan: _Scan) -> str | None:
                         return f"leaking {fluid}"
             return label
     return None
+
+
+def _subject(title: str, text: str) -> str:
+    """The title when it says something, else the message's first sentence."""
+    if title and not _GENERIC_TITLE.fullmatch(title):
+        return title
+    return _first_sentence(text) or title
 
 
 def _strip_greeting(text: str) -> str:

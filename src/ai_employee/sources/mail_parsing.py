@@ -31,7 +31,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
-from typing import BinaryIO, Final, TypeVar
+from typing import IO, Any, BinaryIO, Final, TypeVar
 
 import html2text
 import structlog
@@ -71,6 +71,7 @@ class ParsedMail:
     reply_to: str | None = None  # lower-cased addr-spec of Reply-To, if any
     message_id: str | None = None
     date: datetime | None = None
+    automatic: bool = False  # sent by a machine (RFC 3834 Auto-Submitted, lists, bulk): never reply
     text: str = ""
     attachments: list[MailAttachment] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -220,7 +221,7 @@ class _Sink:
         self._spool_dir = spool_dir
         self._threshold = threshold
         self._buffer = bytearray()
-        self._file: BinaryIO | None = None
+        self._file: IO[bytes] | None = None
         self.path: Path | None = None
         self.size = 0
 
@@ -294,9 +295,9 @@ def _header_text(headers: Message, name: str) -> str | None:
 def _address(headers: Message, name: str) -> str | None:
     """The first addr-spec of an address header, lower-cased, or None."""
     header = _safe(lambda: headers.get(name), None)
-    addresses = _safe(lambda: getattr(header, "addresses", ()), ())
+    addresses: tuple[Any, ...] = _safe(lambda: tuple(getattr(header, "addresses", ())), ())
     for address in addresses:
-        spec = _safe(lambda a=address: str(a.addr_spec), "")
+        spec = str(getattr(address, "addr_spec", ""))
         if "@" in spec:
             return spec.lower()
     raw = _header_text(headers, name)
@@ -442,14 +443,20 @@ class _Walker:
             self._lookup[marker] = _Boundary(depth, False)
             self._lookup[marker + b"--"] = _Boundary(depth, True)
 
-    def _skip(self) -> _Boundary | None:
-        """Skip a preamble or epilogue: up to the next known boundary, or None at the end."""
+    def _skip(self, keep: bytearray | None = None) -> _Boundary | None:
+        """Skip a preamble or epilogue: up to the next known boundary, or None at the end.
+
+        `keep` collects what was skipped (up to the text limit), to salvage a "multipart"
+        body that has no parts at all.
+        """
         while True:
             line, starts = self._read()
             if not line:
                 return None
             if starts and line[:2] == b"--" and (found := self._boundary(line)) is not None:
                 return found
+            if keep is not None and len(keep) < self._max_text_bytes:
+                keep += line
 
     def _read_headers(self) -> tuple[bytes, object]:
         """Header lines up to the blank line; then _BODY, or the boundary / None that came first."""
@@ -514,8 +521,6 @@ class _Walker:
         self._read_envelope(headers)
         if outcome is _BODY:
             self._part(headers, "", None, 0)
-        if not self._texts and not self.mail.attachments and outcome is not _BODY:
-            self.problem("the email has no body")
 
     def _read_envelope(self, headers: Message) -> None:
         mail = self.mail
@@ -525,6 +530,14 @@ class _Walker:
         mail.reply_to = _address(headers, "reply-to")
         mail.message_id = _header_text(headers, "message-id")
         mail.date = _date(headers)
+        auto_submitted = (_header_text(headers, "auto-submitted") or "no").lower()
+        precedence = (_header_text(headers, "precedence") or "").lower()
+        mail.automatic = (
+            not auto_submitted.startswith("no")
+            or precedence in {"bulk", "list", "junk", "auto_reply"}
+            or _header_text(headers, "list-id") is not None
+            or (mail.sender_address or "").split("@")[0] in {"mailer-daemon", "postmaster"}
+        )
 
     def _part(self, headers: Message, label: str, group: object, depth: int) -> _Boundary | None:
         content_type = _safe(headers.get_content_type, "text/plain").lower()
@@ -546,11 +559,19 @@ class _Walker:
         marker = b"--" + boundary.strip().encode("utf-8", "surrogateescape")
         mine = self._push(marker)
         inner_group = object() if content_type == "multipart/alternative" else group
-        end = self._skip()  # preamble
+        preamble = bytearray()
+        end = self._skip(preamble)
         index = 0
         popped = False
         try:
             while True:
+                if end is None and index == 0:
+                    where = f"part {label}" if label else "the email"
+                    self.problem(f"{where} says it has several parts but none was found; read as text")
+                    text = bytes(preamble).strip(b"\r\n")
+                    if text:
+                        self._texts.append(_Text("text/plain", text, None, group or object(), label))
+                    return None
                 if end is None:
                     self.problem("the email ends before its last part was closed; it may be cut off")
                     return None

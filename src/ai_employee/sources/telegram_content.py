@@ -138,7 +138,7 @@ def classify(message: Message) -> Content | None:
 
 
 def describe_sender(user: User | None, chat_title: str | None = None) -> str | None:
-    """"Jane Doe (@jane)": what a human recognises; the numeric id is in source_ref already."""
+    """ "Jane Doe (@jane)": what a human recognises; the numeric id is in source_ref already."""
     if user is None:
         return chat_title
     name = user.full_name.strip() or str(user.id)

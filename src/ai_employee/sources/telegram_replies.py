@@ -72,6 +72,7 @@ def arrival_text(
     *,
     transcript: Transcript | None = None,
     pending_reason: str | None = None,
+    transcription_error: str | None = None,
     attachment_error: str | None = None,
 ) -> str:
     """The first answer: the message is safely stored, under which id, and what was heard."""
@@ -81,10 +82,11 @@ def arrival_text(
         lines.append(f"Transcript ({format_duration(seconds)}): {_quote(transcript.text) or '(no speech)'}")
     elif pending_reason is not None:
         lines.append(f"Transcription pending: {pending_reason}")
+    elif transcription_error is not None:
+        lines.append(f"It could not be transcribed: {transcription_error}")
     if attachment_error is not None:
         lines.append(f"The file could not be fetched: {attachment_error}")
-    if content.kind != "text" or transcript is not None or pending_reason is None:
-        lines.append("A plan will follow for your approval.")
+    lines.append("A plan will follow for your approval.")
     return truncate("\n".join(lines))
 
 
@@ -146,18 +148,26 @@ def describe_result(result: Any) -> str:
     """A human line for a plan's `result` mapping, whatever executor produced it."""
     if not isinstance(result, Mapping):
         return "" if result is None else truncate(str(result), 500)
-    summary = result.get("summary") or result.get("message")
-    work_order = _work_order_id(result)
+    requests = result.get("requests")
+    service = result.get("service")
+    if isinstance(requests, list) and isinstance(service, str):  # a dry-run rendering
+        return f"it would have sent {len(requests)} request(s) to {service}"
     parts: list[str] = []
+    work_order = _work_order_id(result)
     if work_order:
         parts.append(f"work order {work_order} created")
+    summary = result.get("summary") or result.get("message")
     if isinstance(summary, str) and summary.strip():
         parts.append(_quote(summary))
-    for key in ("task_url", "url", "note"):
-        value = result.get(key)
-        if isinstance(value, str) and value:
-            parts.append(value)
-            break
+    path = result.get("path")
+    if isinstance(path, str) and path and "note" in result:
+        parts.append(f"note {path} written")
+    else:
+        for key in ("url", "task_url", "note"):
+            value = result.get(key)
+            if isinstance(value, str) and value:
+                parts.append(value)
+                break
     if parts:
         return "; ".join(parts)
     return truncate(json.dumps(dict(result), ensure_ascii=False, default=str), 500)
@@ -178,7 +188,7 @@ def executed_text(plan_id: str, payload: Mapping[str, Any]) -> str:
     described = describe_result(payload.get("result"))
     if payload.get("dry_run") is True:
         head = f"Plan {plan_id} ran in dry-run mode: nothing was sent."
-        return truncate(head + (f"\nWould have: {described}" if described else ""))
+        return truncate(head + (f" ({described})" if described else ""))
     return truncate(f"Done: {described}." if described else f"Plan {plan_id} is done.")
 
 

@@ -13,12 +13,14 @@ Values are small JSON documents; every `put` is durable when it returns (KeyValu
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
 
 from ai_employee.plugins import KeyValueStore
 
 NAMESPACE = "telegram"
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -57,7 +59,6 @@ class PendingTranscription:
     duration_seconds: int = 0
     attempts: int = 0
     last_error: str | None = None
-    attachment_paths: list[str] = field(default_factory=list)
 
 
 class TelegramState:
@@ -85,8 +86,7 @@ class TelegramState:
         return self.link(action_id) if action_id else None
 
     def link(self, action_id: str) -> ActionLink | None:
-        data = self._load(f"action:{action_id}")
-        return ActionLink(**data) if data is not None else None
+        return _build(ActionLink, self._load(f"action:{action_id}"))
 
     def remember_link(self, link: ActionLink, source_ref: str) -> None:
         self._save(f"action:{link.action_id}", asdict(link))
@@ -99,8 +99,7 @@ class TelegramState:
     # -- plans waiting for a decision ------------------------------------------------------
 
     def plan_message(self, plan_id: str) -> PlanMessage | None:
-        data = self._load(f"plan:{plan_id}")
-        return PlanMessage(**data) if data is not None else None
+        return _build(PlanMessage, self._load(f"plan:{plan_id}"))
 
     def remember_plan_message(self, plan: PlanMessage) -> None:
         self._save(f"plan:{plan.plan_id}", asdict(plan))
@@ -111,7 +110,8 @@ class TelegramState:
         data = self._load("pending_transcriptions")
         if not isinstance(data, list):
             return []
-        return [PendingTranscription(**item) for item in data if isinstance(item, dict)]
+        built = (_build(PendingTranscription, item) for item in data)
+        return [item for item in built if item is not None]
 
     def add_pending(self, pending: PendingTranscription) -> None:
         items = [item for item in self.pending_transcriptions() if item.action_id != pending.action_id]
@@ -127,6 +127,16 @@ class TelegramState:
         if len(kept) != len(items):
             self._save("pending_transcriptions", [asdict(item) for item in kept])
 
+    # -- late transcripts, kept until the pipeline has folded them into the note ---------------
+
+    def transcript(self, action_id: str) -> dict[str, Any] | None:
+        """The TRANSCRIPTION_COMPLETED payload of an action, should the event have been missed."""
+        data = self._load(f"transcript:{action_id}")
+        return data if isinstance(data, dict) else None
+
+    def save_transcript(self, action_id: str, payload: dict[str, Any]) -> None:
+        self._save(f"transcript:{action_id}", payload)
+
     # -- plumbing --------------------------------------------------------------------------
 
     def _load(self, key: str) -> Any:
@@ -140,3 +150,14 @@ class TelegramState:
 
     def _save(self, key: str, value: Any) -> None:
         self._store.put(NAMESPACE, key, json.dumps(value, separators=(",", ":"), sort_keys=True))
+
+
+def _build(cls: type[R], data: Any) -> R | None:
+    """A record from its JSON, ignoring fields a later version added; None if it is unusable."""
+    if not isinstance(data, dict):
+        return None
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    try:
+        return cls(**{key: value for key, value in data.items() if key in known})
+    except TypeError:
+        return None

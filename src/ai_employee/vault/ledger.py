@@ -199,6 +199,13 @@ class Ledger:
             )
             self._add_audit(db, audit)
 
+    def update_action_extra(self, action_id: str, extra: Mapping[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE actions SET extra = ?, updated_at = ? WHERE action_id = ?",
+                (json.dumps(dict(extra), default=str), now_iso(), action_id),
+            )
+
     def action(self, action_id: str) -> ActionRow | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM actions WHERE action_id = ?", (action_id,)).fetchone()

@@ -1,0 +1,145 @@
+"""The Claude planner: the Messages API through the anthropic SDK, plans by forced tool use.
+
+The model gets one tool, `propose_plan`, and `tool_choice` forces it, so the answer is a JSON
+object shaped by the actions' params schemas; nothing in that tool changes anything.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+import structlog
+
+from ai_employee.config import Settings
+from ai_employee.planners import prompt
+from ai_employee.planners.budget import BudgetStore, DailyBudget, InMemoryBudgetStore
+from ai_employee.planners.errors import InvalidAnswer, PlannerUnavailable
+from ai_employee.planners.guard import collect_secrets
+from ai_employee.planners.llm import MAX_OUTPUT_TOKENS, LLMPlanner, ModelAnswer
+from ai_employee.plugins import PluginDisabled
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+log = structlog.get_logger(__name__)
+
+
+#: Models that answer a forced `tool_choice` with HTTP 400 (Anthropic's migration guides for
+#: Sonnet 5.5, Opus 5.5 and Fable 5.1). They are asked with `tool_choice: auto`; the prompt says
+#: to call `propose_plan` once, and an answer without exactly one call is refused all the same.
+NO_FORCED_TOOL_CHOICE = ("claude-sonnet-5-5", "claude-opus-5-5", "claude-fable-5-1")
+
+
+class ClaudePlanner(LLMPlanner):
+    name = "claude"
+    provider = "claude"
+
+    def __init__(self, client: anthropic.AsyncAnthropic, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._client = client
+        self.force_tool_choice = not self.model.startswith(NO_FORCED_TOOL_CHOICE)
+
+    async def _ask(self, system: str, user: str, tool_schema: dict[str, Any]) -> ModelAnswer:
+        try:
+            try:
+                message = await self._create(system, user, tool_schema)
+            except anthropic.BadRequestError as error:
+                # A model newer than NO_FORCED_TOOL_CHOICE may refuse forcing too: learn it once.
+                if not (self.force_tool_choice and _mentions(error.body, "tool_choice")):
+                    raise
+                self.force_tool_choice = False
+                log.info("model refuses a forced tool_choice; asking with tool_choice auto", model=self.model)
+                message = await self._create(system, user, tool_schema)
+        except anthropic.APITimeoutError as error:
+            raise PlannerUnavailable(
+                f"timeout: {self.label} did not answer within {self.settings.timeout_seconds:g} s"
+            ) from error
+        except anthropic.APIStatusError as error:
+            raise PlannerUnavailable(f"API error: {self.label} answered HTTP {error.status_code}"
+                                     f"{_error_type(error.body)}") from error
+        except json.JSONDecodeError as error:
+            raise InvalidAnswer(f"invalid answer: {self.label} sent a body that is not JSON") from error
+        except anthropic.APIConnectionError as error:
+            raise PlannerUnavailable(f"API error: cannot reach {self.label}") from error
+        except anthropic.APIError as error:  # e.g. a response the SDK could not parse
+            raise PlannerUnavailable(f"API error: {self.label}: {type(error).__name__}") from error
+
+        usage = {"input_tokens": message.usage.input_tokens, "output_tokens": message.usage.output_tokens}
+        if message.usage.cache_creation_input_tokens:
+            usage["cache_creation_input_tokens"] = message.usage.cache_creation_input_tokens
+        if message.usage.cache_read_input_tokens:
+            usage["cache_read_input_tokens"] = message.usage.cache_read_input_tokens
+        calls = [block for block in message.content if block.type == "tool_use"]
+        if message.stop_reason == "max_tokens":
+            return ModelAnswer(usage=usage, problem="the answer was cut off at the token limit")
+        if len(calls) != 1:
+            return ModelAnswer(usage=usage, problem=f"expected one {prompt.TOOL_NAME} call, got {len(calls)}")
+        call = calls[0]
+        if call.name != prompt.TOOL_NAME:
+            return ModelAnswer(usage=usage, problem=f"the model called an unknown tool {call.name[:40]!r}")
+        return ModelAnswer(arguments=call.input, usage=usage)
+
+    async def _create(self, system: str, user: str, tool_schema: dict[str, Any]) -> anthropic.types.Message:
+        tool_choice: anthropic.types.ToolChoiceParam = (
+            {"type": "tool", "name": prompt.TOOL_NAME, "disable_parallel_tool_use": True}
+            if self.force_tool_choice
+            else {"type": "auto", "disable_parallel_tool_use": True}
+        )
+        return await self._client.messages.create(
+            model=self.model,
+            max_tokens=MAX_OUTPUT_TOKENS,
+            # the handbook and rules repeat from call to call: let the API cache them
+            system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+            messages=[{"role": "user", "content": user}],
+            tools=[{"name": prompt.TOOL_NAME, "description": prompt.TOOL_DESCRIPTION,
+                    "input_schema": tool_schema}],
+            tool_choice=tool_choice,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _mentions(body: object, word: str) -> bool:
+    """Whether an API error body talks about `word` (we read it, we never log it)."""
+    return word in json.dumps(body, default=str) if body is not None else False
+
+
+def _error_type(body: object) -> str:
+    """The API's error type ("overloaded_error"), never its free text."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("type"), str):
+            return f" ({error['type'][:60]})"
+    return ""
+
+
+def create(
+    settings: Settings,
+    *,
+    budget_store: BudgetStore | None = None,
+    client: anthropic.AsyncAnthropic | None = None,
+) -> ClaudePlanner:
+    """Entry point `claude`. Off (PluginDisabled) without an API key.
+
+    `budget_store` keeps the day's spend across restarts (the daemon passes its ledger); without
+    one the spend is forgotten on restart. `client` is for tests that need other SDK options.
+    """
+    key = settings.anthropic.api_key
+    if client is None:
+        if key is None or not key.get_secret_value():
+            raise PluginDisabled("no Anthropic API key (set ANTHROPIC_API_KEY or CLAUDE_API_KEY)")
+        client = anthropic.AsyncAnthropic(
+            api_key=key.get_secret_value(),
+            base_url=settings.anthropic.base_url or DEFAULT_BASE_URL,
+            timeout=settings.planner.timeout_seconds,
+            max_retries=settings.planner.max_retries,
+        )
+    return ClaudePlanner(
+        client,
+        model=settings.planner.claude_model,
+        settings=settings.planner,
+        budget=DailyBudget(budget_store or InMemoryBudgetStore(), settings.planner.daily_budget_usd),
+        secrets=collect_secrets(settings),
+    )

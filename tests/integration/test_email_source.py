@@ -1,0 +1,490 @@
+"""The email source against a real Dovecot on loopback: mail delivered by IMAP APPEND."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from structlog.testing import capture_logs
+
+from ai_employee.bus.inprocess import InProcessEventBus
+from ai_employee.config import EmailSettings, Settings
+from ai_employee.events import Event, EventType
+from ai_employee.plugins import PluginDisabled, ServiceContext
+from ai_employee.sources import email as email_source
+from ai_employee.sources.email import EmailSource, sender_allowed
+from tests.fakes.dovecot import DovecotServer
+from tests.fakes.smtp_server import FakeSmtpServer
+from tests.integration.conftest_email import (  # noqa: F401 - the *_fixture names register fixtures
+    EmailHarness,
+    MemoryState,
+    RecordingIntake,
+    _Actions,
+    _Approvals,
+    _Routes,
+    dovecot_fixture,
+    eventually,
+    harness_fixture,
+    running,
+    user_fixture,
+)
+
+pytestmark = pytest.mark.services
+
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"
+
+
+def mail(subject: str, body: str = "Pump 3 is leaking on line 2.", sender: str = "Ops <ops@example.com>"
+         ) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = "employee@example.com"
+    message["Subject"] = subject
+    message["Date"] = "Sat, 21 Nov 2026 10:15:00 +0000"
+    message["Message-ID"] = f"<{abs(hash(subject))}@example.com>"
+    message.set_content(body)
+    return message
+
+
+def html_only() -> EmailMessage:
+    message = mail("Leak report")
+    message.set_content("<html><body><p>Pump 3 is <b>leaking</b>.</p></body></html>", "html")
+    return message
+
+
+def with_pdf() -> EmailMessage:
+    message = mail("Inspection report")
+    message.add_attachment(PDF, maintype="application", subtype="pdf", filename="inspection.pdf")
+    return message
+
+
+def with_big_attachment(blob: bytes) -> EmailMessage:
+    message = mail("Camera footage")
+    message.add_attachment(blob, maintype="application", subtype="octet-stream", filename="footage.bin")
+    return message
+
+
+async def activity(source: EmailSource) -> str:
+    return str((await source.health()).data["activity"])
+
+
+async def idling(source: EmailSource) -> bool:
+    return await activity(source) == "idle"
+
+
+async def unhealthy(source: EmailSource) -> bool:
+    return not (await source.health()).healthy
+
+
+async def failed(source: EmailSource) -> bool:
+    return "last_error" in (await source.health()).data
+
+
+# -- taking mail -------------------------------------------------------------------------------
+
+
+async def test_three_emails_become_three_actions_with_their_attachments(harness: EmailHarness) -> None:
+    blob = os.urandom(5 * 1024 * 1024)
+    refs = [harness.deliver(html_only()), harness.deliver(with_pdf())]
+    refs.append(harness.deliver(with_big_attachment(blob)))
+    source = harness.source()
+
+    async with running(source):
+        await eventually(lambda: len(harness.intake.submitted) == 3, timeout=20, what="three submits")
+
+    html, pdf, big = harness.intake.submitted
+    assert harness.intake.refs() == refs
+    assert html.message.source == "email" and html.message.title == "Leak report"
+    assert html.message.sender == "Ops <ops@example.com>" and html.message.subject == "Leak report"
+    assert "Pump 3 is **leaking**." in html.message.body and "<" not in html.message.body
+    assert html.files == {}
+    assert pdf.files == {"inspection.pdf": PDF}
+    assert pdf.message.attachments[0].content_type == "application/pdf"
+    assert big.files == {"footage.bin": blob}
+    assert big.message.attachments[0].path is not None, "a 5 MB attachment is handed over as a file"
+    assert list((harness.vault / email_source.SPOOL).iterdir()) == [], "spool files are removed"
+
+
+async def test_a_restart_takes_nothing_twice(harness: EmailHarness) -> None:
+    refs = [harness.deliver(mail("first")), harness.deliver(mail("second"))]
+    async with running(harness.source()):
+        await eventually(lambda: harness.intake.refs() == refs, what="both taken")
+    # A person marks them unread again: the checkpoint, not only \Seen, keeps them out.
+    with harness.dovecot.client(harness.user) as imap:
+        imap.select("INBOX")
+        imap.uid("STORE", "1:*", "-FLAGS", "(\\Seen)")
+
+    third = harness.deliver(mail("third"))
+    async with running(harness.source()):
+        await eventually(lambda: len(harness.intake.submitted) == 3, what="the new one taken")
+        await asyncio.sleep(0)  # one more turn of the loop: nothing else may come
+
+    assert harness.intake.refs() == [*refs, third]
+
+
+async def test_message_is_marked_seen_only_after_submit_returned(harness: EmailHarness) -> None:
+    ref = harness.deliver(mail("hold on"))
+    uid = int(ref.split(":")[1])
+    harness.intake.gate = asyncio.Event()
+
+    async with running(harness.source()):
+        await asyncio.wait_for(harness.intake.entered.wait(), timeout=10)
+        flags_during = await asyncio.to_thread(harness.dovecot.flags, harness.user, uid)
+        harness.intake.gate.set()
+        await eventually(
+            lambda: asyncio.to_thread(lambda: "\\Seen" in harness.dovecot.flags(harness.user, uid)),
+            what="\\Seen after submit",
+        )
+
+    assert "\\Seen" not in flags_during
+    assert harness.intake.refs() == [ref]
+
+
+async def test_a_failed_submit_leaves_the_message_unseen_and_it_is_taken_again(harness: EmailHarness) -> None:
+    ref = harness.deliver(mail("retry me"))
+    uid = int(ref.split(":")[1])
+    harness.intake.fail_next = 1
+    source = harness.source()
+
+    async with running(source):
+        await eventually(lambda: harness.intake.refs() == [ref], what="the retry")
+        await eventually(
+            lambda: asyncio.to_thread(lambda: "\\Seen" in harness.dovecot.flags(harness.user, uid)),
+            what="\\Seen after the retry",
+        )
+        report = await source.health()
+
+    assert report.healthy
+    assert report.data["messages_taken"] == 1
+
+
+async def test_a_message_the_intake_keeps_refusing_is_taken_from_its_headers(harness: EmailHarness) -> None:
+    ref = harness.deliver(with_pdf())
+    follower = harness.deliver(mail("behind it"))
+    harness.intake.fail_next = 3
+
+    async with running(harness.source()):
+        await eventually(lambda: harness.intake.refs() == [ref, follower], what="both taken")
+
+    taken = harness.intake.submitted[0]
+    assert taken.message.title == "Inspection report" and taken.files == {}
+    assert "could not be taken whole (the intake refused email" in taken.message.body
+    assert "it stays on the mail server" in taken.message.body
+
+
+async def test_moved_to_a_folder_when_configured(harness: EmailHarness) -> None:
+    harness.deliver(mail("file me"))
+
+    async with running(harness.source(after_intake="move", move_to_folder="Processed")):
+        await eventually(
+            lambda: asyncio.to_thread(lambda: harness.dovecot.uids(harness.user) == []),
+            what="the inbox to be empty",
+        )
+
+    assert len(harness.dovecot.uids(harness.user, "Processed")) == 1
+    assert len(harness.intake.submitted) == 1
+
+
+async def test_sender_on_the_allow_list_is_trusted_and_others_are_not(harness: EmailHarness) -> None:
+    harness.deliver(mail("from the boss", sender="Boss <Boss@Example.com>"))
+    harness.deliver(mail("from a stranger", sender="someone@elsewhere.org"))
+
+    async with running(harness.source(allowed_senders=["boss@example.com"])):
+        await eventually(lambda: len(harness.intake.submitted) == 2, what="both taken")
+
+    assert [s.message.trusted_sender for s in harness.intake.submitted] == [True, False]
+
+
+def test_allow_list_entries_are_addresses_or_domains() -> None:
+    assert sender_allowed("a@x.org", [])
+    assert sender_allowed("A@X.org".lower(), ["a@x.org"])
+    assert sender_allowed("anyone@example.com", ["@example.com"])
+    assert not sender_allowed("anyone@badexample.com", ["@example.com"])
+    assert not sender_allowed(None, ["a@x.org"])
+
+
+# -- odd mail ------------------------------------------------------------------------------------
+
+
+async def test_odd_mail_becomes_actions_that_say_what_could_not_be_read(harness: EmailHarness) -> None:
+    broken = (
+        b"From: a@example.com\r\nSubject: broken mime\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+        b"--XX\r\nContent-Type: text/plain\r\n\r\nthe readable part\r\n"
+        b"--XX\r\nContent-Type: application/pdf; name=cut.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"JVBERi0xLjQK\r\nJVB"
+    )
+    charset = (
+        b"From: a@example.com\r\nSubject: odd charset\r\nContent-Type: text/plain; charset=x-martian\r\n\r\n"
+        b"Gr\xc3\xbc\xc3\x9fe\r\n"
+    )
+    no_body = b"From: a@example.com\r\nSubject: nothing here\r\n\r\n"
+    refs = [harness.deliver(broken), harness.deliver(charset), harness.deliver(no_body)]
+    normal = harness.deliver(mail("after the odd ones"))
+
+    async with running(harness.source()):
+        await eventually(lambda: len(harness.intake.submitted) == 4, what="four actions")
+
+    first, second, third, fourth = harness.intake.submitted
+    assert harness.intake.refs() == [*refs, normal]
+    assert "the readable part" in first.message.body
+    assert "Not everything in this email could be read" in first.message.body
+    assert first.files["cut.pdf"].startswith(b"%PDF-1.4")
+    assert "original.eml" in first.files and first.files["original.eml"].endswith(b"JVB")
+    assert "Grüße" in second.message.body and "x-martian" in second.message.body
+    assert third.message.body.startswith("(This email has no text.)")
+    assert third.message.title == "nothing here"
+    assert fourth.message.body == "Pump 3 is leaking on line 2."
+
+
+async def test_email_over_the_size_limit_becomes_an_action_from_its_headers(harness: EmailHarness) -> None:
+    harness.deliver(with_big_attachment(os.urandom(300_000)))
+
+    async with running(harness.source(source_options={"max_message_bytes": 100_000})):
+        await eventually(lambda: len(harness.intake.submitted) == 1, what="the action")
+
+    (taken,) = harness.intake.submitted
+    assert taken.message.title == "Camera footage"
+    assert "more than the 98 KB limit: only its headers were read" in taken.message.body
+    assert "footage.bin" not in taken.files
+
+
+# -- push, polling, connection -------------------------------------------------------------------
+
+
+async def test_idle_push_takes_a_new_message_without_waiting_for_the_poll(harness: EmailHarness) -> None:
+    source = harness.source(poll_interval_seconds=300)
+
+    async with running(source):
+        await eventually(lambda: idling(source), what="IDLE")
+        ref = await asyncio.to_thread(harness.deliver, mail("urgent"))
+        latency = await eventually(lambda: harness.intake.refs() == [ref], timeout=10, what="the push")
+
+    assert latency < 3.0, f"took {latency:.2f} s"
+
+
+async def test_without_idle_the_source_polls(harness: EmailHarness) -> None:
+    server = DovecotServer(idle=False).start()
+    try:
+        harness.dovecot = server
+        source = harness.source(poll_interval_seconds=0.3)
+        async with running(source):
+            ref = await asyncio.to_thread(harness.deliver, mail("polled"))
+            await eventually(lambda: harness.intake.refs() == [ref], what="the poll")
+            report = await source.health()
+    finally:
+        server.close()
+
+    assert report.data["mode"] == "poll" and "no IDLE" in report.detail
+
+
+async def test_stop_while_idle_returns_promptly(harness: EmailHarness) -> None:
+    source = harness.source(source_options={"idle_slice_seconds": 1.0})
+    task = asyncio.create_task(source.run())
+    await asyncio.wait_for(source.ready.wait(), timeout=10)
+    await eventually(lambda: idling(source), what="IDLE")
+
+    started = asyncio.get_running_loop().time()
+    await source.stop()
+    await asyncio.wait_for(task, timeout=5)
+
+    assert asyncio.get_running_loop().time() - started < 2.5
+
+
+async def test_reconnects_after_the_server_restarts(harness: EmailHarness) -> None:
+    server = DovecotServer().start()
+    try:
+        harness.dovecot = server
+        source = harness.source()
+        async with running(source):
+            first = await asyncio.to_thread(harness.deliver, mail("before"))
+            await eventually(lambda: harness.intake.refs() == [first], what="the first")
+            await asyncio.to_thread(server.stop)
+            await eventually(lambda: unhealthy(source), what="unhealthy while the server is down")
+            await asyncio.to_thread(server.restart_same_port)
+            second = await asyncio.to_thread(harness.deliver, mail("after"))
+            await eventually(lambda: harness.intake.refs() == [first, second], timeout=15, what="reconnect")
+            assert (await source.health()).healthy
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("implicit_tls", [True, False], ids=["imaps", "starttls"])
+async def test_connection_is_encrypted_with_tls(harness: EmailHarness, implicit_tls: bool) -> None:
+    server = await asyncio.to_thread(lambda: DovecotServer(tls=True).start())
+    try:
+        harness.dovecot = server
+        ref = await asyncio.to_thread(harness.deliver, mail("over TLS"))
+        trust = ssl.create_default_context(cafile=str(server.cert_file))
+        source = harness.source(
+            ssl=implicit_tls,
+            port=server.tls_port if implicit_tls else server.port,
+            source_options={"ssl_context": trust},
+        )
+        async with running(source):
+            await eventually(lambda: harness.intake.refs() == [ref], what="taken")
+        login = f"Login: user=<{harness.user}>"
+        logins = [line for line in server.log_tail(200).splitlines() if login in line]
+    finally:
+        await asyncio.to_thread(server.close)
+
+    assert len(logins) == 2, logins
+    assert ", TLS," not in logins[0], "the test's own delivery is plain"
+    assert ", TLS," in logins[1], "the source's session is encrypted"
+
+
+async def test_xoauth2_logs_in_with_the_access_token(harness: EmailHarness) -> None:
+    presented: list[str] = []
+
+    async def introspect(request: web.Request) -> web.Response:  # RFC 7662, as Dovecot asks it
+        token = str((await request.post()).get("token", ""))
+        presented.append(token)
+        return web.json_response({"active": token == "access-token-1", "username": harness.user})
+
+    app = web.Application()
+    app.router.add_post("/introspect", introspect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    server = await asyncio.to_thread(
+        lambda: DovecotServer(oauth2_introspection_url=f"http://127.0.0.1:{port}/introspect").start()
+    )
+    try:
+        harness.dovecot = server
+        ref = await asyncio.to_thread(harness.deliver, mail("signed in with OAuth"))
+        source = harness.source(password=None, oauth2_token="access-token-1")
+        async with running(source):
+            await eventually(lambda: harness.intake.refs() == [ref], what="taken")
+    finally:
+        await asyncio.to_thread(server.close)
+        await runner.cleanup()
+
+    assert presented == ["access-token-1"]
+
+
+async def test_wrong_password_is_reported_in_health(harness: EmailHarness) -> None:
+    source = harness.source(password="wrong")
+    task = asyncio.create_task(source.run())
+    try:
+        await eventually(lambda: failed(source), what="a login failure")
+        report = await source.health()
+    finally:
+        await source.stop()
+        await asyncio.wait_for(task, timeout=5)
+
+    assert not report.healthy and report.detail.startswith("login failed")
+    assert "wrong" not in report.detail
+
+
+# -- replies -------------------------------------------------------------------------------------
+
+
+async def test_outcome_reply_is_logged_in_dry_run(harness: EmailHarness) -> None:
+    harness.user += "@example.com"  # replies are sent from the account's address
+    ref = harness.deliver(mail("please fix", sender="Boss <boss@example.com>"))
+    source = harness.source(reply_enabled=True, reply_dry_run=True, allowed_senders=["boss@example.com"])
+
+    with capture_logs() as logs:
+        async with running(source):
+            await eventually(lambda: harness.intake.refs() == [ref], what="taken")
+            action_id = harness.intake.ids[ref]
+            harness.bus.publish(Event(
+                type=EventType.PLAN_EXECUTED, correlation_id=action_id, source="pipeline",
+                payload={"plan_id": "plan-1", "action": "atlas.work_order", "status": "done", "dry_run": True,
+                         "result": {"work_order_id": 42}},
+            ))
+            await harness.bus.drain(timeout=5)
+
+    replies = [entry for entry in logs if entry["event"] == "email.reply_dry_run"]
+    assert len(replies) == 1
+    assert replies[0]["to"] == "boss@example.com" and replies[0]["subject"] == "Re: please fix"
+    assert "has been handled" in replies[0]["body"] and "work_order_id: 42" in replies[0]["body"]
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def _context(email: EmailSettings, tmp_path: Path) -> ServiceContext:
+    return ServiceContext(
+        settings=Settings(email=email), bus=InProcessEventBus(), intake=RecordingIntake(),
+        vault_root=tmp_path, state=MemoryState(), approvals=_Approvals(), routes=_Routes(),
+        actions=_Actions(),
+    )
+
+
+def test_unconfigured_email_stays_off_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(PluginDisabled, match="IMAP_HOST, IMAP_USER and IMAP_PASSWORD are not set"):
+        email_source.create(_context(EmailSettings(), tmp_path))
+
+
+def test_missing_password_is_named(tmp_path: Path) -> None:
+    with pytest.raises(PluginDisabled, match="IMAP_PASSWORD is not set"):
+        email_source.create(_context(EmailSettings(host="imap.example.com", user="me"), tmp_path))
+
+
+def test_configured_email_builds_the_service(tmp_path: Path) -> None:
+    service = email_source.create(
+        _context(EmailSettings(host="imap.example.com", user="me", password="secret"), tmp_path)
+    )
+
+    assert service.name == "email" and isinstance(service, EmailSource)
+
+
+def outcome(action_id: str, event_type: EventType = EventType.PLAN_EXECUTED) -> Event:
+    payload = {"plan_id": "plan-1", "action": "atlas.work_order", "status": "done", "dry_run": True}
+    if event_type == EventType.PLAN_FAILED:
+        payload.update(status="failed", error="Atlas answered 503")
+    return Event(type=event_type, correlation_id=action_id, source="pipeline", payload=payload)
+
+
+async def test_outcome_reply_is_sent_over_smtp_once(harness: EmailHarness) -> None:
+    harness.user = f"{harness.user}@example.com"
+    smtp = await FakeSmtpServer(username=harness.user, password=harness.dovecot.password).start()
+    original = mail("please fix", sender="Boss <boss@example.com>")
+    ref = harness.deliver(original)
+    source = harness.source(
+        reply_enabled=True, reply_dry_run=False, smtp_host=smtp.host, smtp_port=smtp.port,
+        allowed_senders=["@example.com"],
+    )
+    try:
+        async with running(source):
+            await eventually(lambda: harness.intake.refs() == [ref], what="taken")
+            for _ in range(2):  # a redelivered event sends nothing more
+                harness.bus.publish(outcome(harness.intake.ids[ref], EventType.PLAN_FAILED))
+                await harness.bus.drain(timeout=10)
+    finally:
+        await smtp.close()
+
+    (sent,) = smtp.received
+    reply = sent.message
+    assert sent.recipients == ["boss@example.com"] and sent.auth == (harness.user, harness.dovecot.password)
+    assert reply["From"] == harness.user and reply["Subject"] == "Re: please fix"
+    assert reply["In-Reply-To"] == original["Message-ID"] and reply["Auto-Submitted"] == "auto-replied"
+    assert "could not be handled" in reply.get_content() and "Atlas answered 503" in reply.get_content()
+
+
+async def test_no_reply_to_automatic_mail_or_untrusted_senders(harness: EmailHarness) -> None:
+    harness.user = f"{harness.user}@example.com"
+    robot = mail("Delivery report", sender="mailer-daemon@example.com")
+    listed = mail("[list] digest", sender="list@example.com")
+    listed["List-Id"] = "<ops.example.com>"
+    stranger = mail("hello", sender="stranger@elsewhere.org")
+    refs = [harness.deliver(robot), harness.deliver(listed), harness.deliver(stranger)]
+    source = harness.source(reply_enabled=True, allowed_senders=["@example.com"])
+
+    with capture_logs() as logs:
+        async with running(source):
+            await eventually(lambda: harness.intake.refs() == refs, what="taken")
+            for ref in refs:
+                harness.bus.publish(outcome(harness.intake.ids[ref]))
+            await harness.bus.drain(timeout=10)
+
+    assert [entry["event"] for entry in logs if entry["event"].startswith("email.reply")] == [
+        "email.reply_skipped"
+    ] * 3
