@@ -17,6 +17,8 @@ The transcript for a piece of audio is what the test registered for those exact 
 
 from __future__ import annotations
 
+import asyncio
+
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +56,8 @@ class FakeOpenAITranscription:
     def __post_init__(self) -> None:
         self._transcripts: dict[str, tuple[str, float | None]] = {}
         self._faults: list[_Fault] = []
+        self._gate: asyncio.Event | None = None
+        self.waiting = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -83,6 +87,14 @@ class FakeOpenAITranscription:
     def fail_next(self, status: int = 500, *, times: int = 1, retry_after: str | None = None) -> None:
         self._faults.append(_Fault(status, times, retry_after))
 
+    def hold(self) -> None:
+        """Keep every request waiting (after it is recorded) until `release()`: a slow transcription."""
+        self._gate = asyncio.Event()
+
+    def release(self) -> None:
+        if self._gate is not None:
+            self._gate.set()
+
     async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization", "") != f"Bearer {self.api_key}":
             shown = request.headers.get("Authorization", "").removeprefix("Bearer ")[:3]
@@ -92,6 +104,9 @@ class FakeOpenAITranscription:
                 "invalid_request_error",
                 code="invalid_api_key",
             )
+        if self._gate is not None and not self._gate.is_set():
+            self.waiting += 1
+            await self._gate.wait()
         if self._faults:
             fault = self._faults[0]
             fault.times -= 1

@@ -75,7 +75,7 @@ def test_bound_action_id_appears_on_lines_written_while_bound(stream: io.StringI
     log = structlog.get_logger("ai_employee.pipeline")
     structlog.contextvars.bind_contextvars(action_id="act-20261121-101500-a1b2c3")
     log.info("planning")
-    logging.getLogger("httpx").info("HTTP Request: POST http://127.0.0.1/v1/messages")
+    logging.getLogger("aiohttp.client").info("HTTP Request: POST http://127.0.0.1/v1/messages")
     structlog.contextvars.unbind_contextvars("action_id")
     log.info("idle")
 

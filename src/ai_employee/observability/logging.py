@@ -303,7 +303,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Text
     root.addHandler(handler)
     root.setLevel(numeric)
     # Libraries that are chatty at INFO about things nobody acts on.
-    for name in ("watchdog", "httpcore", "hpack"):
+    for name in ("watchdog", "httpcore", "hpack", "httpx"):
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     logging.captureWarnings(True)
 
