@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import DaemonProcess, drop, frontmatter, notes, wait_for
 from tests.fakes.atlas_server import AtlasFake
 from tests.fakes.manus_server import ManusFake
@@ -154,3 +155,32 @@ def test_sigkill_while_a_manus_task_runs_resumes_it_without_a_second_task(
         assert manus.call(lambda: fake.created) == 1
     finally:
         restarted.kill()
+
+
+def test_a_lost_answer_then_a_sigkill_still_make_exactly_one_work_order(
+    vault: Path, daemon_env: dict[str, str], atlas: ThreadedFake, manus: ThreadedFake
+) -> None:
+    # Atlas creates the work order and the connection drops before the answer; the retry's
+    # search for the plan's marker hangs, and the daemon is killed right there.
+    atlas.call(atlas.fake.inject, "POST", "/work-orders", drop="after")
+    atlas.call(atlas.fake.inject, "POST", "/work-orders/search", delay=8)
+    daemon = DaemonProcess(vault, service_env(daemon_env, atlas, manus), ["--live"]).start()
+    try:
+        drop(vault, "pump.txt", "Pump 3 on line 2 is leaking oil, needs fixing today")
+        plan = frontmatter(plan_for(vault, "Pump 3"))
+        daemon.cli("approve", str(plan["id"]), "--vault", str(vault), check=True)
+        wait_for(
+            lambda: atlas.call(lambda: atlas.fake.requests_to("POST", "/work-orders/search")),
+            message="the marker search after the lost answer",
+        )
+        assert atlas.call(lambda: len(atlas.fake.work_orders)) == 1
+        daemon.kill()
+        daemon.start()
+        result = done_plan(vault, str(plan["id"]))
+        assert result["status"] == "done", result.get("error")
+        orders = atlas.call(lambda: list(atlas.fake.work_orders.values()))
+        assert len(orders) == 1
+        assert isinstance(result["result"], dict) and result["result"]["work_order_id"] == orders[0]["id"]
+        assert len(atlas.call(lambda: atlas.fake.requests_to("POST", "/work-orders"))) == 1
+    finally:
+        daemon.kill()
