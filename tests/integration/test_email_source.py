@@ -110,6 +110,17 @@ async def test_three_emails_become_three_actions_with_their_attachments(harness:
     assert list((harness.vault / email_source.SPOOL).iterdir()) == [], "spool files are removed"
 
 
+async def test_unseen_mail_is_taken_in_order_across_search_windows_and_batches(harness: EmailHarness) -> None:
+    refs = [harness.deliver(mail(f"number {n}"), flags="\\Seen" if n == 2 else "") for n in range(1, 7)]
+    source = harness.source(source_options={"search_window": 2, "batch_size": 2})
+
+    async with running(source):
+        await eventually(lambda: len(harness.intake.submitted) == 5, what="five submits")
+
+    unread = [ref for n, ref in enumerate(refs, 1) if n != 2]
+    assert harness.intake.refs() == unread, "in UID order, and read mail is left alone"
+
+
 async def test_a_restart_takes_nothing_twice(harness: EmailHarness) -> None:
     refs = [harness.deliver(mail("first")), harness.deliver(mail("second"))]
     async with running(harness.source()):

@@ -117,8 +117,10 @@ class Mailbox:
         ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float = 15.0,
         read_timeout: float = 120.0,
+        search_window: int = SEARCH_WINDOW,
     ) -> None:
         self._settings = settings
+        self._search_window = search_window
         self._ssl_context = ssl_context
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
@@ -162,12 +164,7 @@ class Mailbox:
 
     def highest_uid(self) -> int:
         """The UID of the newest message, 0 when the folder is empty."""
-        try:
-            found = self._client.fetch("*", ["UID"])
-        except imaplib.IMAP4.abort:
-            raise
-        except imaplib.IMAP4.error:  # some servers answer NO for "*" in an empty folder
-            return 0
+        found = self._client.search(["UID", "*"])  # "*" is the highest UID; nothing when empty
         return max((int(uid) for uid in found), default=0)
 
     def new_uids(self, after: int, limit: int = 500) -> list[int]:
@@ -180,7 +177,7 @@ class Mailbox:
         found: list[int] = []
         start = after + 1
         while start <= highest and len(found) < limit:
-            end = min(start + SEARCH_WINDOW - 1, highest)
+            end = min(start + self._search_window - 1, highest)
             uids = self._client.search(["UNSEEN", "UID", f"{start}:{end}"])
             found += sorted(int(uid) for uid in uids if start <= int(uid) <= end)
             start = end + 1
@@ -314,6 +311,8 @@ class EmailSource(Service):
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
         login_backoff_max: float = 600.0,
+        search_window: int = SEARCH_WINDOW,
+        batch_size: int = 500,
         reply_sender: ReplySender | None = None,
     ) -> None:
         super().__init__()
@@ -329,6 +328,8 @@ class EmailSource(Service):
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._login_backoff_max = login_backoff_max
+        self._search_window = search_window
+        self._batch_size = batch_size
         self._reply_sender = reply_sender or _reply_sender_from(ctx.settings.email)
         self._stopping = asyncio.Event()
         self._spool = ctx.vault_root / SPOOL
@@ -400,7 +401,7 @@ class EmailSource(Service):
 
     async def _session(self) -> None:
         """One connection: take what is new, then wait for more, until stopped or broken."""
-        mailbox = Mailbox(self._settings, ssl_context=self._ssl_context)
+        mailbox = Mailbox(self._settings, ssl_context=self._ssl_context, search_window=self._search_window)
         self._mailbox = mailbox
         where = f"{self._settings.folder} on {self._settings.host}"
         try:
@@ -497,7 +498,7 @@ class EmailSource(Service):
         stored = self._ctx.state.get(STATE_NAMESPACE, key)
         last = int(stored) if stored and stored.isdigit() else 0
         self._last_uid = last or None
-        while uids := await self._call(mailbox.new_uids, last):
+        while uids := await self._call(mailbox.new_uids, last, self._batch_size):
             for uid in uids:
                 if self._stopping.is_set():
                     return
@@ -544,7 +545,15 @@ class EmailSource(Service):
                 raise IntakeFailed(f"the intake refused email {ref}") from error
             self._message_failures.pop(ref, None)
             self._remember_for_reply(action_id, parsed, message.trusted_sender)
-            await self._call(mailbox.mark_done, uid)
+            try:
+                await self._call(mailbox.mark_done, uid)
+            except imaplib.IMAP4.abort:
+                raise  # taken again after the reconnect; the intake returns the same action
+            except imaplib.IMAP4.error as error:
+                # A refusal (read-only folder, no such target folder) must not make us take the
+                # message again and again: the checkpoint already keeps it from coming back.
+                bound.warning("email.mark_failed", after_intake=self._settings.after_intake,
+                              error=_describe(error))
         except (IntakeFailed, imaplib.IMAP4.error) as error:
             if not isinstance(error, imaplib.IMAP4.abort):  # a dead connection is not the message's fault
                 self._message_failures[ref] = (failures + 1, _describe(error))
