@@ -239,8 +239,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Highest first: init (named variables, then flags), AIE_* nested variables, config.yaml.
-        return (init_settings, _MappingEnvSource(settings_cls, _ENVIRON.get()),
-                _FileSource(settings_cls, _FILE_TREE.get()))
+        return (
+            init_settings,
+            _MappingEnvSource(settings_cls, _ENVIRON.get()),
+            _FileSource(settings_cls, _FILE_TREE.get()),
+        )
 
     @property
     def live(self) -> bool:

@@ -89,3 +89,13 @@ def load_factories(group: str) -> tuple[dict[str, Callable[..., Any]], dict[str,
         except Exception as error:  # a broken plug-in must not stop the daemon
             broken[entry.name] = f"failed to load: {type(error).__name__}: {error}"
     return found, broken
+
+
+def load_factory(group: str, name: str) -> Callable[..., Any] | None:
+    """One entry point of `group` by name (importing only that plug-in); None if there is none.
+
+    Raises what the import raises: the caller decides whether a broken plug-in is fatal."""
+    for entry in entry_points(group=group, name=name):
+        factory: Callable[..., Any] = entry.load()
+        return factory
+    return None

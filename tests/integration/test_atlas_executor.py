@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.fakes.atlas_server import AtlasFake
-from tests.fakes.journal import FileJournal
 
 from ai_employee.clients.atlas import AtlasClient
 from ai_employee.clients.retry import RetryPolicy
@@ -24,6 +22,8 @@ from ai_employee.executors.atlas import (
     work_order_body,
 )
 from ai_employee.executors.base import ExecutionContext, ExecutionError, ExecutorUnavailable
+from tests.fakes.atlas_server import AtlasFake
+from tests.fakes.journal import FileJournal
 
 FAST = RetryPolicy(attempts=4, initial_seconds=0.01, max_seconds=0.05, jitter_seconds=0.01)
 EMAIL = "admin@example.com"

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.fakes.journal import FileJournal
-from tests.fakes.manus_server import ManusFake
 
 from ai_employee.clients.manus import ManusClient
 from ai_employee.clients.retry import RetryPolicy
@@ -24,6 +22,8 @@ from ai_employee.executors.manus import (
     marker_for,
 )
 from ai_employee.vault.notes import parse_note
+from tests.fakes.journal import FileJournal
+from tests.fakes.manus_server import ManusFake
 
 FAST = RetryPolicy(attempts=4, initial_seconds=0.01, max_seconds=0.05, jitter_seconds=0.01)
 KEY = "test-manus-key"

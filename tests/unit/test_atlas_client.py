@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.fakes.atlas_server import AtlasFake
 
 from ai_employee.clients.atlas import AtlasClient, AtlasLookupError, jwt_expiry, patch_body_from
 from ai_employee.clients.retry import RetryPolicy, ServiceAuthError, ServiceRejected, ServiceUnavailable
+from tests.fakes.atlas_server import AtlasFake
 
 FAST = RetryPolicy(attempts=4, initial_seconds=0.01, max_seconds=0.05, jitter_seconds=0.01)
 EMAIL = "admin@example.com"

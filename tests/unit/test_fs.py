@@ -93,6 +93,16 @@ def test_move_refuses_to_overwrite_an_existing_target(tmp_path: Path, source_wat
     assert target.read_text() == "target"
 
 
+def test_move_refuses_to_overwrite_a_dangling_symlink(tmp_path: Path) -> None:
+    source, target = tmp_path / "a.md", tmp_path / "b.md"
+    source.write_text("source")
+    target.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FileExistsError):
+        fs.move(source, target)
+    assert target.is_symlink()
+    assert source.read_text() == "source"
+
+
 def test_move_out_of_a_watched_folder_leaves_one_name(tmp_path: Path) -> None:
     inbox, done = tmp_path / "Inbox", tmp_path / "Done"
     inbox.mkdir()

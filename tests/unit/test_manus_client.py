@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from tests.fakes.manus_server import ManusFake
 
 from ai_employee.clients.manus import (
     ManusClient,
@@ -16,6 +15,7 @@ from ai_employee.clients.manus import (
     task_mentions,
 )
 from ai_employee.clients.retry import RetryPolicy, ServiceAuthError, ServiceRejected, ServiceUnavailable
+from tests.fakes.manus_server import ManusFake
 
 FAST = RetryPolicy(attempts=4, initial_seconds=0.01, max_seconds=0.05, jitter_seconds=0.01)
 KEY = "test-manus-key"

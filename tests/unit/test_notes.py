@@ -53,6 +53,41 @@ def test_rewriting_a_parsed_note_changes_nothing() -> None:
     assert render_note(properties, body) == text
 
 
+TRICKY_CHARACTERS = [chr(code) for code in range(0x300)] + [
+    "\u2028", "\u2029", "\ufeff", "\ufffe", "\uffff", "\u3000", "\U0001f600", "\uff1a", "\uff03",
+]
+
+
+def test_every_character_in_a_property_survives_rendering_and_parsing() -> None:
+    """Text decoded as Latin-1 carries C1 controls (0x80-0x9f); web text carries U+2028. A note
+    holding them must still parse, or its plan can never run."""
+    broken = []
+    for character in TRICKY_CHARACTERS:
+        for text in (character, f"a{character}b", f"{character}x", f"x{character}"):
+            properties = {"title": text, "params": {"content": text, "tags": [text]}}
+            try:
+                parsed, _ = parse_note(render_note(properties, "body"))
+            except NoteError as error:
+                broken.append(f"{text!r}: {error}")
+                continue
+            if parsed != properties:
+                broken.append(f"{text!r}: read back as {parsed['title']!r}")
+    assert broken == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["yes", "No", "ON", "null", "~", "true", "1", "-1", "0x1f", "1e3", "1.5", ".inf", "2026-11-21",
+     "10:15", "a: b", "- item", "#tag", "[[Link]]", "{x}", "&anchor", "*alias", "!tag", "%x", "@x", "`x`",
+     "x ", " x", "", "a  b", "Pump 3 - line 2", "ends with -", "ends with.", "'quoted'", '"quoted"',
+     "multi\nline", "tab\there", "back\\slash"],
+)
+def test_strings_that_look_like_other_yaml_types_stay_strings(value: str) -> None:
+    properties = {"value": value, "nested": {"value": value}, "list": [value]}
+    parsed, _ = parse_note(render_note(properties, ""))
+    assert parsed == properties
+
+
 def test_note_without_frontmatter_is_refused() -> None:
     with pytest.raises(NoteError, match="no YAML frontmatter"):
         parse_note("# Just markdown\n")

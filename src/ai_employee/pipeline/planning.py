@@ -11,7 +11,7 @@ from ai_employee.pipeline.registry import ExecutorRegistry
 from ai_employee.planners.base import Planner
 from ai_employee.planners.fallback import FallbackPlanner
 from ai_employee.planners.guard import collect_secrets
-from ai_employee.plugins import PLANNERS_GROUP, PluginDisabled, load_factories
+from ai_employee.plugins import PLANNERS_GROUP, PluginDisabled, load_factory
 from ai_employee.vault.ledger import Ledger
 
 log = structlog.get_logger(__name__)
@@ -32,16 +32,24 @@ class LedgerBudgetStore:
 
 
 def build_planner(settings: Settings, registry: ExecutorRegistry, ledger: Ledger) -> Planner:
-    factories, broken = load_factories(PLANNERS_GROUP)
-    template: Planner = factories["template"](settings)
+    """Only the chosen planner's module is imported (the SDKs take a second to import)."""
+    template_factory = load_factory(PLANNERS_GROUP, "template")
+    if template_factory is None:
+        raise RuntimeError("the template planner is not installed (pip install -e .)")
+    template: Planner = template_factory(settings)
     kind = settings.planner_kind()
     if kind == "template":
         return template
-    if kind in broken or kind not in factories:
-        log.error("planner unavailable; using the template planner", planner=kind, reason=broken.get(kind))
+    try:
+        factory = load_factory(PLANNERS_GROUP, kind)
+    except Exception as error:  # a broken plug-in must not stop the daemon
+        log.error("planner failed to load; using the template planner", planner=kind, error=str(error))
+        return template
+    if factory is None:
+        log.error("no such planner; using the template planner", planner=kind)
         return template
     try:
-        primary: Planner = factories[kind](settings, budget_store=LedgerBudgetStore(ledger))
+        primary: Planner = factory(settings, budget_store=LedgerBudgetStore(ledger))
     except PluginDisabled as reason:
         log.warning("planner off; using the template planner", planner=kind, reason=str(reason))
         return template

@@ -394,6 +394,8 @@ class PipelineService(Service):
     # --- decisions and execution -----------------------------------------------------------------
 
     def _after_decisions(self, outcome: DecisionOutcome) -> None:
+        for name, delay in outcome.deferred:
+            asyncio.get_running_loop().call_later(max(delay, 0.01) + 0.01, self.hint, Folder.APPROVED, name)
         for quarantined in outcome.quarantined:
             self._quarantined(quarantined.name, quarantined.reason)
         for plan_id, action_id in outcome.granted:
@@ -423,6 +425,7 @@ class PipelineService(Service):
                 self._publish(
                     EventType.APPROVAL_REVOKED, {"plan_id": job.plan_id}, correlation_id=job.action_id
                 )
+                self._wake.set()  # the loop appends the audit line
                 return
             executor = job.executor
             live = self.settings.live and (

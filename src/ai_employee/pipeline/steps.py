@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import stat
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -117,6 +118,7 @@ class DecisionOutcome:
     revoked: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
+    deferred: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds until settled)
 
 
 @dataclass
@@ -208,11 +210,17 @@ class VaultSteps:
                 continue
             reason = unsafe_reason(name, info.st_mode)
             if reason is not None:
-                quarantined = self.quarantine(Folder.INBOX, name, reason)
+                try:
+                    quarantined = self.quarantine(Folder.INBOX, name, reason)
+                except OSError as error:  # one bad entry must never stop the others
+                    log.error(
+                        "could not quarantine an inbox entry", file=display_name(name), error=str(error)
+                    )
+                    continue
                 if quarantined:
                     outcome.quarantined.append(quarantined)
                 continue
-            claim = claims.get(name)
+            claim = claims.get(display_name(name))
             if claim is not None and claim.inbox_ino == info.st_ino:
                 continue  # a crash interrupted this one; recovery finishes it
             if name not in renamed and settle > 0:
@@ -226,23 +234,26 @@ class VaultSteps:
 
         rows: list[ActionRow] = []
         texts: dict[str, tuple[str, str]] = {}
+        raw_names: dict[str, str] = {}
         for name, info in ready:
             action_id = new_action_id(now)
-            title, text = self._describe_file(inbox / name, name, info.st_size)
+            shown = display_name(name)
+            raw_names[action_id] = name
+            title, text = self._describe_file(inbox / name, shown, info.st_size)
             stem = note_stem(action_id, title)
             day = now.strftime("%Y-%m-%d")
-            attachment_rel = f"{Folder.ATTACHMENTS.value}/{day}/{short_id(action_id)}-{safe_file_name(name)}"
+            attachment_rel = f"{Folder.ATTACHMENTS.value}/{day}/{short_id(action_id)}-{safe_file_name(shown)}"
             rows.append(
                 ActionRow(
                     action_id=action_id,
                     source="file",
-                    source_ref=name,
+                    source_ref=shown,
                     state="claimed",
                     note_rel=f"{Folder.NEEDS_ACTION.value}/{stem}.md",
                     plan_id=plan_id_for(action_id),
                     plan_rel=f"{Folder.PLANS.value}/{stem} plan.md",
                     attachments=[attachment_rel],
-                    inbox_name=name,
+                    inbox_name=shown,
                     inbox_dev=info.st_dev,
                     inbox_ino=info.st_ino,
                     title=title,
@@ -258,7 +269,7 @@ class VaultSteps:
             target = self.layout.resolve(row.attachments[0])
             self._attachment_dir(target.parent.name)
             try:
-                os.link(inbox / str(row.inbox_name), target)
+                os.link(inbox / raw_names[row.action_id], target)
             except FileNotFoundError:
                 log.warning("inbox file vanished before it was claimed", file=row.inbox_name)
                 self.ledger.set_action_state([(row.action_id, "abandoned", None)])
@@ -269,7 +280,7 @@ class VaultSteps:
         fs.syncfs(self.layout.root) if len(claimed) > 2 else self._fsync_parents(claimed)
         for row in claimed:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(inbox / str(row.inbox_name))
+                os.unlink(inbox / raw_names[row.action_id])
         received = now
         new_actions = [NewAction(row=row, text=texts[row.action_id][1], received=received) for row in claimed]
         self._write_actions(new_actions)
@@ -300,10 +311,7 @@ class VaultSteps:
                 f"Large file `{name}` ({_human_size(size)}): linked below, not copied. Its beginning:\n\n"
                 + _quote(preview),
             )
-        try:
-            text = head.decode("utf-8")
-        except UnicodeDecodeError:
-            text = head.decode("latin-1")
+        text = _decode_text(head)
         if not text.strip():
             return name, f"Empty file `{name}` ({_human_size(size)})."
         return _first_line(text) or name, text
@@ -509,7 +517,11 @@ class VaultSteps:
         source = self.path(folder, name)
         quarantine_dir = self.layout.folder(Folder.QUARANTINE)
         stamp = utcnow()
-        target = fs.unique_path(quarantine_dir, f"{stamp:%Y%m%d-%H%M%S} {name}", "")
+        shown = display_name(name)
+        # the stamp, the name (cut to stay under 255 bytes with " (why).md") and nothing else
+        target = fs.unique_path(
+            quarantine_dir, f"{stamp:%Y%m%d-%H%M%S} {safe_file_name(shown, limit=200)}", ""
+        )
         try:
             # rename moves a symlink or FIFO itself, never what it points to
             fs.move(
@@ -527,27 +539,27 @@ class VaultSteps:
             else:
                 raise
         note_path = fs.unique_path(quarantine_dir, f"{target.name} (why)", ".md")
-        quarantine_id = f"q-{stamp:%Y%m%d-%H%M%S}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+        quarantine_id = f"q-{stamp:%Y%m%d-%H%M%S}-{hashlib.sha256(shown.encode()).hexdigest()[:6]}"
         properties = {
             "id": quarantine_id,
             "type": "quarantine",
             "file": wikilink(self.layout.relative(target)),
-            "original_name": name,
+            "original_name": shown,
             "from": folder.value,
             "reason": reason,
             "quarantined": stamp.isoformat(timespec="seconds"),
         }
         body = (
-            f"# Quarantined: {name}\n\n{reason}.\n\nThe file was moved here unchanged from `{folder.value}/`"
+            f"# Quarantined: {shown}\n\n{reason}.\n\nThe file was moved here unchanged from `{folder.value}/`"
             " and was not processed. Nothing is deleted.\n"
         )
         fs.write_durable(note_path, render_note(properties, body).encode("utf-8"))
         self.ledger.add_audit(
-            [audit_record("input.quarantined", quarantine_id, reason=reason, file=name, folder=folder.value)]
+            [audit_record("input.quarantined", quarantine_id, reason=reason, file=shown, folder=folder.value)]
         )
         self._commit_audit()
-        log.warning("input quarantined", file=name, folder=folder.value, reason=reason)
-        return Quarantined(name=name, reason=reason, note_rel=self.layout.relative(note_path))
+        log.warning("input quarantined", file=shown, folder=folder.value, reason=reason)
+        return Quarantined(name=shown, reason=reason, note_rel=self.layout.relative(note_path))
 
     # --- decisions: Approved/ and Rejected/ --------------------------------------------------
 
@@ -585,6 +597,11 @@ class VaultSteps:
         try:
             plan, properties, body = read_plan(text)
         except NoteError as error:
+            age = time.time() - max(info.st_mtime, info.st_ctime)
+            settle = self.settings.vault.settle_seconds
+            if age < settle:  # perhaps still being written in place: look again once it is still
+                outcome.deferred.append((name, settle - age))
+                return
             outcome.finished.append(self._fail_unreadable(name, text, str(error)))
             return
         if plan.type != "plan":
@@ -1133,6 +1150,25 @@ def _copy_durable(source: Path, target: Path) -> None:
             os.fsync(writer.fileno())
         os.replace(temp, target)
     fs.fsync_dir(target.parent)
+
+
+def _decode_text(data: bytes) -> str:
+    """UTF-8, else Windows-1252 (what Windows editors write: real quotes, not control codes), else Latin-1."""
+    for encoding in ("utf-8", "cp1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")
+
+
+def display_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (surrogate escapes) shown as \\xNN."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name
 
 
 def _first_line(text: str) -> str:

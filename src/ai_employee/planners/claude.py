@@ -56,8 +56,9 @@ class ClaudePlanner(LLMPlanner):
                 f"timeout: {self.label} did not answer within {self.settings.timeout_seconds:g} s"
             ) from error
         except anthropic.APIStatusError as error:
-            raise PlannerUnavailable(f"API error: {self.label} answered HTTP {error.status_code}"
-                                     f"{_error_type(error.body)}") from error
+            raise PlannerUnavailable(
+                f"API error: {self.label} answered HTTP {error.status_code}{_error_type(error.body)}"
+            ) from error
         except json.JSONDecodeError as error:
             raise InvalidAnswer(f"invalid answer: {self.label} sent a body that is not JSON") from error
         except anthropic.APIConnectionError as error:
@@ -92,8 +93,13 @@ class ClaudePlanner(LLMPlanner):
             # the handbook and rules repeat from call to call: let the API cache them
             system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
             messages=[{"role": "user", "content": user}],
-            tools=[{"name": prompt.TOOL_NAME, "description": prompt.TOOL_DESCRIPTION,
-                    "input_schema": tool_schema}],
+            tools=[
+                {
+                    "name": prompt.TOOL_NAME,
+                    "description": prompt.TOOL_DESCRIPTION,
+                    "input_schema": tool_schema,
+                }
+            ],
             tool_choice=tool_choice,
         )
 

@@ -53,8 +53,12 @@ class FallbackPlanner(Planner):
                 self._budget_day_logged = day
                 log.warning("planning budget spent: using the template planner", reason=reason)
         else:
-            log.warning("planner failed; using the template planner", action_id=request.action_id,
-                        planner=self.primary.name, reason=reason)
+            log.warning(
+                "planner failed; using the template planner",
+                action_id=request.action_id,
+                planner=self.primary.name,
+                reason=reason,
+            )
         proposal = (
             self.fallback.plan_local(request) if self.fallback.local else await self.fallback.plan(request)
         )

@@ -114,8 +114,16 @@ _KEY_SHAPES = re.compile(
 STATE_FOLDERS = frozenset(
     name.lower()
     for name in (
-        "Inbox", "Needs_Action", "Plans", "Approved", "Rejected", "Done", "Failed", "Quarantine",
-        "Attachments", "Logs",
+        "Inbox",
+        "Needs_Action",
+        "Plans",
+        "Approved",
+        "Rejected",
+        "Done",
+        "Failed",
+        "Quarantine",
+        "Attachments",
+        "Logs",
     )
 )
 _PATH_KEYS = frozenset({"folder", "path", "file", "filename", "file_name", "directory", "dir", "target"})

@@ -47,8 +47,9 @@ class OpenAIPlanner(LLMPlanner):
                 f"timeout: {self.label} did not answer within {self.settings.timeout_seconds:g} s"
             ) from error
         except openai.APIStatusError as error:
-            raise PlannerUnavailable(f"API error: {self.label} answered HTTP {error.status_code}"
-                                     f"{_error_type(error.body)}") from error
+            raise PlannerUnavailable(
+                f"API error: {self.label} answered HTTP {error.status_code}{_error_type(error.body)}"
+            ) from error
         except json.JSONDecodeError as error:
             raise InvalidAnswer(f"invalid answer: {self.label} sent a body that is not JSON") from error
         except openai.APIConnectionError as error:
@@ -58,8 +59,10 @@ class OpenAIPlanner(LLMPlanner):
 
         usage: dict[str, int] = {}
         if completion.usage is not None:
-            usage = {"input_tokens": completion.usage.prompt_tokens,
-                     "output_tokens": completion.usage.completion_tokens}
+            usage = {
+                "input_tokens": completion.usage.prompt_tokens,
+                "output_tokens": completion.usage.completion_tokens,
+            }
         if not completion.choices:
             return ModelAnswer(usage=usage, problem="the answer has no choices")
         choice = completion.choices[0]
@@ -84,27 +87,36 @@ class OpenAIPlanner(LLMPlanner):
             try:
                 return await self._create(system, user, tool_schema)
             except openai.BadRequestError as error:
-                refused = next((name for name in RELAXABLE if name not in self.relaxed
-                                and _mentions(error.body, name)), None)
+                refused = next(
+                    (name for name in RELAXABLE if name not in self.relaxed and _mentions(error.body, name)),
+                    None,
+                )
                 if refused is None:
                     raise
                 self.relaxed.add(refused)
-                log.info("model refuses a request option; asking without it", model=self.model,
-                         option=refused)
+                log.info(
+                    "model refuses a request option; asking without it", model=self.model, option=refused
+                )
         return await self._create(system, user, tool_schema)
 
     async def _create(self, system: str, user: str, tool_schema: dict[str, Any]) -> ChatCompletion:
         forced: ChatCompletionToolChoiceOptionParam = {
-            "type": "function", "function": {"name": prompt.TOOL_NAME}
+            "type": "function",
+            "function": {"name": prompt.TOOL_NAME},
         }
         return await self._client.chat.completions.create(
             model=self.model,
             messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-            tools=[{
-                "type": "function",
-                "function": {"name": prompt.TOOL_NAME, "description": prompt.TOOL_DESCRIPTION,
-                             "parameters": tool_schema},
-            }],
+            tools=[
+                {
+                    "type": "function",
+                    "function": {
+                        "name": prompt.TOOL_NAME,
+                        "description": prompt.TOOL_DESCRIPTION,
+                        "parameters": tool_schema,
+                    },
+                }
+            ],
             tool_choice=openai.omit if "tool_choice" in self.relaxed else forced,
             parallel_tool_calls=openai.omit if "parallel_tool_calls" in self.relaxed else False,
             max_completion_tokens=MAX_OUTPUT_TOKENS,

@@ -237,8 +237,11 @@ def interpret(
     signals = guard.injection_signals(request.title, request.text)
     if signals:
         risk = "high"
-        steps.append("Warning: the message tries to instruct the assistant (" + ", ".join(signals)
-                     + "). Check every param before approving.")
+        steps.append(
+            "Warning: the message tries to instruct the assistant ("
+            + ", ".join(signals)
+            + "). Check every param before approving."
+        )
     return PlanProposal(
         action=action,
         params=params,

@@ -82,8 +82,9 @@ def read_handbook(settings: Settings) -> str:
         return ""
 
 
-async def score(planner: Planner, cases: Sequence[dict[str, Any]], actions: Sequence[ActionSpec],
-                handbook: str) -> tuple[list[Outcome], float]:
+async def score(
+    planner: Planner, cases: Sequence[dict[str, Any]], actions: Sequence[ActionSpec], handbook: str
+) -> tuple[list[Outcome], float]:
     outcomes: list[Outcome] = []
     cost = 0.0
     for index, case in enumerate(cases):
@@ -131,10 +132,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Score a planner on messages with known intents.",
     )
     parser.add_argument("--planner", choices=("template", "claude", "openai"), required=True)
-    parser.add_argument("--set", dest="set_file", type=Path, default=DEFAULT_SET,
-                        help="YAML list of messages with expected intents (default: the golden set)")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="config file (default: AIE_CONFIG or ./config.yaml)")
+    parser.add_argument(
+        "--set",
+        dest="set_file",
+        type=Path,
+        default=DEFAULT_SET,
+        help="YAML list of messages with expected intents (default: the golden set)",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=None, help="config file (default: AIE_CONFIG or ./config.yaml)"
+    )
     parser.add_argument("--min", dest="minimum", type=int, default=0, help="exit 1 when fewer are right")
     args = parser.parse_args(argv)
 

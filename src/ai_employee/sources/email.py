@@ -552,8 +552,9 @@ class EmailSource(Service):
             except imaplib.IMAP4.error as error:
                 # A refusal (read-only folder, no such target folder) must not make us take the
                 # message again and again: the checkpoint already keeps it from coming back.
-                bound.warning("email.mark_failed", after_intake=self._settings.after_intake,
-                              error=_describe(error))
+                bound.warning(
+                    "email.mark_failed", after_intake=self._settings.after_intake, error=_describe(error)
+                )
         except (IntakeFailed, imaplib.IMAP4.error) as error:
             if not isinstance(error, imaplib.IMAP4.abort):  # a dead connection is not the message's fault
                 self._message_failures[ref] = (failures + 1, _describe(error))
@@ -564,13 +565,26 @@ class EmailSource(Service):
             with contextlib.suppress(FileNotFoundError):
                 raw_path.unlink()
         self._taken += 1
-        bound.info("email.taken", action_id=action_id, attachments=len(message.attachments),
-                   problems=len(parsed.problems))
-        self._ctx.bus.publish(Event(
-            type=EventType.EMAIL_RECEIVED, source="email", correlation_id=action_id,
-            payload={"source_ref": ref, "sender": parsed.sender_address, "subject": parsed.subject,
-                     "attachments": len(message.attachments), "problems": list(parsed.problems)},
-        ))
+        bound.info(
+            "email.taken",
+            action_id=action_id,
+            attachments=len(message.attachments),
+            problems=len(parsed.problems),
+        )
+        self._ctx.bus.publish(
+            Event(
+                type=EventType.EMAIL_RECEIVED,
+                source="email",
+                correlation_id=action_id,
+                payload={
+                    "source_ref": ref,
+                    "sender": parsed.sender_address,
+                    "subject": parsed.subject,
+                    "attachments": len(message.attachments),
+                    "problems": list(parsed.problems),
+                },
+            )
+        )
 
     def _parse(self, raw_path: Path) -> ParsedMail:
         with raw_path.open("rb") as stream:

@@ -376,8 +376,10 @@ def safe_filename(name: str | None, fallback: str) -> str:
     name = name.strip().lstrip(".").strip()
     if len(name) > MAX_FILENAME:
         stem, dot, suffix = name.rpartition(".")
-        name = stem[: MAX_FILENAME - len(suffix) - 1] + dot + suffix if dot and len(suffix) <= 10 else (
-            name[:MAX_FILENAME]
+        name = (
+            stem[: MAX_FILENAME - len(suffix) - 1] + dot + suffix
+            if dot and len(suffix) <= 10
+            else (name[:MAX_FILENAME])
         )
     return name or fallback
 

@@ -142,7 +142,7 @@ def move(source: Path, target: Path, *, source_watched: bool = False, sync: bool
             fsync_dir(target.parent)
         os.unlink(source)
     else:
-        if target.exists():
+        if os.path.lexists(target):  # a dangling symlink is a name too
             raise FileExistsError(target)
         os.rename(source, target)
         if sync:

@@ -106,6 +106,9 @@ def parse_note(text: str) -> tuple[dict[str, Any], str]:
 _PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_./ -]*")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RESERVED_WORDS = frozenset({"y", "n", "yes", "no", "true", "false", "on", "off", "null"})
+#: Characters JSON leaves raw that YAML refuses (DEL, C1 controls, U+FFFE/U+FFFF) or reads as line
+#: breaks (NEL, U+2028/9): text decoded as Latin-1 carries C1 controls. PyYAML escapes them.
+_NOT_JSON_SAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufffe\uffff]")
 
 
 class _NeedsFullDumper(Exception):
@@ -138,6 +141,8 @@ def _scalar(value: Any) -> str:
             and value.lower() not in _RESERVED_WORDS
         ):
             return value
+        if _NOT_JSON_SAFE.search(value):
+            raise _NeedsFullDumper
         # a JSON string is a valid YAML double-quoted scalar
         return json.dumps(value, ensure_ascii=False)
     raise _NeedsFullDumper

@@ -127,7 +127,9 @@ class WatcherService(Service):
         for path in folders:
             observer.schedule(router, path, recursive=False, event_filter=_WATCHED_EVENTS)
         listener = _OverflowListener(self._overflowed)
-        watchdog_log = logging.getLogger("watchdog")
+        # the overflow warning must reach us whatever level the user's logging is at
+        watchdog_log = logging.getLogger("watchdog.observers.inotify_c")
+        watchdog_log.setLevel(logging.WARNING)
         watchdog_log.addHandler(listener)
         observer.start()
         self._observer = observer
