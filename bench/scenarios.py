@@ -263,7 +263,9 @@ def run_burst(bench: Bench, run: int) -> list[RunResult]:
         if profiling_now and profile_path is not None and profile_path.exists():
             summary = profiling.summarize(profile_path)
             bench.profiles["burst"] = summary.as_dict()
-            bench.profile_texts.append("burst, run 0:\n" + profiling.render(summary))
+            text = profiling.render(summary)
+            bench.profile_texts.append("burst, run 0:\n" + text)
+            profile_path.with_suffix(".summary.txt").write_text(text + "\n", encoding="utf-8")
             result.notes.append(f"profile: {profile_path}")
     return [raw_result, result]
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+
 from tests.fakes.loopback import LoopbackServer
 
 log = structlog.get_logger(__name__)

@@ -18,7 +18,6 @@ The transcript for a piece of audio is what the test registered for those exact 
 from __future__ import annotations
 
 import asyncio
-
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
