@@ -12,7 +12,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -142,66 +142,84 @@ def fill_done(vault: Path, notes: int, *, ledger_rows: bool = True) -> None:
     execution per pair), so that anything that reads the ledger per event shows up as well.
     """
     done = vault / "Done"
-    base = datetime(2025, 1, 1, tzinfo=UTC)
-    pairs = notes // 2
-    actions: list[tuple[object, ...]] = []
-    executions: list[tuple[object, ...]] = []
-    for number in range(pairs):
-        when = base + timedelta(seconds=number * 37)
-        stamp = f"{when:%Y%m%d-%H%M%S}"
-        short = f"{number:06x}"
-        action_id = f"act-{stamp}-{short}"
-        plan_id = f"plan-{stamp}-{short}"
-        stem = f"{stamp} old-message-{number} {short}"
-        iso = when.isoformat(timespec="seconds")
-        _write(
-            done / f"{stem}.md",
-            f"---\nid: {action_id}\ntype: action\nsource: file\nreceived: '{iso}'\n"
-            f"title: Old message {number}\nstatus: done\nattachments: ['[[Attachments/x/{short}.txt]]']\n"
-            f"---\n# Old message {number}\n\nSomething that was handled long ago.\n",
-        )
-        _write(
-            done / f"{stem} plan.md",
-            f"---\nid: {plan_id}\ntype: plan\naction_id: {action_id}\naction: vault.note\n"
-            f"params:\n  title: Old message {number}\n  content: handled\n  folder: Notes\n"
-            f"status: done\nplanner: template\nrisk: low\ncreated: '{iso}'\nexecuted_at: '{iso}'\n"
-            f"dry_run: false\nresult:\n  writes: Notes/old-{short}.md\n---\n# Plan\n\nFile it.\n",
-        )
-        if ledger_rows:
-            actions.append(
-                (
-                    action_id,
-                    "file",
-                    f"old {number}.txt",
-                    "done",
-                    f"old {number}.txt",
-                    f'["Attachments/x/{short}.txt"]',
-                    f"Done/{stem}.md",
-                    plan_id,
-                    f"Done/{stem} plan.md",
-                    f"Old message {number}",
-                    iso,
-                    iso,
-                )
-            )
-            executions.append(
-                (
-                    plan_id,
-                    action_id,
-                    "done",
-                    1,
-                    "vault.note",
-                    0,
-                    '{"writes": "Notes/x.md"}',
-                    f"Done/{stem} plan.md",
-                    f"Done/{stem} plan.md",
-                    iso,
-                )
-            )
+    for history in _history(notes):
+        _write(done / f"{history.stem}.md", history.action_note())
+        _write(done / f"{history.stem} plan.md", history.plan_note())
     if notes % 2:
         _write(done / "odd note.md", "---\nid: odd\ntype: note\n---\nodd\n")
     if ledger_rows:
-        _fill_ledger(vault, actions, executions)
+        fill_ledger_only(vault, notes)
+
+
+def fill_ledger_only(vault: Path, notes: int) -> None:
+    """The ledger rows of `fill_done`'s history, into a fresh state database."""
+    histories = list(_history(notes))
+    _fill_ledger(
+        vault,
+        [history.action_row() for history in histories],
+        [history.execution_row() for history in histories],
+    )
+
+
+@dataclass(frozen=True)
+class _Past:
+    """One handled message of the history: its action note, plan note and ledger rows."""
+
+    number: int
+    when: datetime
+
+    @property
+    def short(self) -> str:
+        return f"{self.number:06x}"
+
+    @property
+    def stamp(self) -> str:
+        return f"{self.when:%Y%m%d-%H%M%S}"
+
+    @property
+    def stem(self) -> str:
+        return f"{self.stamp} old-message-{self.number} {self.short}"
+
+    @property
+    def iso(self) -> str:
+        return self.when.isoformat(timespec="seconds")
+
+    def action_note(self) -> str:
+        return (
+            f"---\nid: act-{self.stamp}-{self.short}\ntype: action\nsource: file\nreceived: '{self.iso}'\n"
+            f"title: Old message {self.number}\nstatus: done\n"
+            f"attachments: ['[[Attachments/x/{self.short}.txt]]']\n"
+            f"---\n# Old message {self.number}\n\nSomething that was handled long ago.\n"
+        )
+
+    def plan_note(self) -> str:
+        return (
+            f"---\nid: plan-{self.stamp}-{self.short}\ntype: plan\naction_id: act-{self.stamp}-{self.short}\n"
+            f"action: vault.note\nparams:\n  title: Old message {self.number}\n  content: handled\n"
+            f"  folder: Notes\nstatus: done\nplanner: template\nrisk: low\ncreated: '{self.iso}'\n"
+            f"executed_at: '{self.iso}'\ndry_run: false\nresult:\n  writes: Notes/old-{self.short}.md\n"
+            "---\n# Plan\n\nFile it.\n"
+        )
+
+    def action_row(self) -> tuple[object, ...]:
+        return (
+            f"act-{self.stamp}-{self.short}", "file", f"old {self.number}.txt", "done",
+            f"old {self.number}.txt",
+            f'["Attachments/x/{self.short}.txt"]', f"Done/{self.stem}.md", f"plan-{self.stamp}-{self.short}",
+            f"Done/{self.stem} plan.md", f"Old message {self.number}", self.iso, self.iso,
+        )  # fmt: skip
+
+    def execution_row(self) -> tuple[object, ...]:
+        return (
+            f"plan-{self.stamp}-{self.short}", f"act-{self.stamp}-{self.short}", "done", 1, "vault.note", 0,
+            '{"writes": "Notes/x.md"}', f"Done/{self.stem} plan.md", f"Done/{self.stem} plan.md", self.iso,
+        )  # fmt: skip
+
+
+def _history(notes: int) -> Iterator[_Past]:
+    base = datetime(2025, 1, 1, tzinfo=UTC)
+    for number in range(notes // 2):
+        yield _Past(number, base + timedelta(seconds=number * 37))
 
 
 def _write(path: Path, text: str) -> None:

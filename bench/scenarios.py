@@ -26,7 +26,17 @@ from pathlib import Path
 import structlog
 
 from bench import profile as profiling
-from bench.drops import NOTE_TEXT, STAGING, Dropped, Dropper, fill_done, index_of, make_vault
+from bench.drops import (
+    FOLDERS,
+    NOTE_TEXT,
+    STAGING,
+    Dropped,
+    Dropper,
+    fill_done,
+    fill_ledger_only,
+    index_of,
+    make_vault,
+)
 from bench.inotify import IN_CREATE, IN_MOVED_TO, Arrivals, now_ns
 from bench.raw import measure_raw_limit
 from bench.results import RunResult, Target
@@ -127,6 +137,25 @@ def output_arrivals(bench: Bench, vault: Path) -> Arrivals:
     folder, pattern = bench.spec.output_folder_and_pattern(vault)
     folder.mkdir(parents=True, exist_ok=True)
     return Arrivals(folder, pattern)
+
+
+@contextmanager
+def profiled(bench: Bench, running: Running, name: str, run: int, result: RunResult) -> Iterator[None]:
+    """With --profile, py-spy records the program during this block of the first run."""
+    path = bench.profile_dir / f"{name}.pyspy.txt" if bench.profile_dir is not None else None
+    recording = path is not None and run == 0 and running.start_profiler(path)
+    try:
+        yield
+    finally:
+        if recording and path is not None:
+            running.stop_profiler()
+            if path.exists():
+                summary = profiling.summarize(path)
+                text = profiling.render(summary)
+                bench.profiles[name] = summary.as_dict()
+                bench.profile_texts.append(f"{name}, run {run}:\n{text}")
+                path.with_suffix(".summary.txt").write_text(text + "\n", encoding="utf-8")
+                result.notes.append(f"profile: {path}")
 
 
 def _tail(running: Running, chars: int = 2000) -> str:
@@ -239,16 +268,11 @@ def run_burst(bench: Bench, run: int) -> list[RunResult]:
             indexes = dropper.stage(range(files))
             dropper.settle_disk()
             mark = arrivals.mark()
-            profiling_now = bench.profile_dir is not None and run == 0
-            profile_path = (bench.profile_dir / "burst.pyspy.txt") if bench.profile_dir else None
-            if profiling_now and profile_path is not None:
-                profiling_now = running.start_profiler(profile_path)
-            dropped = dropper.drop_all(indexes)
+            with profiled(bench, running, "burst", run, result):
+                dropped = dropper.drop_all(indexes)
+                timeout = max(60.0, files / 100)
+                arrivals.wait_count(mark + files, timeout, alive=running.alive)
             result.figures["drop_seconds"] = (dropped[-1].at_ns - dropped[0].at_ns) / 1e9
-            timeout = max(60.0, files / 100)
-            arrivals.wait_count(mark + files, timeout, alive=running.alive)
-            if profiling_now:
-                running.stop_profiler()
             times = match(dropped, arrivals.since(mark), result)
             if times:
                 result.seconds = (max(times) - dropped[0].at_ns) / 1e9
@@ -260,13 +284,6 @@ def run_burst(bench: Bench, run: int) -> list[RunResult]:
             if left and result.completed < files:
                 result.notes.append(f"{left} files still in Inbox/ at the deadline")
             _finish(bench, running, result)
-        if profiling_now and profile_path is not None and profile_path.exists():
-            summary = profiling.summarize(profile_path)
-            bench.profiles["burst"] = summary.as_dict()
-            text = profiling.render(summary)
-            bench.profile_texts.append("burst, run 0:\n" + text)
-            profile_path.with_suffix(".summary.txt").write_text(text + "\n", encoding="utf-8")
-            result.notes.append(f"profile: {profile_path}")
     return [raw_result, result]
 
 
@@ -296,11 +313,12 @@ def run_latency(bench: Bench, run: int) -> list[RunResult]:
             indexes = dropper.stage(range(sizes.latency_drops), text=NOTE_TEXT)
             dropper.settle_disk()
             mark = arrivals.mark()
-            dropped = dropper.drop_paced(indexes, sizes.latency_interval)
-            arrivals.wait_count(mark + len(dropped), 30, alive=running.alive)
-            match(dropped, arrivals.since(mark), result)
-            if bench.spec.own and sizes.approvals:
-                results.append(_approvals(bench, running, arrivals.since(mark), run))
+            with profiled(bench, running, "latency", run, result):
+                dropped = dropper.drop_paced(indexes, sizes.latency_interval)
+                arrivals.wait_count(mark + len(dropped), 30, alive=running.alive)
+                match(dropped, arrivals.since(mark), result)
+                if bench.spec.own and sizes.approvals:
+                    results.append(_approvals(bench, running, arrivals.since(mark), run))
             _finish(bench, running, result)
             if len(results) > 1:
                 results[1].peak_rss_bytes = result.peak_rss_bytes
@@ -351,59 +369,110 @@ def _head(path: Path, size: int = 4096) -> str:
 # --- large vault --------------------------------------------------------------------------------
 
 
+_VARIABLE = (
+    "Inbox",
+    "Needs_Action",
+    "Plans",
+    "Approved",
+    "Rejected",
+    "Failed",
+    "Quarantine",
+    "Attachments",
+    "Logs",
+    "Notes",
+    ".ai-employee",
+    STAGING,
+)
+
+
+def _large_vault(bench: Bench, result: RunResult) -> Path:
+    """The vault with a history, filled once per bench and reset between runs (Done/ is kept).
+
+    Filling 100,000 notes takes longer than a run; the daemon never writes to Done/ in this
+    scenario, so a run leaves it as it found it, and only what a run created is cleared.
+    """
+    vault = bench.workdir / "large-vault" / "vault"
+    notes = bench.sizes.large_notes
+    if vault.exists():
+        for name in _VARIABLE:
+            shutil.rmtree(vault / name, ignore_errors=True)
+        (vault / "Dashboard.md").unlink(missing_ok=True)
+        for name in FOLDERS:
+            (vault / name).mkdir(exist_ok=True)
+        with os.scandir(vault / "Done") as entries:
+            intact = sum(1 for _ in entries) == notes
+        if intact:
+            fill_ledger_only(vault, notes)
+            return vault
+        shutil.rmtree(vault.parent)
+    make_vault(vault)
+    started_fill = time.monotonic()
+    fill_done(vault, notes)
+    result.figures["fill_seconds"] = time.monotonic() - started_fill
+    return vault
+
+
 def run_large_vault(bench: Bench, run: int) -> list[RunResult]:
     sizes = bench.sizes
     result = RunResult("large-vault", run, sizes.large_inbox)
-    with run_dir(bench, "large-vault", run) as directory:
-        vault = make_vault(directory / "vault")
+    vault = _large_vault(bench, result)
+    result.figures["vault_notes"] = sizes.large_notes
+    try:
         dropper = Dropper(vault)
         waiting = dropper.drop_all(dropper.stage(range(sizes.large_inbox)))
-        fill_started = time.monotonic()
-        fill_done(vault, sizes.large_notes)
-        result.figures["fill_seconds"] = time.monotonic() - fill_started
-        result.figures["vault_notes"] = sizes.large_notes
         # Files waiting while nothing ran are older than the settle time, as they would be.
         newest = max(os.lstat(vault / "Inbox" / item.name).st_ctime for item in waiting)
         pause = newest + sizes.settle_seconds + 0.05 - time.time()
         if pause > 0:
             time.sleep(pause)
-        with output_arrivals(bench, vault) as arrivals, started(bench, vault) as running:
-            began = running.started_ns
-            if bench.spec.own:
-                ready = running.wait_daemon_json(60)
-                if ready is None:
-                    result.problems.append(f"the daemon did not become ready: {_tail(running)}")
-                    return [result]
-                result.figures["ready_seconds"] = (ready - began) / 1e9
-            arrivals.wait_count(1, 60, alive=running.alive)
-            arrivals.wait_count(len(waiting), 120, alive=running.alive)
-            arrived = arrivals.since(0)
-            keyed = [(name, stamp) for name, stamp in arrived if index_of(name) is not None]
-            if keyed:
-                result.figures["first_output_seconds"] = (min(s for _, s in keyed) - began) / 1e9
-            result.completed = len({index_of(name) for name, _ in keyed})
-            if keyed and result.completed >= len(waiting):
-                result.seconds = (max(s for _, s in keyed) - began) / 1e9
-                result.figures["all_planned_seconds"] = result.seconds
-            else:
-                result.problems.append(
-                    f"{len(waiting) - result.completed} of {len(waiting)} waiting files produced no output"
-                )
-            if len(keyed) > result.completed:
-                result.problems.append(f"{len(keyed) - result.completed} waiting files produced two outputs")
-            # Per event, after the start: single drops into the large vault (compare with 'latency').
-            if sizes.large_drops_after:
-                after = RunResult("large-vault", run, sizes.large_drops_after)
-                base = 900_000
-                indexes = dropper.stage(range(base, base + sizes.large_drops_after), text=NOTE_TEXT)
-                mark = arrivals.mark()
+        _run_large_vault(bench, run, vault, dropper, waiting, result)
+    finally:
+        if run == sizes.runs - 1 and not bench.keep:
+            shutil.rmtree(vault.parent, ignore_errors=True)
+    return [result]
+
+
+def _run_large_vault(
+    bench: Bench, run: int, vault: Path, dropper: Dropper, waiting: list[Dropped], result: RunResult
+) -> None:
+    sizes = bench.sizes
+    with output_arrivals(bench, vault) as arrivals, started(bench, vault) as running:
+        began = running.started_ns
+        if bench.spec.own:
+            ready = running.wait_daemon_json(60)
+            if ready is None:
+                result.problems.append(f"the daemon did not become ready: {_tail(running)}")
+                return
+            result.figures["ready_seconds"] = (ready - began) / 1e9
+        arrivals.wait_count(1, 60, alive=running.alive)
+        arrivals.wait_count(len(waiting), 120, alive=running.alive)
+        arrived = arrivals.since(0)
+        keyed = [(name, stamp) for name, stamp in arrived if index_of(name) is not None]
+        if keyed:
+            result.figures["first_output_seconds"] = (min(s for _, s in keyed) - began) / 1e9
+        result.completed = len({index_of(name) for name, _ in keyed})
+        if keyed and result.completed >= len(waiting):
+            result.seconds = (max(s for _, s in keyed) - began) / 1e9
+            result.figures["all_planned_seconds"] = result.seconds
+        else:
+            result.problems.append(
+                f"{len(waiting) - result.completed} of {len(waiting)} waiting files produced no output"
+            )
+        if len(keyed) > result.completed:
+            result.problems.append(f"{len(keyed) - result.completed} waiting files produced two outputs")
+        # Per event, after the start: single drops into the large vault (compare with 'latency').
+        if sizes.large_drops_after:
+            after = RunResult("large-vault", run, sizes.large_drops_after)
+            base = 900_000
+            indexes = dropper.stage(range(base, base + sizes.large_drops_after), text=NOTE_TEXT)
+            mark = arrivals.mark()
+            with profiled(bench, running, "large-vault", run, result):
                 dropped = dropper.drop_paced(indexes, sizes.latency_interval)
                 arrivals.wait_count(mark + len(dropped), 30, alive=running.alive)
-                match(dropped, arrivals.since(mark), after)
-                result.latencies_ms = after.latencies_ms
-                result.problems += [f"single drops after the start: {p}" for p in after.problems]
-            _finish(bench, running, result)
-    return [result]
+            match(dropped, arrivals.since(mark), after)
+            result.latencies_ms = after.latencies_ms
+            result.problems += [f"single drops after the start: {p}" for p in after.problems]
+        _finish(bench, running, result)
 
 
 # --- overload -----------------------------------------------------------------------------------

@@ -330,10 +330,6 @@ def run_daemon(settings: Settings, argv: list[str] | None = None) -> int:
     return asyncio.run(daemon.run())
 
 
-def daemon_info(layout: VaultLayout) -> DaemonInfo | None:
-    return DaemonInfo.read(layout)
-
-
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

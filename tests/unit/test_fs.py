@@ -65,14 +65,6 @@ def test_write_durable_batch_that_fails_leaves_no_temp(tmp_path: Path) -> None:
     assert temps(tmp_path) == []
 
 
-def test_exclusive_create_does_not_touch_an_existing_file(tmp_path: Path) -> None:
-    target = tmp_path / "note.md"
-    assert fs.exclusive_create_durable(target, b"first") is True
-    assert fs.exclusive_create_durable(target, b"second") is False
-    assert target.read_bytes() == b"first"
-    assert temps(tmp_path) == []
-
-
 def test_move_renames(tmp_path: Path) -> None:
     source, target = tmp_path / "a.md", tmp_path / "sub" / "a.md"
     target.parent.mkdir()

@@ -8,7 +8,7 @@ requests it would send, secrets masked) and `execute`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -89,7 +89,3 @@ class Executor(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release clients."""
-
-
-ExecutorFactory = Callable[[Any], "Executor | None"]  # (Settings) -> Executor; None to stay off
-AsyncCloser = Callable[[], Awaitable[None]]

@@ -96,10 +96,6 @@ def plan_body(*, proposal: PlanProposal, plan_id: str, action_note_stem: str) ->
         f" Reject: move it to `Rejected/` (or `ai-employee reject {plan_id}`).",
         "",
     ]
-    return render_body(lines)
-
-
-def render_body(lines: list[str]) -> str:
     return "\n".join(lines)
 
 

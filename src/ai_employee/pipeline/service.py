@@ -223,9 +223,6 @@ class PipelineService(Service):
             data={"pending": pending, "in_flight": len(self._tasks), "processed": self._processed},
         )
 
-    def busy(self) -> bool:
-        return bool(self._inbox or self._approved or self._rejected or self._tasks)
-
     def close(self) -> None:
         self._worker.shutdown(wait=True)
 

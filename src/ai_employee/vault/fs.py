@@ -112,23 +112,6 @@ def write_durable_batch(items: Sequence[tuple[Path, bytes]], *, barrier: Path | 
     syncfs(barrier)
 
 
-def exclusive_create_durable(target: Path, data: bytes) -> bool:
-    """Write `target` only if it does not exist yet (link(2) fails on an existing name).
-
-    Returns False, leaving the existing file alone, when the name is taken.
-    """
-    temp = _write_temp(target, data, sync=True)
-    try:
-        os.link(temp, target)
-    except FileExistsError:
-        return False
-    finally:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-    fsync_dir(target.parent)
-    return True
-
-
 def move(source: Path, target: Path, *, source_watched: bool = False, sync: bool = True) -> None:
     """Move atomically within one filesystem; never overwrite an existing target.
 

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import structlog
 from watchdog.events import (
@@ -176,7 +175,3 @@ class WatcherService(Service):
             detail=problem or "watching " + ", ".join(f.value for f in WATCHED),
             data={"overflows": self.overflows, "starts": self._starts},
         )
-
-
-def watched_paths(layout: VaultLayout) -> list[Path]:
-    return [layout.folder(folder) for folder in WATCHED]
