@@ -678,12 +678,7 @@ class VaultSteps:
                     content_hash=digest,
                     attempts=attempt,
                     action=plan.action,
-                    dry_run=None,
-                    result=None,
-                    error=None,
                     note_rel=f"{Folder.APPROVED.value}/{name}",
-                    final_rel=None,
-                    updated_at="",
                 ),
                 [
                     audit_record(
@@ -739,12 +734,7 @@ class VaultSteps:
                 content_hash=job.digest,
                 attempts=job.attempt,
                 action=job.executor.name,
-                dry_run=None,
-                result=None,
-                error=None,
                 note_rel=f"{Folder.APPROVED.value}/{job.name}",
-                final_rel=None,
-                updated_at="",
             )
         )
         return True
@@ -764,8 +754,6 @@ class VaultSteps:
             result=result,
             error=error,
             note_rel=f"{Folder.APPROVED.value}/{job.name}",
-            final_rel=None,
-            updated_at="",
         )
         if error is None:
             audit = [
@@ -840,7 +828,6 @@ class VaultSteps:
                 error=row.error,
                 note_rel=final_rel,
                 final_rel=final_rel,
-                updated_at="",
             )
         )
         action_id = row.action_id or str(properties.get("action_id", ""))
@@ -901,12 +888,8 @@ class VaultSteps:
             content_hash=digest,
             attempts=(previous.attempts if previous else 0) + 1,
             action=plan.action,
-            dry_run=None,
-            result=None,
             error=error,
             note_rel=f"{Folder.APPROVED.value}/{name}",
-            final_rel=None,
-            updated_at="",
         )
         self.ledger.upsert_execution(
             row,
@@ -969,15 +952,9 @@ class VaultSteps:
                 plan_id=plan.id,
                 action_id=plan.action_id,
                 state="returned",
-                content_hash=None,
                 attempts=previous.attempts,
                 action=plan.action,
-                dry_run=None,
-                result=None,
-                error=None,
                 note_rel=self.layout.relative(target),
-                final_rel=None,
-                updated_at="",
             ),
             [
                 audit_record(
@@ -1017,15 +994,9 @@ class VaultSteps:
                     plan_id=plan.id,
                     action_id=plan.action_id,
                     state="rejected",
-                    content_hash=None,
                     attempts=previous.attempts if previous else 0,
                     action=plan.action,
-                    dry_run=None,
-                    result=None,
-                    error=None,
                     note_rel=f"{Folder.REJECTED.value}/{name}",
-                    final_rel=None,
-                    updated_at="",
                 ),
                 [
                     audit_record(

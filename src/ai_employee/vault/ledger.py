@@ -111,15 +111,15 @@ class ExecutionRow:
     plan_id: str
     action_id: str | None
     state: str
-    content_hash: str | None
-    attempts: int
-    action: str | None
-    dry_run: bool | None
-    result: dict[str, Any] | None
-    error: str | None
-    note_rel: str | None
-    final_rel: str | None
-    updated_at: str
+    content_hash: str | None = None
+    attempts: int = 0
+    action: str | None = None
+    dry_run: bool | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    note_rel: str | None = None
+    final_rel: str | None = None
+    updated_at: str = ""
 
 
 class Ledger:
