@@ -8,9 +8,9 @@ run (`--smoke`) is small and judges correctness only: the test suite runs it.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -27,6 +27,7 @@ from bench.results import (
     figure_lines,
     filesystem,
     machine,
+    revision,
     table,
     verdict_lines,
     write_json,
@@ -58,7 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Benchmark the vault pipeline (or any folder-watching program) on this machine.",
     )
     parser.add_argument("--smoke", action="store_true", help="small, quick run that checks correctness only")
-    parser.add_argument("--runs", type=int, default=None, help="runs per scenario (default 3; smoke 1)")
+    parser.add_argument(
+        "--runs", type=int, default=None, help="runs per scenario but overload (default 3; smoke 1)"
+    )
+    parser.add_argument(
+        "--overload-runs", type=int, default=None, help="runs of the overload scenario (default 3; smoke 1)"
+    )
     parser.add_argument(
         "--scenario",
         "-s",
@@ -68,6 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run only this scenario (repeatable); default: all",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=RESULTS,
+        help="where <timestamp>.json and profiles go (default: bench/results, gitignored)",
+    )
     parser.add_argument(
         "--peer",
         default=None,
@@ -95,7 +107,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="attach py-spy to the program during the first burst run and summarise it",
+        help="attach py-spy to the program in the first run of burst, latency and large-vault;"
+        " summaries printed, raw stacks in the results dir",
     )
     parser.add_argument(
         "--workdir",
@@ -113,6 +126,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     changes: dict[str, Any] = {}
     for field_name, value in (
         ("runs", args.runs),
+        ("overload_runs", args.overload_runs),
         ("burst", args.burst),
         ("overload", args.overload),
         ("large_notes", args.large_notes),
@@ -124,7 +138,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
 
 
 def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    """Progress to stderr, so that stdout carries the table alone."""
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -151,63 +165,103 @@ def run(args: argparse.Namespace) -> int:
     if shutil.which(program) is None:
         log.error("the program to time was not found", program=program)
         return 2
-    names = args.scenario or list(SCENARIOS)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     parent = args.workdir or Path(tempfile.gettempdir())
     parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="aie-bench-", dir=parent))
     profile_dir = None
     if args.profile:
-        profile_dir = RESULTS / f"{stamp}-profile"
+        profile_dir = args.results_dir / f"{stamp}-profile"
         profile_dir.mkdir(parents=True, exist_ok=True)
     bench = Bench(sizes=sizes, spec=spec, workdir=workdir, keep=args.keep, profile_dir=profile_dir)
     started = time.monotonic()
     load_start = os.getloadavg()
-    barriers = measure_barriers(workdir / "barriers")
-    shutil.rmtree(workdir / "barriers", ignore_errors=True)
-    scenarios: list[ScenarioResult] = []
     try:
-        for name in names:
-            scenario = SCENARIOS[name]
-            if scenario.own_only and not spec.own:
-                continue
-            rows: dict[str, list[RunResult]] = {}
-            for number in range(sizes.runs):
-                log.info("running", scenario=name, run=number + 1, of=sizes.runs)
-                load_before = os.getloadavg()[0]
-                run_started = time.monotonic()
-                for result in scenario.run(bench, number):
-                    result.figures["load_avg_1m"] = load_before
-                    rows.setdefault(result.scenario, []).append(result)
-                    if result.problems:
-                        log.warning(
-                            "problems", scenario=result.scenario, run=number, problems=result.problems
-                        )
-                log.info("done", scenario=name, seconds=round(time.monotonic() - run_started, 1))
-            for row_name, runs in rows.items():
-                scenarios.append(
-                    ScenarioResult(
-                        name=row_name,
-                        description=scenario.description,
-                        runs=runs,
-                        targets=scenario.targets.get(row_name, []),
-                    )
-                )
+        barriers = measure_barriers(workdir / "barriers")
+        shutil.rmtree(workdir / "barriers", ignore_errors=True)
+        scenarios = run_scenarios(bench, args.scenario or list(SCENARIOS))
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    elapsed = time.monotonic() - started
-    load_end = os.getloadavg()
-    host = machine()
+    document: dict[str, Any] = {
+        "timestamp": stamp,
+        "mode": "smoke" if sizes.smoke else "full",
+        "program": spec.label,
+        "output_glob": spec.output,
+        "sizes": sizes.__dict__,
+        "code": revision(RESULTS.parent.parent),
+        "machine": machine(),
+        "filesystem": filesystem(parent),
+        "load_average": {"start": load_start, "end": os.getloadavg()},
+        "barriers_ms": barriers,
+        "seconds": round(time.monotonic() - started, 1),
+        "scenarios": {result.name: result.as_dict() for result in scenarios},
+        "correct": not any(result.problems for result in scenarios),
+        "profile": bench.profiles,
+    }
+    sys.stdout.write(report(document, scenarios, bench) + "\n")
+    sys.stdout.flush()
+    paths = [args.results_dir / f"{stamp}.json"]
+    if args.json is not None:
+        paths.append(args.json)
+    for path in paths:
+        write_json(path, document)
+    log.info("results written", files=[str(path) for path in paths])
 
+    missed = [target for result in scenarios for target, _, met in result.verdicts() if met is False]
+    if not document["correct"]:
+        return 1
+    if args.strict and missed and not sizes.smoke:
+        return 1
+    return 0
+
+
+def run_scenarios(bench: Bench, names: list[str]) -> list[ScenarioResult]:
+    """Each scenario `runs` times; one row per result name (latency also yields approval)."""
+    scenarios: list[ScenarioResult] = []
+    for name in names:
+        scenario = SCENARIOS[name]
+        rows: dict[str, list[RunResult]] = {}
+        runs = scenario.runs(bench.sizes)
+        for number in range(runs):
+            log.info("running", scenario=name, run=number + 1, of=runs)
+            load_before = os.getloadavg()[0]
+            run_started = time.monotonic()
+            for result in scenario.run(bench, number):
+                result.figures["load_avg_1m"] = load_before
+                rows.setdefault(result.scenario, []).append(result)
+                if result.problems:
+                    log.warning(
+                        "problems", scenario=result.scenario, run=number + 1, problems=result.problems
+                    )
+            log.info("done", scenario=name, run=number + 1, seconds=round(time.monotonic() - run_started, 1))
+        for row_name, row_runs in rows.items():
+            scenarios.append(
+                ScenarioResult(
+                    name=row_name,
+                    description=scenario.description,
+                    runs=row_runs,
+                    targets=scenario.targets.get(row_name, []),
+                )
+            )
+    return scenarios
+
+
+def report(document: dict[str, Any], scenarios: list[ScenarioResult], bench: Bench) -> str:
+    """The text a person reads: what ran where, the table, the targets, problems, profiles."""
+    sizes, spec, host, code = bench.sizes, bench.spec, document["machine"], document["code"]
+    load_start, load_end = document["load_average"]["start"], document["load_average"]["end"]
     text = [
         "",
-        f"program: {spec.label}   outputs: {spec.output}   mode: {'smoke' if sizes.smoke else 'full'}"
-        f"   runs per scenario: {sizes.runs}   took {elapsed:.0f} s",
+        f"program: {spec.label}   outputs: {spec.output}   mode: {document['mode']}   runs per scenario:"
+        f" {sizes.runs} (overload {sizes.overload_runs})   took {document['seconds']:.0f} s",
+        f"code: commit {code['commit']}{' + changes in src/' if code['src_changed'] else ''}",
         f"machine: {host['cpus']} CPUs ({host['cpu']}), {host['memory_gb']} GB, kernel {host['kernel']},"
         f" Python {host['python']}; load average {load_start[0]:.1f} at start, {load_end[0]:.1f} at end",
         "barriers now (median ms): "
-        + ", ".join(f"{name.removesuffix('_ms')} {value:.2f}" for name, value in barriers.items()),
+        + ", ".join(
+            f"{name.removesuffix('_ms')} {value:.2f}" for name, value in document["barriers_ms"].items()
+        ),
         "",
         table(scenarios),
         "",
@@ -217,55 +271,32 @@ def run(args: argparse.Namespace) -> int:
         "other figures (medians):",
         *("  " + line for line in figure_lines(scenarios, lambda name: name in _TABLE_METRICS)),
     ]
-    problems = [f"{result.name}: {problem}" for result in scenarios for problem in result.problems]
-    if max(load_start[0], load_end[0]) > (host["cpus"] or 1) * 0.5:
+    if load_start[0] > (host["cpus"] or 1) * 0.5:  # at the end, the load is mostly the bench's own
         text += [
             "",
-            "NOTE: other programs kept this machine busy during the run (see the load average):"
+            "NOTE: other programs kept this machine busy when the run started (see the load average):"
             " figures are pessimistic and vary between runs.",
         ]
+    problems = [f"{result.name}: {problem}" for result in scenarios for problem in result.problems]
     if problems:
         text += ["", "PROBLEMS:", *("  " + problem for problem in problems)]
     if bench.profile_texts:
         text += ["", *bench.profile_texts]
-    sys.stdout.write("\n".join(text) + "\n")
-    sys.stdout.flush()
+    return "\n".join(text)
 
-    document = {
-        "timestamp": stamp,
-        "mode": "smoke" if sizes.smoke else "full",
-        "program": spec.label,
-        "output_glob": spec.output,
-        "sizes": sizes.__dict__,
-        "machine": host,
-        "filesystem": filesystem(parent),
-        "load_average": {"start": load_start, "end": load_end},
-        "barriers_ms": barriers,
-        "seconds": round(elapsed, 1),
-        "scenarios": {result.name: result.as_dict() for result in scenarios},
-        "correct": not problems,
-        "profile": bench.profiles,
-    }
-    paths = [RESULTS / f"{stamp}.json"]
-    if args.json is not None:
-        paths.append(args.json)
-    for path in paths:
-        write_json(path, document)
-    log.info("results written", files=[str(path) for path in paths])
 
-    missed = [
-        (result.name, target.label)
-        for result in scenarios
-        for target, _, met in result.verdicts()
-        if met is False
-    ]
-    if problems:
-        return 1
-    if args.strict and missed and not sizes.smoke:
-        return 1
-    return 0
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (and SIGINT, even where a shell left it ignored) unwind like Ctrl-C: programs stopped,
+    vaults removed."""
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
-    return run(parse_args(argv))
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
+    try:
+        return run(parse_args(argv))
+    except KeyboardInterrupt:
+        log.warning("interrupted: the programs under test were stopped and the vaults removed")
+        return 130

@@ -6,6 +6,7 @@ import json
 import math
 import platform
 import statistics
+import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,12 +73,15 @@ class RunResult:
         }
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "run": self.run,
             **self.numbers(),
             "problems": self.problems,
             "notes": self.notes,
         }
+        if len(self.latencies_ms) <= 1000:  # in drop order: shows a queue building up, or a stall
+            document["latencies_ms"] = [round(value, 2) for value in self.latencies_ms]
+        return document
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class Target:
     limit: float
     at_least: bool
     label: str
+    speed: bool = True  # a smoke run judges correctness targets only
 
     def met(self, value: float | int | None) -> bool | None:
         if value is None:
@@ -158,6 +163,20 @@ def machine() -> dict[str, Any]:
     }
 
 
+def revision(repo: Path) -> dict[str, Any]:
+    """The commit measured, and whether src/ had changes not yet committed (figures belong to code)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "src"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "src_changed": None}
+    return {"commit": commit, "src_changed": bool(dirty)}
+
+
 def filesystem(path: Path) -> dict[str, Any]:
     """The filesystem the vaults were on (from /proc/mounts: the longest mount point above `path`)."""
     best = ("", "", "")
@@ -222,7 +241,7 @@ def verdict_lines(scenarios: Sequence[ScenarioResult], *, speed: bool) -> list[s
     for result in scenarios:
         for target, value, met in result.verdicts():
             shown = "-" if value is None else f"{value:,.2f}"
-            if not speed:
+            if not speed and target.speed:
                 state = "(smoke: not judged)"
             else:
                 state = {True: "met", False: "MISSED", None: "no figure"}[met]

@@ -293,14 +293,3 @@ def start(spec: TargetSpec, vault: Path) -> Running:
 
 def overflow_lines(output: str) -> int:
     return output.count("inotify queue overflowed")
-
-
-def parse_json_lines(output: str) -> list[dict[str, object]]:
-    records: list[dict[str, object]] = []
-    for line in output.splitlines():
-        if line.startswith("{"):
-            with contextlib.suppress(ValueError):
-                value = json.loads(line)
-                if isinstance(value, dict):
-                    records.append(value)
-    return records

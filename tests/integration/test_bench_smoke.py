@@ -30,6 +30,8 @@ def _bench(tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dic
             str(output),
             "--workdir",
             str(tmp / "work"),
+            "--results-dir",
+            str(tmp / "results"),
             *args,
         ],
         cwd=REPO,
