@@ -86,7 +86,7 @@ class DashboardService(Service):
         return HealthReport(healthy=True, detail=f"{self.writes} writes")
 
     async def _write(self) -> None:
-        status = self._status()
+        status = await asyncio.to_thread(self._status)
         text = await asyncio.to_thread(self.render, status)
         if text != self._last_text:
             await asyncio.to_thread(write_durable, self.layout.dashboard, text.encode("utf-8"))

@@ -418,17 +418,19 @@ class PipelineService(Service):
 
     async def _execute(self, job: ExecutionJob) -> None:
         async with self._executions:
-            if not await self._in_thread(self.steps.start_job, job):
-                self._publish(
-                    EventType.APPROVAL_REVOKED, {"plan_id": job.plan_id}, correlation_id=job.action_id
-                )
-                self._wake.set()  # the loop appends the audit line
-                return
             executor = job.executor
             live = self.settings.live and (
                 not self.settings.execution.live_actions
                 or executor.name in self.settings.execution.live_actions
             )
+            dry_run = executor.external and not live
+            leaves_machine = executor.external and live
+            if not await self._in_thread(self.steps.start_job, job, leaves_machine=leaves_machine):
+                self._publish(
+                    EventType.APPROVAL_REVOKED, {"plan_id": job.plan_id}, correlation_id=job.action_id
+                )
+                self._wake.set()  # the loop appends the audit line
+                return
             self._publish(
                 EventType.PLAN_EXECUTING,
                 {"plan_id": job.plan_id, "action": executor.name, "live": live},
@@ -453,7 +455,6 @@ class PipelineService(Service):
             started = time.perf_counter()
             result: dict[str, Any] | None = None
             error: str | None = None
-            dry_run = executor.external and not live
             try:
                 if dry_run:
                     result = executor.render_dry_run(job.params, ctx)

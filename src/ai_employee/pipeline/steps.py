@@ -15,7 +15,7 @@ import re
 import shutil
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -263,7 +263,8 @@ class VaultSteps:
             texts[action_id] = (title, text)
         self.ledger.insert_actions(rows)
 
-        # Claim: link each original into Attachments/, make that durable, then unlink it from Inbox/.
+        # Claim: link each original into Attachments/; the group commit's first barrier makes the
+        # claims and links durable before the originals are unlinked from Inbox/.
         claimed: list[ActionRow] = []
         for row in rows:
             target = self.layout.resolve(row.attachments[0])
@@ -277,19 +278,16 @@ class VaultSteps:
             claimed.append(row)
         if not claimed:
             return outcome
-        fs.syncfs(self.layout.root) if len(claimed) > 2 else self._fsync_parents(claimed)
-        for row in claimed:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(inbox / raw_names[row.action_id])
-        received = now
-        new_actions = [NewAction(row=row, text=texts[row.action_id][1], received=received) for row in claimed]
-        self._write_actions(new_actions)
+
+        def unlink_originals() -> None:
+            for row in claimed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(inbox / raw_names[row.action_id])
+
+        new_actions = [NewAction(row=row, text=texts[row.action_id][1], received=now) for row in claimed]
+        self._write_actions(new_actions, before_last_barrier=unlink_originals)
         outcome.actions.extend(new_actions)
         return outcome
-
-    def _fsync_parents(self, rows: Sequence[ActionRow]) -> None:
-        for parent in {self.layout.resolve(row.attachments[0]).parent for row in rows}:
-            fs.fsync_dir(parent)
 
     def _describe_file(self, path: Path, name: str, size: int) -> tuple[str, str]:
         """(title, body text) of an inbox file; big or binary files are linked, never loaded whole."""
@@ -316,8 +314,13 @@ class VaultSteps:
             return name, f"Empty file `{name}` ({_human_size(size)})."
         return _first_line(text) or name, text
 
-    def _write_actions(self, actions: Sequence[NewAction]) -> None:
-        """Write action notes (and, for a local planner, plan notes) and record them in the ledger."""
+    def _write_actions(
+        self, actions: Sequence[NewAction], *, before_last_barrier: Callable[[], None] | None = None
+    ) -> None:
+        """Write action notes (and, for a local planner, plan notes) and record them in the ledger.
+
+        One group commit: the first barrier also makes the ledger's claim and the caller's links
+        durable; `before_last_barrier` (unlinking the originals) is made durable by the second."""
         inline = self.planner.local
         writes: list[tuple[Path, bytes]] = []
         audit: list[AuditRecord] = []
@@ -347,7 +350,7 @@ class VaultSteps:
             )
             if item.planned is not None:
                 audit.append(self._plan_audit(row, item.planned))
-        fs.write_durable_batch(writes, barrier=self.layout.root)
+        fs.write_durable_batch(writes, barrier=self.layout.root, before_last_barrier=before_last_barrier)
         state = "planned" if inline else "noted"
         self.ledger.set_action_state([(item.row.action_id, state, None) for item in actions], audit)
         for item in actions:
@@ -689,6 +692,7 @@ class VaultSteps:
                         attempt=attempt,
                     )
                 ],
+                durable=False,  # nothing leaves the machine before `running`, which is durable
             )
             outcome.granted.append((plan.id, plan.action_id))
         outcome.jobs.append(
@@ -708,8 +712,10 @@ class VaultSteps:
             )
         )
 
-    def start_job(self, job: ExecutionJob) -> bool:
-        """Last check before running: the note must still be exactly what was approved."""
+    def start_job(self, job: ExecutionJob, *, leaves_machine: bool = True) -> bool:
+        """Last check before running: the note must still be exactly what was approved.
+
+        `leaves_machine`: the run has an outside effect, so `running` must be durable before it."""
         path = self.path(Folder.APPROVED, job.name)
         try:
             data = path.read_bytes()
@@ -735,7 +741,8 @@ class VaultSteps:
                 attempts=job.attempt,
                 action=job.executor.name,
                 note_rel=f"{Folder.APPROVED.value}/{job.name}",
-            )
+            ),
+            durable=leaves_machine,
         )
         return True
 
@@ -805,15 +812,8 @@ class VaultSteps:
         new_body = _strip_outcome(body) + rendering.outcome_section(
             status=status, dry_run=row.dry_run, result=row.result, error=row.error, when=when
         )
-        source = self.path(Folder.APPROVED, name)
         target_folder = Folder.FAILED if failed else Folder.DONE
-        same_name = self.layout.folder(target_folder) / f"{Path(name).stem}.md"
-        if fs.finish_move(source, same_name):
-            target = same_name  # a crash interrupted our own move after the link
-        else:
-            target = fs.unique_path(self.layout.folder(target_folder), Path(name).stem, ".md")
-            fs.write_durable(source, render_note(updated, new_body).encode("utf-8"))
-            fs.move(source, target, source_watched=True)
+        target = self._leave_approved(name, target_folder, plan_id, render_note(updated, new_body))
         final_rel = self.layout.relative(target)
         self.ledger.upsert_execution(
             ExecutionRow(
@@ -828,7 +828,8 @@ class VaultSteps:
                 error=row.error,
                 note_rel=final_rel,
                 final_rel=final_rel,
-            )
+            ),
+            durable=False,  # recovery finds the note in its folder if this is lost
         )
         action_id = row.action_id or str(properties.get("action_id", ""))
         self._update_action_note(action_id, status)
@@ -842,6 +843,31 @@ class VaultSteps:
             error=row.error,
             final_rel=final_rel,
         )
+
+    def _leave_approved(self, name: str, folder: Folder, plan_id: str, text: str) -> Path:
+        """Write a plan's new text straight into `folder` (not watched), then drop it from Approved/.
+
+        Never a rename inside Approved/: watchdog holds a "moved from" event half a second and every
+        approval behind it waits. A crash between the write and the unlink leaves both; the next look
+        at Approved/ finds the same plan id at the target and finishes the same way."""
+        target = self._target_for(folder, Path(name).stem, plan_id)
+        fs.write_durable(target, text.encode("utf-8"))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(Folder.APPROVED, name))
+        fs.fsync_dir(self.layout.folder(Folder.APPROVED))
+        return target
+
+    def _target_for(self, folder: Folder, stem: str, plan_id: str) -> Path:
+        """`folder/stem.md`, unless another note holds that name (then a numbered one)."""
+        candidate = self.layout.folder(folder) / f"{stem}.md"
+        if candidate.exists():
+            try:
+                same = parse_note(candidate.read_text(encoding="utf-8"))[0].get("id") == plan_id
+            except (OSError, NoteError):
+                same = False
+            if not same:
+                return fs.unique_path(self.layout.folder(folder), stem, ".md")
+        return candidate
 
     def _update_action_note(self, action_id: str, status: str) -> None:
         """Mark the action note; an executed or rejected action's note joins its plan."""
@@ -902,13 +928,8 @@ class VaultSteps:
         """A note whose frontmatter cannot be read: keep it as it is, add the reason, move it to Failed/."""
         match = re.search(r"^id:\s*['\"]?([A-Za-z0-9_.:-]{1,128})", text, re.MULTILINE)
         subject = match.group(1) if match else name
-        source = self.path(Folder.APPROVED, name)
-        target = fs.unique_path(
-            self.layout.folder(Folder.FAILED), Path(name).stem, Path(name).suffix or ".md"
-        )
         annotated = text.rstrip("\n") + f"\n\n> [!error] ai-employee could not run this plan\n> {error}\n"
-        fs.write_durable(source, annotated.encode("utf-8"))
-        fs.move(source, target, source_watched=True)
+        target = self._leave_approved(name, Folder.FAILED, subject, annotated)
         self.ledger.add_audit([audit_record("plan.failed", subject, error=error, file=name)])
         log.warning("unreadable plan moved to Failed", file=name, error=error)
         return Finished(
@@ -941,12 +962,9 @@ class VaultSteps:
         self, name: str, plan: PlanNote, properties: dict[str, Any], body: str, previous: ExecutionRow
     ) -> str:
         """Changed after approval: back to Plans/ for a fresh approval."""
-        source = self.path(Folder.APPROVED, name)
         updated = dict(properties)
         updated["status"] = "pending_approval"
-        fs.write_durable(source, render_note(updated, body).encode("utf-8"))
-        target = fs.unique_path(self.layout.folder(Folder.PLANS), Path(name).stem, ".md")
-        fs.move(source, target, source_watched=True)
+        target = self._leave_approved(name, Folder.PLANS, plan.id, render_note(updated, body))
         self.ledger.upsert_execution(
             ExecutionRow(
                 plan_id=plan.id,
@@ -1010,7 +1028,9 @@ class VaultSteps:
             if properties.get("status") != "rejected":
                 updated = dict(properties)
                 updated["status"] = "rejected"
-                fs.write_durable(path, render_note(updated, body).encode("utf-8"))
+                fs.write_durable(
+                    path, render_note(updated, body).encode("utf-8"), temp_dir=self.layout.state_dir
+                )
             self._update_action_note(plan.action_id, "rejected")
             outcome.rejected.append(plan.id)
         self._commit_audit()

@@ -6,7 +6,8 @@ import fnmatch
 import os
 import re
 import stat
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -35,14 +36,13 @@ HANDBOOK = "Company_Handbook.md"
 WATCHED = (Folder.INBOX, Folder.APPROVED, Folder.REJECTED)
 
 _IGNORED_PATTERNS = ("*.tmp", "*.part", "*.crdownload", "*~", "~$*", ".~lock.*", "*.icloud", ".syncthing.*")
+_IGNORED = re.compile("|".join(fnmatch.translate(pattern) for pattern in _IGNORED_PATTERNS), re.DOTALL)
 _CONFLICT = re.compile(r"\.sync-conflict-|\(conflicted copy |conflicted copy ", re.IGNORECASE)
 
 
 def is_ignored_name(name: str) -> bool:
     """Dot-files and partial/temporary files of editors, browsers and sync tools."""
-    if name.startswith("."):
-        return True
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in _IGNORED_PATTERNS)
+    return name.startswith(".") or _IGNORED.match(name) is not None
 
 
 def is_conflict_copy(name: str) -> bool:
@@ -65,6 +65,8 @@ def unsafe_reason(name: str, mode: int) -> str | None:
 @dataclass(frozen=True)
 class VaultLayout:
     root: Path
+    #: folder -> (mtime_ns, listed at ns, visible entries) of its last listing, for `counts`
+    _counts: dict[Folder, tuple[int, int, int]] = field(default_factory=dict, compare=False, repr=False)
 
     def folder(self, folder: Folder) -> Path:
         return self.root / folder.value
@@ -97,14 +99,34 @@ class VaultLayout:
         ensure_same_filesystem([self.root, self.state_dir, *(self.folder(folder) for folder in Folder)])
 
     def counts(self) -> dict[str, int]:
-        """Visible notes/files per folder (status --json)."""
+        """Visible notes/files per folder (status --json).
+
+        A folder is listed again only when its modification time changed, so asking every second
+        costs a stat per folder, not a listing of 100,000 notes in Done/."""
         result: dict[str, int] = {}
         for folder in Folder:
             if folder in (Folder.LOGS, Folder.ATTACHMENTS, Folder.NOTES):
                 continue
+            path = self.folder(folder)
             try:
-                with os.scandir(self.folder(folder)) as entries:
-                    result[folder.value] = sum(1 for entry in entries if not is_ignored_name(entry.name))
+                stamp = path.stat().st_mtime_ns
             except FileNotFoundError:
                 result[folder.value] = 0
+                continue
+            cached = self._counts.get(folder)
+            # trusted only if listed well after the last change: directory times are coarse (a few ms)
+            if cached is not None and cached[0] == stamp and cached[1] - stamp > _COARSE_CLOCK_NS:
+                result[folder.value] = cached[2]
+                continue
+            listed_at = time.time_ns()
+            try:
+                with os.scandir(path) as entries:
+                    count = sum(1 for entry in entries if not is_ignored_name(entry.name))
+            except FileNotFoundError:
+                count = 0
+            self._counts[folder] = (stamp, listed_at, count)
+            result[folder.value] = count
         return result
+
+
+_COARSE_CLOCK_NS = 100_000_000

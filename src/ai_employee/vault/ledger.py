@@ -1,4 +1,9 @@
-"""The ledger: SQLite (WAL, synchronous=FULL) in .ai-employee/, making each step exactly-once.
+"""The ledger: SQLite (WAL) in .ai-employee/, making each step exactly-once.
+
+Commits that must survive a power loss on their own (execution states, executors' journal
+intents, sources' offsets) are `durable` (synchronous=FULL: the WAL is fsynced). Intake's
+commits are not: the batch's own filesystem barrier (`syncfs`, which also flushes the WAL)
+makes them durable in the same stroke as the files, so a burst pays two barriers a batch.
 
 The folders are the state a human sees; the ledger records each step's progress keyed by a
 stable id, so that a step a crash interrupted is finished (or redone) on restart without a
@@ -131,7 +136,7 @@ class Ledger:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
 
@@ -140,15 +145,21 @@ class Ledger:
             self._db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
 
     # --- actions -----------------------------------------------------------------------
 
@@ -245,8 +256,10 @@ class Ledger:
             row = self._db.execute("SELECT * FROM executions WHERE plan_id = ?", (plan_id,)).fetchone()
         return _execution_row(row) if row else None
 
-    def upsert_execution(self, row: ExecutionRow, audit: Sequence[AuditRecord] = ()) -> None:
-        with self.transaction() as db:
+    def upsert_execution(
+        self, row: ExecutionRow, audit: Sequence[AuditRecord] = (), *, durable: bool = True
+    ) -> None:
+        with self.transaction(durable=durable) as db:
             db.execute(
                 "INSERT INTO executions (plan_id, action_id, state, content_hash, attempts, action, dry_run,"
                 " result, error, note_rel, final_rel, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -308,7 +321,7 @@ class Ledger:
         return value
 
     def journal_put(self, plan_id: str, key: str, value: Mapping[str, Any]) -> None:
-        with self.transaction() as db:
+        with self.transaction(durable=True) as db:
             db.execute(
                 "INSERT INTO journal (plan_id, key, value) VALUES (?,?,?)"
                 " ON CONFLICT(plan_id, key) DO UPDATE SET value = excluded.value",
@@ -323,7 +336,7 @@ class Ledger:
         return None if row is None else str(row[0])
 
     def kv_put(self, namespace: str, key: str, value: str) -> None:
-        with self.transaction() as db:
+        with self.transaction(durable=True) as db:
             db.execute(
                 "INSERT INTO kv (namespace, key, value) VALUES (?,?,?)"
                 " ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value",
