@@ -45,6 +45,7 @@ log = structlog.get_logger(__name__)
 DAEMON_FILE = "daemon.json"
 LOCK_FILE = "daemon.lock"
 STATE_DB = "state.db"
+GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 class AlreadyRunning(RuntimeError):
@@ -187,6 +188,10 @@ class Daemon:
         self._lock_fd = fd
 
     async def run(self) -> int:
+        # The vault worker spends its time in syscalls that release the GIL; with the default 5 ms
+        # switch interval, each return waits behind the watcher and event-loop threads (a convoy
+        # that halved burst throughput). A shorter interval hands the GIL back sooner.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
         configure_logging(self.settings.logging.level, self.settings.logging.format, stream=sys.stdout)
         register_settings_secrets(self.settings)
         self.layout.create()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -97,6 +98,8 @@ class PipelineService(Service):
         self._rejected: dict[str, None] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._wake = asyncio.Event()
+        self._incoming: list[tuple[Folder, str, bool]] = []
+        self._incoming_lock = threading.Lock()
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._executions = asyncio.Semaphore(settings.execution.concurrency)
@@ -122,9 +125,22 @@ class PipelineService(Service):
         self._wake.set()
 
     def hint_threadsafe(self, folder: Folder, name: str, renamed: bool = False) -> None:
+        """From the watcher's thread. Hints are collected and handed over in bulk: one wake-up of the
+        loop per burst of events, not one per file."""
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.hint, folder, name, renamed)
+        if loop is None or loop.is_closed():
+            return
+        with self._incoming_lock:
+            first = not self._incoming
+            self._incoming.append((folder, name, renamed))
+        if first:
+            loop.call_soon_threadsafe(self._take_incoming)
+
+    def _take_incoming(self) -> None:
+        with self._incoming_lock:
+            incoming, self._incoming = self._incoming, []
+        for folder, name, renamed in incoming:
+            self.hint(folder, name, renamed)
 
     def request_reconcile(self) -> None:
         """Thread-safe: rescan the watched folders (after a watcher restart or overflow)."""
@@ -241,8 +257,11 @@ class PipelineService(Service):
         await self._timed("audit", self.steps.flush_audit)
 
     async def _drain(self) -> None:
+        """Batches until nothing is pending. Intake is pipelined: while the worker writes one batch,
+        the loop publishes the previous batch's events."""
         batch = self.settings.vault.batch_size
-        while not self._stopping and (self._inbox or self._approved or self._rejected):
+        previous: IntakeOutcome | None = None
+        while not self._stopping and (self._inbox or self._approved or self._rejected or previous):
             if self.steps.audit_dirty and time.monotonic() - self._last_audit_flush > AUDIT_FLUSH_SECONDS:
                 await self._flush_audit()
             if self._rejected:
@@ -254,12 +273,21 @@ class PipelineService(Service):
                 names = list(_take(self._approved, batch))
                 decided = await self._timed("approval", self.steps.examine_approved, names)
                 self._after_decisions(decided)
-            if self._inbox:
+            running: asyncio.Future[IntakeOutcome] | None = None
+            if self._inbox and not self._stopping:
                 taken = _take(self._inbox, batch)
                 renamed = {name for name, was_renamed in taken.items() if was_renamed}
                 self.metrics.batch_size.labels(step="intake").observe(len(taken))
-                outcome = await self._timed("intake", self.steps.intake_files, list(taken), renamed)
-                self._after_intake(outcome)
+                running = asyncio.ensure_future(
+                    self._timed("intake", self.steps.intake_files, list(taken), renamed)
+                )
+            if previous is not None:
+                self._after_intake(previous)
+                previous = None
+            if running is not None:
+                previous = await running
+        if previous is not None:
+            self._after_intake(previous)
 
     async def _timed(self, step: str, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         started = time.perf_counter()

@@ -150,6 +150,10 @@ class VaultSteps:
         self.registry = registry
         self.planner = planner
         self._handbook: tuple[float, str] = (-1.0, "")
+        #: temp files of group commits: outside the note folders, so that a watcher of the vault
+        #: (ours, Obsidian's, a sync tool's) sees one arrival per note, not create/write/close/move
+        self.temp_dir = layout.state_dir / "tmp"
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
         self.audit_dirty = False
         self._made_dirs: set[str] = set()
 
@@ -235,8 +239,8 @@ class VaultSteps:
         rows: list[ActionRow] = []
         texts: dict[str, tuple[str, str]] = {}
         raw_names: dict[str, str] = {}
-        for name, info in ready:
-            action_id = new_action_id(now)
+        action_ids = self._unique_action_ids(now, len(ready))
+        for (name, info), action_id in zip(ready, action_ids, strict=True):
             shown = display_name(name)
             raw_names[action_id] = name
             title, text = self._describe_file(inbox / name, shown, info.st_size)
@@ -288,6 +292,14 @@ class VaultSteps:
         self._write_actions(new_actions, before_last_barrier=unlink_originals)
         outcome.actions.extend(new_actions)
         return outcome
+
+    def _unique_action_ids(self, now: datetime, count: int) -> list[str]:
+        """`count` new ids, none already used: the short random part repeats by chance in a burst."""
+        chosen: list[str] = []
+        while len(chosen) < count:
+            candidates = {new_action_id(now) for _ in range(count - len(chosen))} - set(chosen)
+            chosen.extend(sorted(candidates - self.ledger.taken_action_ids(sorted(candidates))))
+        return chosen
 
     def _describe_file(self, path: Path, name: str, size: int) -> tuple[str, str]:
         """(title, body text) of an inbox file; big or binary files are linked, never loaded whole."""
@@ -350,7 +362,9 @@ class VaultSteps:
             )
             if item.planned is not None:
                 audit.append(self._plan_audit(row, item.planned))
-        fs.write_durable_batch(writes, barrier=self.layout.root, before_last_barrier=before_last_barrier)
+        fs.write_durable_batch(
+            writes, barrier=self.layout.root, before_last_barrier=before_last_barrier, temp_dir=self.temp_dir
+        )
         state = "planned" if inline else "noted"
         self.ledger.set_action_state([(item.row.action_id, state, None) for item in actions], audit)
         for item in actions:
@@ -456,7 +470,7 @@ class VaultSteps:
             audit.append(self._plan_audit(item.row, proposal))
             if proposal.cost_usd:
                 self.ledger.add_cost(today, proposal.planner, proposal.cost_usd)
-        fs.write_durable_batch(writes, barrier=self.layout.root)
+        fs.write_durable_batch(writes, barrier=self.layout.root, temp_dir=self.temp_dir)
         self.ledger.set_action_state([(item.row.action_id, "planned", None) for item, _ in planned], audit)
         self._commit_audit()
 
@@ -474,6 +488,8 @@ class VaultSteps:
             return None, existing.action_id
         received = message.received if message.received.tzinfo else message.received.replace(tzinfo=UTC)
         action_id = stable_action_id(received.astimezone(UTC), dedup_key)
+        if self.ledger.taken_action_ids([action_id]):  # another message hashed alike in the same second
+            action_id = self._unique_action_ids(received.astimezone(UTC), 1)[0]
         title = (message.title or message.subject or "").strip()[:200] or f"{message.source} message"
         stem = note_stem(action_id, title)
         day = received.astimezone(UTC).strftime("%Y-%m-%d")
@@ -1043,7 +1059,7 @@ class VaultSteps:
         attachments = self.layout.folder(Folder.ATTACHMENTS)
         folders = [self.layout.folder(folder) for folder in Folder if folder != Folder.ATTACHMENTS]
         folders += [entry for entry in attachments.iterdir() if entry.is_dir() and not entry.is_symlink()]
-        folders += [self.layout.root, self.layout.state_dir]
+        folders += [self.layout.root, self.layout.state_dir, self.temp_dir]
         for directory in folders:
             if directory.is_dir():
                 fs.remove_stale_temps(directory)

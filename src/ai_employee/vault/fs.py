@@ -95,6 +95,7 @@ def write_durable_batch(
     *,
     barrier: Path,
     before_last_barrier: Callable[[], None] | None = None,
+    temp_dir: Path | None = None,
 ) -> None:
     """Group commit: write every temp, one `syncfs` barrier, rename all, one more barrier.
 
@@ -106,7 +107,7 @@ def write_durable_batch(
     temps: list[tuple[Path, Path]] = []
     try:
         for target, data in items:
-            temps.append((_write_temp(target, data, sync=False), target))
+            temps.append((_write_temp(target, data, sync=False, temp_dir=temp_dir), target))
         syncfs(barrier)
         for temp, target in temps:
             os.replace(temp, target)

@@ -222,6 +222,18 @@ class Ledger:
             row = self._db.execute("SELECT * FROM actions WHERE action_id = ?", (action_id,)).fetchone()
         return _action_row(row) if row else None
 
+    def taken_action_ids(self, action_ids: Sequence[str]) -> set[str]:
+        """Which of these ids the ledger already holds (ids carry a short random part)."""
+        if not action_ids:
+            return set()
+        marks = ",".join("?" * len(action_ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT action_id FROM actions WHERE action_id IN ({marks})",  # noqa: S608 - placeholders only
+                list(action_ids),
+            ).fetchall()
+        return {str(row[0]) for row in rows}
+
     def action_by_plan(self, plan_id: str) -> ActionRow | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM actions WHERE plan_id = ?", (plan_id,)).fetchone()

@@ -18,9 +18,7 @@ import structlog
 from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
-    FileClosedEvent,
     FileCreatedEvent,
-    FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -37,10 +35,11 @@ log = structlog.get_logger(__name__)
 
 Hint = Callable[[Folder, str, bool], None]
 
+# Arrivals only (inotify IN_CREATE, IN_MOVED_*): a file written in place is looked at again when
+# its settle time is up, so its writes need no events, and our own link/unlink of claimed files
+# (IN_ATTRIB, IN_DELETE) never reaches Python.
 _WATCHED_EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
-    FileModifiedEvent,
-    FileClosedEvent,
     FileMovedEvent,
     DirCreatedEvent,
     DirMovedEvent,
@@ -66,7 +65,7 @@ class _Router(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         if isinstance(event, (FileMovedEvent, DirMovedEvent)):
             self._route(event.dest_path, True)
-        elif isinstance(event, (FileCreatedEvent, FileModifiedEvent, FileClosedEvent, DirCreatedEvent)):
+        elif isinstance(event, (FileCreatedEvent, DirCreatedEvent)):
             self._route(event.src_path, False)
 
 
