@@ -736,8 +736,9 @@ def _note(
 
 def _find_asset(scan: _Scan) -> str | None:
     best: tuple[int, str] | None = None
+    mentioned = {_ASSET_KIND_OF_FORM[word] for word in scan.words & _ASSET_FORMS}
     for kind, forms in _ASSET_KINDS.items():
-        present = any(form in scan.words for form in forms) if forms else f" {kind} " in scan.padded
+        present = kind in mentioned if forms else f" {kind} " in scan.padded
         if not present:
             continue
         found = _ASSET_PATTERNS[kind].search(scan.padded)
@@ -746,6 +747,11 @@ def _find_asset(scan: _Scan) -> str | None:
             ident = _NUMBER_WORDS.get(found.group(1), found.group(1)).upper()
             best = (found.start(), f"{name} {ident}")
     return best[1] if best else None
+
+
+#: every one-word form of an asset kind -> its kind, so that a message is scanned once, not per kind
+_ASSET_KIND_OF_FORM: dict[str, str] = {form: kind for kind, forms in _ASSET_KINDS.items() for form in forms}
+_ASSET_FORMS: frozenset[str] = frozenset(_ASSET_KIND_OF_FORM)
 
 
 def _find_location(scan: _Scan) -> str | None:

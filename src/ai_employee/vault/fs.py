@@ -52,12 +52,17 @@ def syncfs(any_path: Path) -> None:
 
 
 def temp_path_for(target: Path, temp_dir: Path | None = None) -> Path:
-    name = f"{TEMP_PREFIX}{secrets.token_hex(6)}-{target.name}"[:255]
-    return (temp_dir or target.parent) / name
+    return Path(_temp_name(os.fspath(target), None if temp_dir is None else os.fspath(temp_dir)))
 
 
-def _write_temp(target: Path, data: bytes, *, sync: bool, temp_dir: Path | None = None) -> Path:
-    temp = temp_path_for(target, temp_dir)
+def _temp_name(target: str, temp_dir: str | None) -> str:
+    """Plain strings: this runs for every note of a burst, where pathlib's objects cost more than the I/O."""
+    directory, _, name = target.rpartition("/")
+    return f"{temp_dir or directory}/{f'{TEMP_PREFIX}{secrets.token_hex(6)}-{name}'[:255]}"
+
+
+def _write_temp(target: Path, data: bytes, *, sync: bool, temp_dir: Path | None = None) -> str:
+    temp = _temp_name(os.fspath(target), None if temp_dir is None else os.fspath(temp_dir))
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         view = memoryview(data)
@@ -69,7 +74,7 @@ def _write_temp(target: Path, data: bytes, *, sync: bool, temp_dir: Path | None 
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
-            temp.unlink()
+            os.unlink(temp)
         raise
     os.close(fd)
     return temp
@@ -85,7 +90,7 @@ def write_durable(target: Path, data: bytes, *, temp_dir: Path | None = None) ->
         os.replace(temp, target)
     except BaseException:
         with contextlib.suppress(OSError):
-            temp.unlink()
+            os.unlink(temp)
         raise
     fsync_dir(target.parent)
 
@@ -104,7 +109,7 @@ def write_durable_batch(
     links). `before_last_barrier` runs after the renames, so its effects (e.g. unlinking the
     originals) become durable with them.
     """
-    temps: list[tuple[Path, Path]] = []
+    temps: list[tuple[str, Path]] = []
     try:
         for target, data in items:
             temps.append((_write_temp(target, data, sync=False, temp_dir=temp_dir), target))
@@ -114,7 +119,7 @@ def write_durable_batch(
     except BaseException:
         for temp, _ in temps:
             with contextlib.suppress(OSError):
-                temp.unlink()
+                os.unlink(temp)
         raise
     if before_last_barrier is not None:
         before_last_barrier()
