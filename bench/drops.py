@@ -19,23 +19,13 @@ from pathlib import Path
 
 import structlog
 
+from ai_employee.vault.layout import Folder
 from bench.inotify import now_ns
 from bench.raw import syncfs
 
 log = structlog.get_logger(__name__)
 
-FOLDERS = (
-    "Inbox",
-    "Needs_Action",
-    "Plans",
-    "Approved",
-    "Rejected",
-    "Done",
-    "Failed",
-    "Quarantine",
-    "Attachments",
-    "Logs",
-)
+FOLDERS = tuple(folder.value for folder in Folder if folder != Folder.NOTES)
 STAGING = ".bench-staging"
 KEY = re.compile(r"k(\d{6})k")
 

@@ -15,19 +15,10 @@ from typing import Any
 
 import pytest
 
+from ai_employee.vault.layout import Folder
+
 REPO = Path(__file__).resolve().parent.parent
-FOLDERS = (
-    "Inbox",
-    "Needs_Action",
-    "Plans",
-    "Approved",
-    "Rejected",
-    "Done",
-    "Failed",
-    "Quarantine",
-    "Attachments",
-    "Logs",
-)
+FOLDERS = tuple(folder.value for folder in Folder if folder != Folder.NOTES)
 
 
 def require_services() -> bool:

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+from ai_employee.vault.layout import Folder
+
 #: Enough of a message to find an attempt; the whole capped input is checked by the LLM planners.
 SCAN_CHARS = 20_000
 
@@ -111,21 +113,7 @@ _KEY_SHAPES = re.compile(
 
 #: Vault folders the daemon owns: a model must not aim a write at them (a note in Approved/ could
 #: pass for an approved plan), nor at dot-folders (.ai-employee holds the state database).
-STATE_FOLDERS = frozenset(
-    name.lower()
-    for name in (
-        "Inbox",
-        "Needs_Action",
-        "Plans",
-        "Approved",
-        "Rejected",
-        "Done",
-        "Failed",
-        "Quarantine",
-        "Attachments",
-        "Logs",
-    )
-)
+STATE_FOLDERS = frozenset(folder.value.lower() for folder in Folder if folder != Folder.NOTES)
 _PATH_KEYS = frozenset({"folder", "path", "file", "filename", "file_name", "directory", "dir", "target"})
 
 
