@@ -23,18 +23,6 @@ def _temp_files(vault: Path) -> list[Path]:
     return [path for path in vault.rglob(".aie-tmp-*")]
 
 
-def _kill_at_random(
-    daemon: DaemonProcess, rng: random.Random, kills: int, busy: threading.Event | None
-) -> None:
-    for _ in range(kills):
-        # a random moment inside the work (the scenario), not a wait for work
-        time.sleep(rng.uniform(0.05, 0.5))
-        daemon.kill()
-        daemon.start(wait=rng.random() < 0.7)
-        if busy is not None and not busy.is_set():
-            break
-
-
 def test_300_files_survive_5_sigkills_then_300_approvals_survive_2_more(
     vault: Path, daemon: DaemonProcess
 ) -> None:

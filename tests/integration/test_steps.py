@@ -286,8 +286,13 @@ def test_approved_plan_becomes_a_job_for_its_executor(vault: Vault) -> None:
 
 
 def context_for(vault: Vault, steps: VaultSteps, job: ExecutionJob) -> ExecutionContext:
-    return ExecutionContext(plan_id=job.plan_id, action_id=job.action_id, vault_root=vault.root, live=False,
-                            journal=LedgerJournal(steps.ledger, job.plan_id))
+    return ExecutionContext(
+        plan_id=job.plan_id,
+        action_id=job.action_id,
+        vault_root=vault.root,
+        live=False,
+        journal=LedgerJournal(steps.ledger, job.plan_id),
+    )
 
 
 async def test_approved_plan_runs_and_lands_in_done_with_its_action_note(vault: Vault) -> None:
@@ -367,3 +372,19 @@ def test_plan_edited_after_approval_while_the_daemon_was_down_goes_back_to_plans
     assert outcome.jobs == []
     assert len(outcome.revoked) == 1
     assert len(notes(vault.folder(Folder.PLANS))) == 1
+
+
+def test_rejected_plan_moved_to_approved_later_is_never_run(vault: Vault) -> None:
+    steps = intake_one(vault)
+    [plan] = notes(vault.folder(Folder.PLANS))
+    rejected = vault.folder(Folder.REJECTED) / plan.name
+    os.rename(plan, rejected)
+    assert steps.examine_rejected([plan.name]).rejected == [frontmatter(rejected)["id"]]
+    os.rename(rejected, vault.folder(Folder.APPROVED) / plan.name)
+    outcome = steps.examine_approved([plan.name])
+    assert outcome.jobs == []
+    [failed] = outcome.finished
+    assert failed.status == "failed" and "rejected earlier" in str(failed.error)
+    assert (vault.root / failed.final_rel).parent == vault.folder(Folder.FAILED)
+    assert events(vault, "plan.executed") == []
+    assert not list((vault.root / "Notes").glob("*.md"))  # vault.note never ran

@@ -627,8 +627,7 @@ class VaultSteps:
             return
         previous = self.ledger.execution(plan.id)
         if previous is not None and previous.state == "done":
-            if previous.final_rel and fs.finish_move(path, self.layout.resolve(previous.final_rel)):
-                return  # our own move, interrupted by a crash
+            # our own finalize never leaves a copy behind once the ledger says done (see _leave_approved)
             self._ignore_duplicate(name, plan, previous, outcome)
             return
         if previous is not None and previous.state == "rejected":

@@ -14,10 +14,16 @@ import structlog
 
 from ai_employee.config import Settings
 from ai_employee.planners import prompt
-from ai_employee.planners.budget import BudgetStore, DailyBudget, InMemoryBudgetStore
+from ai_employee.planners.budget import BudgetStore
 from ai_employee.planners.errors import InvalidAnswer, PlannerUnavailable
-from ai_employee.planners.guard import collect_secrets
-from ai_employee.planners.llm import MAX_OUTPUT_TOKENS, LLMPlanner, ModelAnswer
+from ai_employee.planners.llm import (
+    MAX_OUTPUT_TOKENS,
+    LLMPlanner,
+    ModelAnswer,
+    error_mentions,
+    error_type,
+    planner_options,
+)
 from ai_employee.plugins import PluginDisabled
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -46,7 +52,7 @@ class ClaudePlanner(LLMPlanner):
                 message = await self._create(system, user, tool_schema)
             except anthropic.BadRequestError as error:
                 # A model newer than NO_FORCED_TOOL_CHOICE may refuse forcing too: learn it once.
-                if not (self.force_tool_choice and _mentions(error.body, "tool_choice")):
+                if not (self.force_tool_choice and error_mentions(error.body, "tool_choice")):
                     raise
                 self.force_tool_choice = False
                 log.info("model refuses a forced tool_choice; asking with tool_choice auto", model=self.model)
@@ -57,7 +63,7 @@ class ClaudePlanner(LLMPlanner):
             ) from error
         except anthropic.APIStatusError as error:
             raise PlannerUnavailable(
-                f"API error: {self.label} answered HTTP {error.status_code}{_error_type(error.body)}"
+                f"API error: {self.label} answered HTTP {error.status_code}{error_type(error.body)}"
             ) from error
         except json.JSONDecodeError as error:
             raise InvalidAnswer(f"invalid answer: {self.label} sent a body that is not JSON") from error
@@ -107,20 +113,6 @@ class ClaudePlanner(LLMPlanner):
         await self._client.close()
 
 
-def _mentions(body: object, word: str) -> bool:
-    """Whether an API error body talks about `word` (we read it, we never log it)."""
-    return word in json.dumps(body, default=str) if body is not None else False
-
-
-def _error_type(body: object) -> str:
-    """The API's error type ("overloaded_error"), never its free text."""
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and isinstance(error.get("type"), str):
-            return f" ({error['type'][:60]})"
-    return ""
-
-
 def create(
     settings: Settings,
     *,
@@ -142,10 +134,4 @@ def create(
             timeout=settings.planner.timeout_seconds,
             max_retries=settings.planner.max_retries,
         )
-    return ClaudePlanner(
-        client,
-        model=settings.planner.claude_model,
-        settings=settings.planner,
-        budget=DailyBudget(budget_store or InMemoryBudgetStore(), settings.planner.daily_budget_usd),
-        secrets=collect_secrets(settings),
-    )
+    return ClaudePlanner(client, **planner_options(settings, settings.planner.claude_model, budget_store))

@@ -9,6 +9,7 @@ providers keep one contract.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from abc import abstractmethod
 from dataclasses import dataclass, field
@@ -16,11 +17,12 @@ from typing import Any, ClassVar
 
 import structlog
 
-from ai_employee.config import PlannerSettings
+from ai_employee.config import PlannerSettings, Settings
 from ai_employee.planners import prompt
 from ai_employee.planners.base import Planner, PlanProposal, PlanRequest
-from ai_employee.planners.budget import DailyBudget, cost_usd
+from ai_employee.planners.budget import BudgetStore, DailyBudget, InMemoryBudgetStore, cost_usd
 from ai_employee.planners.errors import InvalidAnswer, PlannerError, PlannerUnavailable
+from ai_employee.planners.guard import collect_secrets
 
 log = structlog.get_logger(__name__)
 
@@ -102,3 +104,31 @@ class LLMPlanner(Planner):
     @abstractmethod
     async def _ask(self, system: str, user: str, tool_schema: dict[str, Any]) -> ModelAnswer:
         """One model call forced to `propose_plan`. Raises PlannerUnavailable on API errors."""
+
+
+def planner_options(settings: Settings, model: str, budget_store: BudgetStore | None) -> dict[str, Any]:
+    """What every model planner is built with: its model, the planner settings, the day's budget
+    (`budget_store` keeps the spend across restarts; without one it is forgotten) and the secrets
+    that must never appear in a plan."""
+    return {
+        "model": model,
+        "settings": settings.planner,
+        "budget": DailyBudget(budget_store or InMemoryBudgetStore(), settings.planner.daily_budget_usd),
+        "secrets": collect_secrets(settings),
+    }
+
+
+def error_mentions(body: object, word: str) -> bool:
+    """Whether an API error body talks about `word` (we read it, we never log it)."""
+    return word in json.dumps(body, default=str) if body is not None else False
+
+
+def error_type(body: object) -> str:
+    """The API's error type or code ("overloaded_error", "server_error"), never its free text."""
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            kind = error.get("type") or error.get("code")
+            if isinstance(kind, str):
+                return f" ({kind[:60]})"
+    return ""

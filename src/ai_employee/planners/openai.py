@@ -17,10 +17,16 @@ from openai.types.chat import ChatCompletion, ChatCompletionToolChoiceOptionPara
 
 from ai_employee.config import Settings
 from ai_employee.planners import prompt
-from ai_employee.planners.budget import BudgetStore, DailyBudget, InMemoryBudgetStore
+from ai_employee.planners.budget import BudgetStore
 from ai_employee.planners.errors import InvalidAnswer, PlannerUnavailable
-from ai_employee.planners.guard import collect_secrets
-from ai_employee.planners.llm import MAX_OUTPUT_TOKENS, LLMPlanner, ModelAnswer
+from ai_employee.planners.llm import (
+    MAX_OUTPUT_TOKENS,
+    LLMPlanner,
+    ModelAnswer,
+    error_mentions,
+    error_type,
+    planner_options,
+)
 from ai_employee.plugins import PluginDisabled
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -48,7 +54,7 @@ class OpenAIPlanner(LLMPlanner):
             ) from error
         except openai.APIStatusError as error:
             raise PlannerUnavailable(
-                f"API error: {self.label} answered HTTP {error.status_code}{_error_type(error.body)}"
+                f"API error: {self.label} answered HTTP {error.status_code}{error_type(error.body)}"
             ) from error
         except json.JSONDecodeError as error:
             raise InvalidAnswer(f"invalid answer: {self.label} sent a body that is not JSON") from error
@@ -88,7 +94,11 @@ class OpenAIPlanner(LLMPlanner):
                 return await self._create(system, user, tool_schema)
             except openai.BadRequestError as error:
                 refused = next(
-                    (name for name in RELAXABLE if name not in self.relaxed and _mentions(error.body, name)),
+                    (
+                        name
+                        for name in RELAXABLE
+                        if name not in self.relaxed and error_mentions(error.body, name)
+                    ),
                     None,
                 )
                 if refused is None:
@@ -126,22 +136,6 @@ class OpenAIPlanner(LLMPlanner):
         await self._client.close()
 
 
-def _mentions(body: object, word: str) -> bool:
-    """Whether an API error body talks about `word` (we read it, we never log it)."""
-    return word in json.dumps(body, default=str) if body is not None else False
-
-
-def _error_type(body: object) -> str:
-    """The API's error type or code ("server_error"), never its free text."""
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict):
-            kind = error.get("type") or error.get("code")
-            if isinstance(kind, str):
-                return f" ({kind[:60]})"
-    return ""
-
-
 def create(
     settings: Settings,
     *,
@@ -159,10 +153,4 @@ def create(
             timeout=settings.planner.timeout_seconds,
             max_retries=settings.planner.max_retries,
         )
-    return OpenAIPlanner(
-        client,
-        model=settings.planner.openai_model,
-        settings=settings.planner,
-        budget=DailyBudget(budget_store or InMemoryBudgetStore(), settings.planner.daily_budget_usd),
-        secrets=collect_secrets(settings),
-    )
+    return OpenAIPlanner(client, **planner_options(settings, settings.planner.openai_model, budget_store))

@@ -59,24 +59,28 @@ class Decisions:
         value = properties.get("id")
         return str(value) if value is not None else None
 
-    def approve(self, plan_id: str) -> DecisionResult:
+    def _undecided(self, plan_id: str) -> Path | DecisionResult:
+        """The plan's note if it still waits for a decision (Plans/, or Failed/ for a retry)."""
         found = self.find(plan_id)
         if found is None:
             return DecisionResult("not_found", plan_id, f"no plan with id {plan_id} in Plans/ or Failed/")
         folder, path = found
         if folder not in (Folder.PLANS, Folder.FAILED):
             return DecisionResult("already_decided", plan_id, f"the plan is already in {folder.value}/")
+        return path
+
+    def approve(self, plan_id: str) -> DecisionResult:
+        path = self._undecided(plan_id)
+        if isinstance(path, DecisionResult):
+            return path
         target = fs.unique_path(self.layout.folder(Folder.APPROVED), path.stem, ".md")
         fs.move(path, target)
         return DecisionResult("approved", plan_id, f"moved to {self.layout.relative(target)}")
 
     def reject(self, plan_id: str, reason: str | None = None) -> DecisionResult:
-        found = self.find(plan_id)
-        if found is None:
-            return DecisionResult("not_found", plan_id, f"no plan with id {plan_id} in Plans/ or Failed/")
-        folder, path = found
-        if folder not in (Folder.PLANS, Folder.FAILED):
-            return DecisionResult("already_decided", plan_id, f"the plan is already in {folder.value}/")
+        path = self._undecided(plan_id)
+        if isinstance(path, DecisionResult):
+            return path
         if reason:
             try:
                 properties, body = parse_note(path.read_text(encoding="utf-8"))
