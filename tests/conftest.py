@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -44,6 +45,16 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, message: str =
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.1)
+
+
+async def eventually(condition: Callable[[], Any], timeout: float = 5.0, message: str = "condition") -> Any:
+    """The async `wait_for`: re-check `condition` every couple of milliseconds until the deadline."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(0.002)
+    return value
 
 
 def notes(folder: Path) -> list[Path]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from ai_employee.events import Event, EventType
 from ai_employee.plugins import DecisionResult, PluginDisabled, ServiceContext, load_factories
 from ai_employee.sources.base import IncomingMessage
 from ai_employee.sources.telegram import WEBHOOK_PATH, TelegramService, UpdateFailed, create
+from tests.conftest import eventually
 from tests.fakes.openai_transcription import FakeOpenAITranscription
 from tests.fakes.telegram_server import FakeTelegram
 
@@ -130,17 +131,6 @@ class ActionTable:
         return self.rows.get(action_id)
 
 
-async def eventually(predicate: Callable[[], Any], timeout: float = DEADLINE) -> Any:
-    """Wait for a condition with a deadline (re-checked every few milliseconds)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (result := predicate()):
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.01)
-    return result
-
-
 # -- harness -------------------------------------------------------------------------------
 
 
@@ -214,7 +204,7 @@ class Harness:
         return [event for event in self.events if event.type == event_type]
 
     async def action_count(self, count: int) -> list[StoredAction]:
-        await eventually(lambda: len(self.intake.actions) >= count)
+        await eventually(lambda: len(self.intake.actions) >= count, timeout=DEADLINE)
         return self.intake.actions
 
     async def reply_to(self, chat_id: int, containing: str) -> dict[str, Any]:
@@ -456,7 +446,7 @@ async def test_pending_voice_notes_are_transcribed_at_start_once_a_key_is_config
 
     await harness.start(openai_key=True)
 
-    completed = await eventually(lambda: harness.of_type(EventType.TRANSCRIPTION_COMPLETED))
+    completed = await eventually(lambda: harness.of_type(EventType.TRANSCRIPTION_COMPLETED), timeout=DEADLINE)
     assert completed[0].correlation_id == stored.action_id
     assert completed[0].payload["transcript"] == "Replace the belt on conveyor 7."
     assert completed[0].payload["transcript_cost_usd"] == pytest.approx(0.0042)
@@ -490,7 +480,7 @@ async def test_a_pending_voice_note_is_read_from_the_vault_copy_its_action_note_
 
     await harness.start(openai_key=True)
 
-    completed = await eventually(lambda: harness.of_type(EventType.TRANSCRIPTION_COMPLETED))
+    completed = await eventually(lambda: harness.of_type(EventType.TRANSCRIPTION_COMPLETED), timeout=DEADLINE)
     assert completed[0].payload["transcript"] == "From the vault copy."
     assert sum(1 for method, _ in harness.telegram.calls if method == "getFile") == file_downloads_before
 

@@ -5,21 +5,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from structlog.testing import capture_logs
 
 from ai_employee.bus import InProcessEventBus
 from ai_employee.events import Event, EventType
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.002)
+from tests.conftest import eventually
 
 
 def event(event_type: EventType = EventType.ACTION_CREATED, correlation_id: str | None = None) -> Event:
@@ -299,7 +292,7 @@ async def test_close_cancels_handlers_that_overrun_its_timeout() -> None:
 
     bus.subscribe(None, forever)
     bus.publish(event())
-    await wait_until(lambda: bus.stats()["pending_async"] == 1)
+    await eventually(lambda: bus.stats()["pending_async"] == 1)
     await bus.close()
 
     assert cancelled.is_set()

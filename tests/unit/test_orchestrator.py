@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,14 +12,7 @@ import pytest
 from ai_employee.bus import InProcessEventBus
 from ai_employee.events import Event, EventType
 from ai_employee.orchestrator import HealthReport, Orchestrator, Service, ServiceState, UnknownServiceError
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.002)
+from tests.conftest import eventually
 
 
 class Recorder:
@@ -147,7 +139,7 @@ async def test_crashing_service_is_restarted_with_growing_backoff_and_reported_o
     recorder = Recorder(bus)
 
     await orchestrator.start("crashy")
-    await wait_until(lambda: len(service.started_at) >= 4)
+    await eventually(lambda: len(service.started_at) >= 4)
     await orchestrator.stop("crashy")
 
     failures = recorder.of(EventType.SERVICE_FAILED, "crashy")[:3]
@@ -181,7 +173,7 @@ async def test_service_returning_on_its_own_counts_as_a_crash(
     recorder = Recorder(bus)
 
     await orchestrator.start("quitter")
-    await wait_until(lambda: bool(recorder.of(EventType.SERVICE_FAILED)))
+    await eventually(lambda: bool(recorder.of(EventType.SERVICE_FAILED)))
 
     assert orchestrator.status()["quitter"]["state"] == "failed"
     assert "returned without being asked to stop" in recorder.of(EventType.SERVICE_FAILED)[0]["error"]
@@ -209,7 +201,7 @@ async def test_service_not_ready_within_start_timeout_fails_and_is_retried(
     await orchestrator.start("hung")  # returns after the first attempt failed
 
     assert recorder.of(EventType.SERVICE_FAILED, "hung")[0]["error"] == "not ready within 0.05s"
-    await wait_until(lambda: service.runs >= 2)
+    await eventually(lambda: service.runs >= 2)
 
 
 async def test_restart_by_name_relaunches_the_service_and_reports_it(
@@ -262,16 +254,16 @@ async def test_health_flip_degrades_the_service_and_publishes_health_changed(
     orchestrator.register(service)
     recorder = Recorder(bus)
     await orchestrator.start_all()
-    await wait_until(lambda: bool(recorder.of(EventType.HEALTH_CHECKED, "email")))
+    await eventually(lambda: bool(recorder.of(EventType.HEALTH_CHECKED, "email")))
     assert recorder.of(EventType.HEALTH_CHANGED) == []
 
     service.healthy = False
-    await wait_until(lambda: len(recorder.of(EventType.HEALTH_CHANGED, "email")) == 1)
+    await eventually(lambda: len(recorder.of(EventType.HEALTH_CHANGED, "email")) == 1)
     assert orchestrator.status()["email"]["state"] == "degraded"
     assert orchestrator.status()["email"]["detail"] == "lost connection"
 
     service.healthy = True
-    await wait_until(lambda: len(recorder.of(EventType.HEALTH_CHANGED, "email")) == 2)
+    await eventually(lambda: len(recorder.of(EventType.HEALTH_CHANGED, "email")) == 2)
     assert [c["healthy"] for c in recorder.of(EventType.HEALTH_CHANGED, "email")] == [False, True]
     assert orchestrator.status()["email"]["state"] == "running"
 
@@ -426,13 +418,13 @@ async def test_backoff_starts_over_after_the_service_stayed_up_long_enough(
     orchestrator.register(service)
     recorder = Recorder(bus)
     await orchestrator.start("flaky")
-    await wait_until(lambda: service.runs == 2 and orchestrator.status()["flaky"]["state"] == "running")
+    await eventually(lambda: service.runs == 2 and orchestrator.status()["flaky"]["state"] == "running")
     loop = asyncio.get_running_loop()
     up_since = loop.time()
-    await wait_until(lambda: loop.time() - up_since > 0.06)
+    await eventually(lambda: loop.time() - up_since > 0.06)
 
     service.crash.set()
-    await wait_until(lambda: len(recorder.of(EventType.SERVICE_FAILED)) == 2)
+    await eventually(lambda: len(recorder.of(EventType.SERVICE_FAILED)) == 2)
 
     assert [f["attempt"] for f in recorder.of(EventType.SERVICE_FAILED)] == [1, 1]
 
