@@ -173,15 +173,17 @@ def run(args: argparse.Namespace) -> int:
     if args.profile:
         profile_dir = args.results_dir / f"{stamp}-profile"
         profile_dir.mkdir(parents=True, exist_ok=True)
-    bench = Bench(sizes=sizes, spec=spec, workdir=workdir, keep=args.keep, profile_dir=profile_dir)
+    bench = Bench(sizes=sizes, spec=spec, workdir=workdir, profile_dir=profile_dir)
     started = time.monotonic()
     load_start = os.getloadavg()
     try:
         barriers = measure_barriers(workdir / "barriers")
-        shutil.rmtree(workdir / "barriers", ignore_errors=True)
         scenarios = run_scenarios(bench, args.scenario or list(SCENARIOS))
     finally:
+        # Nothing is deleted before this point: a delete between timed phases slows the file
+        # creates of the next minute on some filesystems (see bench/scenarios.py).
         if not args.keep:
+            log.info("removing the bench files", workdir=str(workdir))
             shutil.rmtree(workdir, ignore_errors=True)
     document: dict[str, Any] = {
         "timestamp": stamp,
@@ -258,10 +260,8 @@ def report(document: dict[str, Any], scenarios: list[ScenarioResult], bench: Ben
         f"code: commit {code['commit']}{' + changes in src/' if code['src_changed'] else ''}",
         f"machine: {host['cpus']} CPUs ({host['cpu']}), {host['memory_gb']} GB, kernel {host['kernel']},"
         f" Python {host['python']}; load average {load_start[0]:.1f} at start, {load_end[0]:.1f} at end",
-        "barriers now (median ms): "
-        + ", ".join(
-            f"{name.removesuffix('_ms')} {value:.2f}" for name, value in document["barriers_ms"].items()
-        ),
+        "barriers now (medians): "
+        + ", ".join(_barrier(name, value) for name, value in document["barriers_ms"].items()),
         "",
         table(scenarios),
         "",
@@ -283,6 +283,12 @@ def report(document: dict[str, Any], scenarios: list[ScenarioResult], bench: Ben
     if bench.profile_texts:
         text += ["", *bench.profile_texts]
     return "\n".join(text)
+
+
+def _barrier(name: str, value: float) -> str:
+    if name.endswith("_us"):
+        return f"{name.removesuffix('_us')} {value:.0f} µs"
+    return f"{name.removesuffix('_ms')} {value:.2f} ms"
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -8,6 +8,13 @@
   Inbox/ before the start; start -> ready, -> first output, -> all; then single drops again, to
   show that nothing costs O(vault) per event.
 - overload: a burst larger than the inotify queue; every file must be planned exactly once.
+
+Nothing is deleted between timed phases (but the few thousand files a large-vault run leaves for
+the next one: `_large_vault`): every run's folder, and the raw limit's, stays until the bench
+ends, when bench/cli.py removes the workdir as a whole. On ext4 without a journal, the inode
+allocator scans past every free inode deleted in the last minute on each file create
+(`recently_deleted()` in fs/ext4/ialloc.c), so for about a minute after a mass delete a create
+costs 100-600 µs instead of ~20 µs, and a phase timed in that window measures the delete.
 """
 
 from __future__ import annotations
@@ -15,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -98,7 +104,6 @@ class Bench:
     sizes: Sizes
     spec: TargetSpec
     workdir: Path
-    keep: bool = False
     profile_dir: Path | None = None
     profiles: dict[str, object] = field(default_factory=dict)
     profile_texts: list[str] = field(default_factory=list)
@@ -118,15 +123,11 @@ class Scenario:
 # --- shared steps -------------------------------------------------------------------------------
 
 
-@contextmanager
-def run_dir(bench: Bench, name: str, run: int) -> Iterator[Path]:
+def run_dir(bench: Bench, name: str, run: int) -> Path:
+    """A new folder for one run, kept until the bench ends (see the module docstring)."""
     path = bench.workdir / f"{name}-{run}"
     path.mkdir(parents=True)
-    try:
-        yield path
-    finally:
-        if not bench.keep:
-            shutil.rmtree(path, ignore_errors=True)
+    return path
 
 
 @contextmanager
@@ -256,14 +257,6 @@ def _finish(bench: Bench, running: Running, result: RunResult) -> None:
 # --- burst --------------------------------------------------------------------------------------
 
 
-def _raw(directory: Path, files: int) -> float:
-    """The raw limit in files/s, measured under `directory` and cleaned up."""
-    try:
-        return measure_raw_limit(directory, files).files_per_second
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 def run_burst(bench: Bench, run: int) -> list[RunResult]:
     """The raw limit is measured just before and just after the daemon's burst, and their mean is
     this run's yardstick: the disk of a shared machine drifts within a minute, and bracketing the
@@ -271,33 +264,31 @@ def run_burst(bench: Bench, run: int) -> list[RunResult]:
     files = bench.sizes.burst
     result = RunResult("burst", run, files)
     raw_result = RunResult("raw limit", run, files)
-    with run_dir(bench, "burst", run) as directory:
-        before = _raw(directory / "raw-before", files)
-        vault = make_vault(directory / "vault")
-        with started(bench, vault) as running, output_arrivals(bench, vault) as arrivals:
-            if not become_ready(bench, running, arrivals, result):
-                return [result]
-            dropper = Dropper(vault)
-            indexes = dropper.stage(range(files))
-            dropper.settle_disk()
-            mark = arrivals.mark()
-            with profiled(bench, running, "burst", run, result):
-                dropped = dropper.drop_all(indexes)
-                timeout = max(60.0, files / 100)
-                arrivals.wait_count(mark + files, timeout, alive=running.alive)
-            result.figures["drop_seconds"] = (dropped[-1].at_ns - dropped[0].at_ns) / 1e9
-            times = match(dropped, arrivals.since(mark), result)
-            if times:
-                result.seconds = (max(times) - dropped[0].at_ns) / 1e9
-            if arrivals.overflowed:
-                result.notes.append(
-                    "the bench's own inotify queue overflowed: times of late outputs are coarse"
-                )
-            left = _inbox_left(vault)
-            if left and result.completed < files:
-                result.notes.append(f"{left} files still in Inbox/ at the deadline")
-            _finish(bench, running, result)
-        after = _raw(directory / "raw-after", files)
+    directory = run_dir(bench, "burst", run)
+    before = measure_raw_limit(directory / "raw-before", files).files_per_second
+    vault = make_vault(directory / "vault")
+    with started(bench, vault) as running, output_arrivals(bench, vault) as arrivals:
+        if not become_ready(bench, running, arrivals, result):
+            return [result]
+        dropper = Dropper(vault)
+        indexes = dropper.stage(range(files))
+        dropper.settle_disk()
+        mark = arrivals.mark()
+        with profiled(bench, running, "burst", run, result):
+            dropped = dropper.drop_all(indexes)
+            timeout = max(60.0, files / 100)
+            arrivals.wait_count(mark + files, timeout, alive=running.alive)
+        result.figures["drop_seconds"] = (dropped[-1].at_ns - dropped[0].at_ns) / 1e9
+        times = match(dropped, arrivals.since(mark), result)
+        if times:
+            result.seconds = (max(times) - dropped[0].at_ns) / 1e9
+        if arrivals.overflowed:
+            result.notes.append("the bench's own inotify queue overflowed: times of late outputs are coarse")
+        left = _inbox_left(vault)
+        if left and result.completed < files:
+            result.notes.append(f"{left} files still in Inbox/ at the deadline")
+        _finish(bench, running, result)
+    after = measure_raw_limit(directory / "raw-after", files).files_per_second
     raw = (before + after) / 2
     raw_result.completed = files
     raw_result.seconds = files / raw
@@ -324,24 +315,24 @@ def run_latency(bench: Bench, run: int) -> list[RunResult]:
     sizes = bench.sizes
     result = RunResult("latency", run, sizes.latency_drops)
     results = [result]
-    with run_dir(bench, "latency", run) as directory:
-        vault = make_vault(directory / "vault")
-        with started(bench, vault) as running, output_arrivals(bench, vault) as arrivals:
-            if not become_ready(bench, running, arrivals, result):
-                return results
-            dropper = Dropper(vault)
-            indexes = dropper.stage(range(sizes.latency_drops), text=NOTE_TEXT)
-            dropper.settle_disk()
-            mark = arrivals.mark()
-            with profiled(bench, running, "latency", run, result):
-                dropped = dropper.drop_paced(indexes, sizes.latency_interval)
-                arrivals.wait_count(mark + len(dropped), 30, alive=running.alive)
-                match(dropped, arrivals.since(mark), result)
-                if bench.spec.own and sizes.approvals:
-                    results.append(_approvals(bench, running, arrivals.since(mark), run))
-            _finish(bench, running, result)
-            if len(results) > 1:
-                results[1].peak_rss_bytes = result.peak_rss_bytes
+    directory = run_dir(bench, "latency", run)
+    vault = make_vault(directory / "vault")
+    with started(bench, vault) as running, output_arrivals(bench, vault) as arrivals:
+        if not become_ready(bench, running, arrivals, result):
+            return results
+        dropper = Dropper(vault)
+        indexes = dropper.stage(range(sizes.latency_drops), text=NOTE_TEXT)
+        dropper.settle_disk()
+        mark = arrivals.mark()
+        with profiled(bench, running, "latency", run, result):
+            dropped = dropper.drop_paced(indexes, sizes.latency_interval)
+            arrivals.wait_count(mark + len(dropped), 30, alive=running.alive)
+            match(dropped, arrivals.since(mark), result)
+            if bench.spec.own and sizes.approvals:
+                results.append(_approvals(bench, running, arrivals.since(mark), run))
+        _finish(bench, running, result)
+        if len(results) > 1:
+            results[1].peak_rss_bytes = result.peak_rss_bytes
     return results
 
 
@@ -414,9 +405,13 @@ def _large_vault(bench: Bench, result: RunResult) -> Path:
     vault = bench.workdir / "large-vault" / "vault"
     notes = bench.sizes.large_notes
     if vault.exists():
-        for name in _VARIABLE:
-            shutil.rmtree(vault / name, ignore_errors=True)
-        (vault / "Dashboard.md").unlink(missing_ok=True)
+        # What the previous run created is moved out of the vault, not deleted: nothing is deleted
+        # between timed phases (ext4 without a journal; see the module docstring).
+        aside = bench.workdir / f"large-vault-run-{result.run}-created"
+        aside.mkdir()
+        for name in (*_VARIABLE, "Dashboard.md"):
+            if os.path.lexists(vault / name):
+                os.rename(vault / name, aside / name)
         for name in FOLDERS:
             (vault / name).mkdir(exist_ok=True)
         with os.scandir(vault / "Done") as entries:
@@ -424,7 +419,7 @@ def _large_vault(bench: Bench, result: RunResult) -> Path:
         if intact:
             fill_ledger_only(vault, notes)
             return vault
-        shutil.rmtree(vault.parent)
+        vault.parent.rename(bench.workdir / f"large-vault-{result.run}-spoiled")  # not deleted
     make_vault(vault)
     log.info("filling a vault with a history", notes=notes)
     started_fill = time.monotonic()
@@ -438,18 +433,14 @@ def run_large_vault(bench: Bench, run: int) -> list[RunResult]:
     result = RunResult("large-vault", run, sizes.large_inbox)
     vault = _large_vault(bench, result)
     result.figures["vault_notes"] = sizes.large_notes
-    try:
-        dropper = Dropper(vault)
-        waiting = dropper.drop_all(dropper.stage(range(sizes.large_inbox)))
-        # Files waiting while nothing ran are older than the settle time, as they would be.
-        newest = max(os.lstat(vault / "Inbox" / item.name).st_ctime for item in waiting)
-        pause = newest + sizes.settle_seconds + 0.05 - time.time()
-        if pause > 0:
-            time.sleep(pause)
-        _run_large_vault(bench, run, vault, dropper, waiting, result)
-    finally:
-        if run == sizes.runs - 1 and not bench.keep:
-            shutil.rmtree(vault.parent, ignore_errors=True)
+    dropper = Dropper(vault)
+    waiting = dropper.drop_all(dropper.stage(range(sizes.large_inbox)))
+    # Files waiting while nothing ran are older than the settle time, as they would be.
+    newest = max(os.lstat(vault / "Inbox" / item.name).st_ctime for item in waiting)
+    pause = newest + sizes.settle_seconds + 0.05 - time.time()
+    if pause > 0:
+        time.sleep(pause)
+    _run_large_vault(bench, run, vault, dropper, waiting, result)
     return [result]
 
 
@@ -574,30 +565,30 @@ def verify_exactly_once(vault: Path, dropped: Sequence[Dropped], result: RunResu
 def run_overload(bench: Bench, run: int) -> list[RunResult]:
     files = bench.sizes.overload
     result = RunResult("overload", run, files)
-    with run_dir(bench, "overload", run) as directory:
-        vault = make_vault(directory / "vault")
-        with started(bench, vault) as running, output_arrivals(bench, vault) as arrivals:
-            if not become_ready(bench, running, arrivals, result):
-                return [result]
-            dropper = Dropper(vault)
-            log.info("staging the files of the overload", files=files)
-            indexes = dropper.stage(range(files))
-            dropper.settle_disk()
-            mark = arrivals.mark()
-            dropped = dropper.drop_all(indexes)
-            result.figures["drop_seconds"] = (dropped[-1].at_ns - dropped[0].at_ns) / 1e9
-            arrivals.wait_count(mark + files, max(120.0, files / 100), alive=running.alive)
-            times = match(dropped, arrivals.since(mark), result)
-            if times:
-                result.seconds = (max(times) - dropped[0].at_ns) / 1e9
-            result.figures["bench_queue_overflowed"] = int(arrivals.overflowed)
-            _finish(bench, running, result)
-        if bench.spec.own:
-            verify_exactly_once(vault, dropped, result)
-        else:
-            result.figures["lost_or_duplicated"] = (result.figures["inputs_without_output"] or 0) + (
-                result.figures["inputs_with_two_outputs"] or 0
-            )
+    directory = run_dir(bench, "overload", run)
+    vault = make_vault(directory / "vault")
+    with started(bench, vault) as running, output_arrivals(bench, vault) as arrivals:
+        if not become_ready(bench, running, arrivals, result):
+            return [result]
+        dropper = Dropper(vault)
+        log.info("staging the files of the overload", files=files)
+        indexes = dropper.stage(range(files))
+        dropper.settle_disk()
+        mark = arrivals.mark()
+        dropped = dropper.drop_all(indexes)
+        result.figures["drop_seconds"] = (dropped[-1].at_ns - dropped[0].at_ns) / 1e9
+        arrivals.wait_count(mark + files, max(120.0, files / 100), alive=running.alive)
+        times = match(dropped, arrivals.since(mark), result)
+        if times:
+            result.seconds = (max(times) - dropped[0].at_ns) / 1e9
+        result.figures["bench_queue_overflowed"] = int(arrivals.overflowed)
+        _finish(bench, running, result)
+    if bench.spec.own:
+        verify_exactly_once(vault, dropped, result)
+    else:
+        result.figures["lost_or_duplicated"] = (result.figures["inputs_without_output"] or 0) + (
+            result.figures["inputs_with_two_outputs"] or 0
+        )
     return [result]
 
 

@@ -39,6 +39,7 @@ from ai_employee.vault.fs import write_durable
 from ai_employee.vault.layout import VaultLayout
 from ai_employee.vault.ledger import Ledger
 from ai_employee.vault.watcher import WatcherService
+from ai_employee.vault.writer import start_committer
 
 log = structlog.get_logger(__name__)
 
@@ -205,7 +206,9 @@ class Daemon:
         self.registry = registry
         planner = build_planner(self.settings, registry, ledger)
         self.planner_name = planner.name
-        steps = VaultSteps(self.layout, ledger, audit, self.settings, registry, planner)
+        steps = VaultSteps(
+            self.layout, ledger, audit, self.settings, registry, planner, committer=start_committer()
+        )
         decisions = Decisions(self.layout)
         pipeline = PipelineService(
             steps,

@@ -6,12 +6,13 @@ history, the logs or the audit trail tells an item's whole story.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+from ai_employee.tokens import random_hex
 
 
 class EventType(StrEnum):
@@ -61,7 +62,7 @@ class EventType(StrEnum):
 
 
 def new_event_id() -> str:
-    return "evt-" + secrets.token_hex(8)
+    return "evt-" + random_hex(8)
 
 
 @dataclass(frozen=True, slots=True)

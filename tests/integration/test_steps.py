@@ -181,6 +181,67 @@ def test_a_second_look_at_a_taken_file_does_nothing(vault: Vault) -> None:
     assert_exactly_one_action_and_plan(vault)
 
 
+def test_batches_begun_back_to_back_are_all_written_once(vault: Vault) -> None:
+    """The service begins batch N+1 before it finishes batch N."""
+    for name in ("a.txt", "b.txt", "c.txt"):
+        vault.inbox(name, f"Note {name}\n")
+    steps = vault.steps()
+    first = steps.begin_intake(steps.prepare_intake(["a.txt", "b.txt"], renamed={"a.txt", "b.txt"}))
+    second = steps.begin_intake(steps.prepare_intake(["c.txt"], renamed={"c.txt"}))
+
+    written = steps.finish_intake(first).actions + steps.finish_intake(second).actions
+
+    assert sorted(item.row.source_ref for item in written) == ["a.txt", "b.txt", "c.txt"]
+    assert len(notes(vault.folder(Folder.PLANS))) == 3
+    assert os.listdir(vault.folder(Folder.INBOX)) == []
+    assert steps.ledger.unfinished_actions() == []
+
+
+def test_a_file_taken_by_the_batch_before_is_not_taken_again(vault: Vault) -> None:
+    """Both batches read the file before either wrote it (a second hint for the same name)."""
+    vault.inbox("a.txt")
+    steps = vault.steps()
+    first = steps.prepare_intake(["a.txt"], renamed={"a.txt"})
+    second = steps.prepare_intake(["a.txt"], renamed={"a.txt"})
+
+    steps.commit_intake(first)
+    outcome = steps.commit_intake(second)
+
+    assert outcome.actions == []
+    assert_exactly_one_action_and_plan(vault)
+
+
+def test_a_file_replaced_after_it_was_read_is_read_again(vault: Vault) -> None:
+    vault.inbox("a.txt", "First version\n")
+    steps = vault.steps()
+    prepared = steps.prepare_intake(["a.txt"], renamed={"a.txt"})
+    replacement = vault.root / "replacement.txt"
+    replacement.write_text("Second version\n")
+    os.replace(replacement, vault.folder(Folder.INBOX) / "a.txt")  # another inode under the same name
+
+    outcome = steps.commit_intake(prepared)
+
+    assert outcome.actions == []
+    assert outcome.deferred == [("a.txt", 0.0)]
+    assert notes(vault.folder(Folder.NEEDS_ACTION)) == []
+    assert steps.intake_files(["a.txt"], renamed={"a.txt"}).actions[0].text == "Second version\n"
+
+
+def test_prepared_batches_never_share_an_action_id(vault: Vault) -> None:
+    names = [f"note {number}.txt" for number in range(300)]
+    for name in names:
+        vault.inbox(name)
+    steps = vault.steps()
+    prepared = [steps.prepare_intake(names[start : start + 100], set(names)) for start in (0, 100, 200)]
+
+    ids = [action_id for batch in prepared for action_id in batch.action_ids()]
+
+    assert len(set(ids)) == 300
+    for batch in prepared:
+        steps.commit_intake(batch)
+    assert steps.ledger.count_actions() == 300
+
+
 # --- recovery after a crash at each point ----------------------------------------------------
 
 

@@ -23,17 +23,19 @@ _WATERMARK = ("audit", "flushed_seq")
 _TAIL_BYTES = 4 * 1024 * 1024
 
 
+#: one encoder for every line (json.dumps with options builds one per call)
+_encode_line = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode
+
+
 def audit_record(event: str, subject_id: str, **fields: Any) -> AuditRecord:
-    stamp = datetime.now(UTC)
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
     event_id = new_event_id()
-    line: dict[str, Any] = {"ts": stamp.isoformat(timespec="milliseconds"), "event": event, "id": subject_id}
-    line.update({key: value for key, value in fields.items() if value is not None})
+    line: dict[str, Any] = {"ts": stamp, "event": event, "id": subject_id}
+    for key, value in fields.items():
+        if value is not None:
+            line[key] = value
     line["event_id"] = event_id
-    return AuditRecord(
-        event_id=event_id,
-        day=stamp.strftime("%Y-%m-%d"),
-        line=json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":")),
-    )
+    return AuditRecord(event_id=event_id, day=stamp[:10], line=_encode_line(line))
 
 
 class AuditLog:

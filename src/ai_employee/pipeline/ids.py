@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 import unicodedata
 from datetime import datetime
+
+from ai_employee.tokens import random_hex
 
 _UNSAFE = re.compile(r'[\\/:*?"<>|#^\[\]\x00-\x1f]+')
 _NOT_WORD = re.compile(r"[^\w\s-]+")
 _SPACES = re.compile(r"[\s_]+")
+_DASHES = re.compile(r"-{2,}")
 
 
 def new_action_id(now: datetime) -> str:
-    return f"act-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    return f"act-{now:%Y%m%d-%H%M%S}-{random_hex(3)}"
 
 
 def stable_action_id(received: datetime, dedup_key: str) -> str:
@@ -35,7 +37,7 @@ def slugify(text: str, limit: int = 48) -> str:
     normalized = unicodedata.normalize("NFKC", text).strip().lower()
     cleaned = _NOT_WORD.sub(" ", normalized)
     slug = _SPACES.sub("-", cleaned).strip("-.")
-    slug = re.sub(r"-{2,}", "-", slug)
+    slug = _DASHES.sub("-", slug)
     if len(slug) > limit:
         slug = slug[:limit].rstrip("-.")
     return slug or "untitled"

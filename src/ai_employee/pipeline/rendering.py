@@ -24,6 +24,7 @@ def action_note(
     intent: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> str:
+    links = [wikilink(path) for path in attachments]
     properties: dict[str, Any] = {
         "id": action_id,
         "type": "action",
@@ -31,7 +32,7 @@ def action_note(
         "received": received.isoformat(timespec="seconds"),
         "title": title,
         "status": status,
-        "attachments": [wikilink(path) for path in attachments],
+        "attachments": links,
     }
     if sender:
         properties["sender"] = sender
@@ -45,7 +46,7 @@ def action_note(
         properties.setdefault(key, value)
     lines = [f"# {title}", "", body_text.rstrip() if body_text.strip() else "_(no text)_", ""]
     if attachments:
-        lines += ["## Attachments", *[f"- {wikilink(path)}" for path in attachments], ""]
+        lines += ["## Attachments", *[f"- {link}" for link in links], ""]
     return render_note(properties, "\n".join(lines))
 
 

@@ -12,6 +12,7 @@ import itertools
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
@@ -25,11 +26,13 @@ from ai_employee.executors.base import ExecutionContext, ExecutionError, Executo
 from ai_employee.observability.metrics import Metrics
 from ai_employee.orchestrator import HealthReport, Service
 from ai_employee.pipeline.steps import (
+    BegunIntake,
     DecisionOutcome,
     ExecutionJob,
     Finished,
     IntakeOutcome,
     NewAction,
+    PreparedIntake,
     VaultSteps,
 )
 from ai_employee.planners.base import Planner, PlanProposal, PlanRequest
@@ -43,6 +46,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 AUDIT_FLUSH_SECONDS = 1.0
+#: Inbox batches taken from the hints and not yet written: one being prepared, one waiting for the
+#: worker, one being written. More only holds names longer without writing them sooner.
+INTAKE_BATCHES_IN_FLIGHT = 3
 TRANSCRIPT_PROPERTIES = frozenset(
     {"transcription", "duration_seconds", "transcript_cost_usd", "transcribed_by", "transcription_model"}
 )
@@ -92,6 +98,10 @@ class PipelineService(Service):
         self._auto_approve = auto_approve
         self._approve = approve
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aie-vault")
+        self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aie-prepare")
+        self._unbegun = 0
+        self._unbegun_lock = threading.Lock()
+        self._held: tuple[BegunIntake, Callable[[IntakeOutcome | BaseException], None]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: dict[str, bool] = {}  # name -> arrived by rename
         self._approved: dict[str, None] = {}
@@ -240,7 +250,9 @@ class PipelineService(Service):
         )
 
     def close(self) -> None:
+        self._preparer.shutdown(wait=True)
         self._worker.shutdown(wait=True)
+        self.steps.committer.close()
 
     def _schedule_reconcile(self) -> None:
         loop = asyncio.get_running_loop()
@@ -257,37 +269,112 @@ class PipelineService(Service):
         await self._timed("audit", self.steps.flush_audit)
 
     async def _drain(self) -> None:
-        """Batches until nothing is pending. Intake is pipelined: while the worker writes one batch,
-        the loop publishes the previous batch's events."""
-        batch = self.settings.vault.batch_size
-        previous: IntakeOutcome | None = None
-        while not self._stopping and (self._inbox or self._approved or self._rejected or previous):
-            if self.steps.audit_dirty and time.monotonic() - self._last_audit_flush > AUDIT_FLUSH_SECONDS:
-                await self._flush_audit()
-            if self._rejected:
-                names = list(self._rejected)
-                self._rejected.clear()
-                decided = await self._timed("rejection", self.steps.examine_rejected, names)
-                self._after_decisions(decided)
-            if self._approved:
-                names = list(_take(self._approved, batch))
-                decided = await self._timed("approval", self.steps.examine_approved, names)
-                self._after_decisions(decided)
-            running: asyncio.Future[IntakeOutcome] | None = None
-            if self._inbox and not self._stopping:
-                taken = _take(self._inbox, batch)
-                renamed = {name for name, was_renamed in taken.items() if was_renamed}
-                self.metrics.batch_size.labels(step="intake").observe(len(taken))
-                running = asyncio.ensure_future(
-                    self._timed("intake", self.steps.intake_files, list(taken), renamed)
+        """Batches until nothing is pending. Intake runs as a pipeline: the preparer thread reads and
+        renders batch N+1 while the vault worker writes batch N (its disk work in the writer child
+        process) and the loop publishes the events of batch N-1. A prepared batch goes straight
+        from the preparer to the worker's queue; the loop only hands out names and takes results."""
+        in_flight: deque[asyncio.Future[IntakeOutcome]] = deque()
+        try:
+            while not self._stopping and (self._inbox or self._approved or self._rejected or in_flight):
+                if self.steps.audit_dirty and time.monotonic() - self._last_audit_flush > AUDIT_FLUSH_SECONDS:
+                    await self._flush_audit()
+                await self._decide()
+                while self._inbox and not self._stopping and len(in_flight) < INTAKE_BATCHES_IN_FLIGHT:
+                    in_flight.append(self._intake_next())
+                if in_flight:
+                    self._after_intake(await in_flight.popleft())
+        finally:  # stopping: what was taken is written in full
+            for outcome in await asyncio.gather(*in_flight, return_exceptions=True):
+                if isinstance(outcome, IntakeOutcome):
+                    self._after_intake(outcome)
+
+    async def _decide(self) -> None:
+        if self._rejected:
+            names = list(self._rejected)
+            self._rejected.clear()
+            decided = await self._timed("rejection", self.steps.examine_rejected, names)
+            self._after_decisions(decided)
+        if self._approved:
+            names = list(_take(self._approved, self.settings.vault.batch_size))
+            decided = await self._timed("approval", self.steps.examine_approved, names)
+            self._after_decisions(decided)
+
+    def _intake_next(self) -> asyncio.Future[IntakeOutcome]:
+        """Hand the next batch of Inbox names to the preparer; its outcome once written."""
+        taken = _take(self._inbox, self.settings.vault.batch_size)
+        renamed = {name for name, was_renamed in taken.items() if was_renamed}
+        self.metrics.batch_size.labels(step="intake").observe(len(taken))
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[IntakeOutcome] = loop.create_future()
+
+        def settle(result: IntakeOutcome | BaseException) -> None:
+            if not outcome.done():
+                if isinstance(result, BaseException):
+                    outcome.set_exception(result)
+                else:
+                    outcome.set_result(result)
+
+        def answer(result: IntakeOutcome | BaseException) -> None:
+            loop.call_soon_threadsafe(settle, result)
+
+        def prepare() -> None:
+            started = time.perf_counter()
+            try:
+                prepared = self.steps.prepare_intake(list(taken), renamed)
+            except BaseException as error:
+                self._count_unbegun(-1)
+                answer(error)
+                self._worker.submit(self._finish_held)  # it waited for this batch
+                return
+            finally:
+                self.metrics.step_duration_seconds.labels(step="prepare").observe(
+                    time.perf_counter() - started
                 )
-            if previous is not None:
-                self._after_intake(previous)
-                previous = None
-            if running is not None:
-                previous = await running
-        if previous is not None:
-            self._after_intake(previous)
+            self._worker.submit(self._commit_intake, prepared, answer)
+
+        self._count_unbegun(1)
+        self._preparer.submit(prepare)
+        return outcome
+
+    def _commit_intake(
+        self, prepared: PreparedIntake, answer: Callable[[IntakeOutcome | BaseException], None]
+    ) -> None:
+        """On the worker: begin this batch's commit, then finish the one before it, so that the
+        ledger work of one overlaps the writer's disk work on the other. A batch is held only
+        while another is on its way; the last one is finished at once."""
+        started = time.perf_counter()
+        remaining = self._count_unbegun(-1)
+        try:
+            begun = self.steps.begin_intake(prepared)
+        except BaseException as error:
+            answer(error)
+            self._finish_held()
+            return
+        finally:
+            self.metrics.step_duration_seconds.labels(step="intake").observe(time.perf_counter() - started)
+        self._finish_held()
+        self._held = (begun, answer)
+        if remaining == 0:
+            self._finish_held()
+
+    def _finish_held(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        begun, answer = held
+        started = time.perf_counter()
+        try:
+            answer(self.steps.finish_intake(begun))
+        except BaseException as error:
+            answer(error)
+        finally:
+            self.metrics.step_duration_seconds.labels(step="intake").observe(time.perf_counter() - started)
+
+    def _count_unbegun(self, change: int) -> int:
+        """Batches handed to the preparer whose commit has not begun; the count after `change`."""
+        with self._unbegun_lock:
+            self._unbegun += change
+            return self._unbegun
 
     async def _timed(self, step: str, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         started = time.perf_counter()

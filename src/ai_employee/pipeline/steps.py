@@ -14,8 +14,9 @@ import os
 import re
 import shutil
 import stat
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +52,7 @@ from ai_employee.vault.notes import (
     render_note,
     wikilink,
 )
+from ai_employee.vault.writer import ClaimedFile, Committer, GroupCommit, InProcessCommitter
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +93,42 @@ class IntakeOutcome:
     actions: list[NewAction] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     deferred: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds until settled)
+
+
+@dataclass
+class RenderedAction:
+    """What a group commit writes for one new action: its notes and audit lines."""
+
+    item: NewAction
+    writes: list[tuple[Path, bytes]]
+    audit: list[AuditRecord]
+
+
+@dataclass
+class PreparedFile:
+    name: str  # as in Inbox/ (may not be valid UTF-8)
+    rendered: RenderedAction
+
+
+@dataclass
+class PreparedIntake:
+    """A batch of Inbox files read, planned and rendered, not yet written."""
+
+    files: list[PreparedFile] = field(default_factory=list)
+    unsafe: list[tuple[str, str]] = field(default_factory=list)  # (name, reason): to quarantine
+    outcome: IntakeOutcome = field(default_factory=IntakeOutcome)
+
+    def action_ids(self) -> list[str]:
+        return [file.rendered.item.row.action_id for file in self.files]
+
+
+@dataclass
+class BegunIntake:
+    """A prepared batch claimed in the ledger, its group commit handed to the committer."""
+
+    prepared: PreparedIntake
+    claimed: list[PreparedFile] = field(default_factory=list)
+    sent: bool = False
 
 
 @dataclass
@@ -142,8 +180,11 @@ class VaultSteps:
         settings: Settings,
         registry: ExecutorRegistry,
         planner: Planner,
+        committer: Committer | None = None,
     ) -> None:
         self.layout = layout
+        #: writes the group commits of Inbox files (in a child process in the daemon)
+        self.committer = committer or InProcessCommitter()
         self.ledger = ledger
         self.audit = audit
         self.settings = settings
@@ -156,6 +197,8 @@ class VaultSteps:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         self.audit_dirty = False
         self._made_dirs: set[str] = set()
+        self._issued: set[str] = set()  # action ids of prepared batches not yet in the ledger
+        self._issued_lock = threading.Lock()
 
     # --- shared helpers ------------------------------------------------------------------
 
@@ -197,7 +240,16 @@ class VaultSteps:
     # --- intake: Inbox files -------------------------------------------------------------
 
     def intake_files(self, names: Sequence[str], renamed: set[str]) -> IntakeOutcome:
-        outcome = IntakeOutcome()
+        return self.commit_intake(self.prepare_intake(names, renamed))
+
+    def prepare_intake(self, names: Sequence[str], renamed: set[str]) -> PreparedIntake:
+        """Read and render a batch of Inbox files; write nothing (the pipeline's first stage).
+
+        Only reads (the folder, the files, the ledger) and CPU work (planning, rendering), so it
+        can run on its own thread while `commit_intake` writes the batch before it. What it
+        decides is checked again by the commit: a file may have been claimed, replaced or
+        removed in between."""
+        prepared = PreparedIntake()
         inbox = self.layout.folder(Folder.INBOX)
         settle = self.settings.vault.settle_seconds
         claims = self.ledger.claimed_inbox_names()
@@ -207,22 +259,13 @@ class VaultSteps:
         for name in dict.fromkeys(names):
             if is_ignored_name(name):
                 continue
-            path = inbox / name
             try:
-                info = os.lstat(path)
+                info = os.lstat(f"{inbox}/{name}")
             except FileNotFoundError:
                 continue
             reason = unsafe_reason(name, info.st_mode)
             if reason is not None:
-                try:
-                    quarantined = self.quarantine(Folder.INBOX, name, reason)
-                except OSError as error:  # one bad entry must never stop the others
-                    log.error(
-                        "could not quarantine an inbox entry", file=display_name(name), error=str(error)
-                    )
-                    continue
-                if quarantined:
-                    outcome.quarantined.append(quarantined)
+                prepared.unsafe.append((name, reason))
                 continue
             claim = claims.get(display_name(name))
             if claim is not None and claim.inbox_ino == info.st_ino:
@@ -230,83 +273,152 @@ class VaultSteps:
             if name not in renamed and settle > 0:
                 age = wall - max(info.st_mtime, info.st_ctime)
                 if age < settle:
-                    outcome.deferred.append((name, settle - age))
+                    prepared.outcome.deferred.append((name, settle - age))
                     continue
             ready.append((name, info))
         if not ready:
-            return outcome
+            return prepared
 
-        rows: list[ActionRow] = []
-        texts: dict[str, tuple[str, str]] = {}
-        raw_names: dict[str, str] = {}
-        action_ids = self._unique_action_ids(now, len(ready))
+        day = now.strftime("%Y-%m-%d")
+        created_at = now.isoformat(timespec="seconds")
+        action_ids = self._issue_action_ids(now, len(ready))
+        items: list[tuple[str, NewAction]] = []
         for (name, info), action_id in zip(ready, action_ids, strict=True):
             shown = display_name(name)
-            raw_names[action_id] = name
             title, text = self._describe_file(inbox / name, shown, info.st_size)
             stem = note_stem(action_id, title)
-            day = now.strftime("%Y-%m-%d")
-            attachment_rel = f"{Folder.ATTACHMENTS.value}/{day}/{short_id(action_id)}-{safe_file_name(shown)}"
-            rows.append(
-                ActionRow(
-                    action_id=action_id,
-                    source="file",
-                    source_ref=shown,
-                    state="claimed",
-                    note_rel=f"{Folder.NEEDS_ACTION.value}/{stem}.md",
-                    plan_id=plan_id_for(action_id),
-                    plan_rel=f"{Folder.PLANS.value}/{stem} plan.md",
-                    attachments=[attachment_rel],
-                    inbox_name=shown,
-                    inbox_dev=info.st_dev,
-                    inbox_ino=info.st_ino,
-                    title=title,
-                    created_at=now.isoformat(timespec="seconds"),
-                )
+            row = ActionRow(
+                action_id=action_id,
+                source="file",
+                source_ref=shown,
+                state="claimed",
+                note_rel=f"{Folder.NEEDS_ACTION.value}/{stem}.md",
+                plan_id=plan_id_for(action_id),
+                plan_rel=f"{Folder.PLANS.value}/{stem} plan.md",
+                attachments=[
+                    f"{Folder.ATTACHMENTS.value}/{day}/{short_id(action_id)}-{safe_file_name(shown)}"
+                ],
+                inbox_name=shown,
+                inbox_dev=info.st_dev,
+                inbox_ino=info.st_ino,
+                title=title,
+                created_at=created_at,
             )
-            texts[action_id] = (title, text)
-        self.ledger.insert_actions(rows)
+            items.append((name, NewAction(row=row, text=text, received=now)))
+        rendered = self._render_actions([item for _, item in items])
+        prepared.files = [PreparedFile(name, done) for (name, _), done in zip(items, rendered, strict=True)]
+        return prepared
 
-        # Claim: link each original into Attachments/; the group commit's first barrier makes the
-        # claims and links durable before the originals are unlinked from Inbox/.
-        claimed: list[ActionRow] = []
-        for row in rows:
-            target = self.layout.resolve(row.attachments[0])
-            self._attachment_dir(target.parent.name)
-            try:
-                os.link(inbox / raw_names[row.action_id], target)
-            except FileNotFoundError:
+    def commit_intake(self, prepared: PreparedIntake) -> IntakeOutcome:
+        """Write a prepared batch: claim rows, originals linked into Attachments/, notes, states."""
+        return self.finish_intake(self.begin_intake(prepared))
+
+    def begin_intake(self, prepared: PreparedIntake) -> BegunIntake:
+        """Quarantine what is unsafe, claim the rest in the ledger and hand its group commit (two
+        barriers for the whole batch) to the committer. `finish_intake` waits for it; in between
+        the caller may begin the next batch, so that the ledger work of one batch overlaps the
+        disk work of the other.
+
+        A file that changed since it was read (another inode under its name) goes back as a
+        hint; one that is gone was taken by an earlier batch or removed by the user."""
+        begun = BegunIntake(prepared)
+        try:
+            self._quarantine_unsafe(prepared)
+            inbox = self.layout.folder(Folder.INBOX)
+            for file in prepared.files:
+                try:
+                    info = os.lstat(f"{inbox}/{file.name}")
+                except FileNotFoundError:
+                    continue
+                if info.st_ino != file.rendered.item.row.inbox_ino:
+                    prepared.outcome.deferred.append((file.name, 0.0))  # replaced since it was read
+                    continue
+                begun.claimed.append(file)
+            if not begun.claimed:
+                return begun
+            self.ledger.insert_actions([file.rendered.item.row for file in begun.claimed])
+            # Each original is linked into Attachments/; the group commit's first barrier makes the
+            # claims and links durable before the originals are unlinked from Inbox/.
+            batch = GroupCommit(barrier=os.fspath(self.layout.root), temp_dir=os.fspath(self.temp_dir))
+            for file in begun.claimed:
+                keep_as = self.layout.resolve(file.rendered.item.row.attachments[0])
+                self._attachment_dir(keep_as.parent.name)
+                batch.files.append(
+                    ClaimedFile(
+                        original=f"{inbox}/{file.name}",
+                        keep_as=os.fspath(keep_as),
+                        writes=[(os.fspath(target), data) for target, data in file.rendered.writes],
+                    )
+                )
+            self.committer.send(batch)
+            begun.sent = True
+        except BaseException:
+            self._release_action_ids(prepared.action_ids())
+            raise
+        return begun
+
+    def finish_intake(self, begun: BegunIntake) -> IntakeOutcome:
+        """Wait for the batch's group commit, then record what it wrote."""
+        outcome = begun.prepared.outcome
+        try:
+            if not begun.sent:
+                return outcome
+            vanished = set(self.committer.receive())
+            for index in sorted(vanished):
+                row = begun.claimed[index].rendered.item.row
                 log.warning("inbox file vanished before it was claimed", file=row.inbox_name)
-                self.ledger.set_action_state([(row.action_id, "abandoned", None)])
-                continue
-            claimed.append(row)
-        if not claimed:
-            return outcome
-
-        def unlink_originals() -> None:
-            for row in claimed:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(inbox / raw_names[row.action_id])
-
-        new_actions = [NewAction(row=row, text=texts[row.action_id][1], received=now) for row in claimed]
-        self._write_actions(new_actions, before_last_barrier=unlink_originals)
-        outcome.actions.extend(new_actions)
+            if vanished:
+                self.ledger.set_action_state(
+                    [
+                        (begun.claimed[index].rendered.item.row.action_id, "abandoned", None)
+                        for index in vanished
+                    ]
+                )
+            written = [file.rendered for index, file in enumerate(begun.claimed) if index not in vanished]
+            if written:
+                self._record_actions(written)
+                outcome.actions.extend(action.item for action in written)
+        finally:
+            self._release_action_ids(begun.prepared.action_ids())
         return outcome
 
-    def _unique_action_ids(self, now: datetime, count: int) -> list[str]:
-        """`count` new ids, none already used: the short random part repeats by chance in a burst."""
-        chosen: list[str] = []
-        while len(chosen) < count:
-            candidates = {new_action_id(now) for _ in range(count - len(chosen))} - set(chosen)
-            chosen.extend(sorted(candidates - self.ledger.taken_action_ids(sorted(candidates))))
-        return chosen
+    def _quarantine_unsafe(self, prepared: PreparedIntake) -> None:
+        for name, reason in prepared.unsafe:
+            try:
+                quarantined = self.quarantine(Folder.INBOX, name, reason)
+            except OSError as error:  # one bad entry must never stop the others
+                log.error("could not quarantine an inbox entry", file=display_name(name), error=str(error))
+                continue
+            if quarantined:
+                prepared.outcome.quarantined.append(quarantined)
+
+    def _issue_action_ids(self, now: datetime, count: int, *, prefer: str | None = None) -> list[str]:
+        """`count` new ids, none in the ledger nor issued to a batch still being written: the short
+        random part repeats by chance in a burst. `prefer`: the first candidate for a single id.
+        Release them once they are in the ledger (or given up)."""
+        with self._issued_lock:
+            chosen: list[str] = []
+            while len(chosen) < count:
+                if prefer is not None:
+                    candidates, prefer = {prefer}, None
+                else:
+                    candidates = {new_action_id(now) for _ in range(count - len(chosen))}
+                candidates -= self._issued
+                candidates -= set(chosen)
+                chosen.extend(sorted(candidates - self.ledger.taken_action_ids(sorted(candidates))))
+            self._issued.update(chosen)
+            return chosen
+
+    def _release_action_ids(self, action_ids: Sequence[str]) -> None:
+        """Written (the ledger holds them now) or given up."""
+        with self._issued_lock:
+            self._issued.difference_update(action_ids)
 
     def _describe_file(self, path: Path, name: str, size: int) -> tuple[str, str]:
         """(title, body text) of an inbox file; big or binary files are linked, never loaded whole."""
         limit = self.settings.vault.max_body_bytes
         try:
-            with path.open("rb") as handle:
-                head = handle.read(min(size, limit) + 1 if size <= limit else SNIFF_BYTES)
+            head = _read_head(path, min(size, limit) + 1 if size <= limit else SNIFF_BYTES)
         except OSError as error:
             return name, f"_The file could not be read: {error.strerror}._"
         if b"\x00" in head[:SNIFF_BYTES]:
@@ -326,32 +438,28 @@ class VaultSteps:
             return name, f"Empty file `{name}` ({_human_size(size)})."
         return _first_line(text) or name, text
 
-    def _write_actions(
-        self, actions: Sequence[NewAction], *, before_last_barrier: Callable[[], None] | None = None
-    ) -> None:
-        """Write action notes (and, for a local planner, plan notes) and record them in the ledger.
+    def _write_actions(self, actions: Sequence[NewAction]) -> None:
+        """Write action notes (and, for a local planner, plan notes) and record them in the ledger."""
+        self._commit_actions(self._render_actions(actions))
 
-        One group commit: the first barrier also makes the ledger's claim and the caller's links
-        durable; `before_last_barrier` (unlinking the originals) is made durable by the second."""
+    def _render_actions(self, actions: Sequence[NewAction]) -> list[RenderedAction]:
+        """Notes as bytes and audit lines, nothing written; a local planner plans here."""
         inline = self.planner.local
-        writes: list[tuple[Path, bytes]] = []
-        audit: list[AuditRecord] = []
         handbook = self.handbook() if inline else ""
         specs = self.registry.specs() if inline else []
+        rendered: list[RenderedAction] = []
         for item in actions:
             row = item.row
             if inline:
                 item.request = self._plan_request(item, handbook, specs)
                 item.planned = self.planner.plan_local(item.request)
-            writes.append(
+            writes = [
                 (
                     self.layout.resolve(row.note_rel),
                     self._action_text(item, status="planned" if inline else "needs_action").encode("utf-8"),
                 )
-            )
-            if item.planned is not None:
-                writes.append(self._plan_write(row, item.planned))
-            audit.append(
+            ]
+            audit = [
                 audit_record(
                     "action.created",
                     row.action_id,
@@ -359,15 +467,31 @@ class VaultSteps:
                     title=row.title,
                     source_ref=row.source_ref,
                 )
-            )
+            ]
             if item.planned is not None:
+                writes.append(self._plan_write(row, item.planned))
                 audit.append(self._plan_audit(row, item.planned))
+            rendered.append(RenderedAction(item, writes, audit))
+        return rendered
+
+    def _commit_actions(self, rendered: Sequence[RenderedAction]) -> None:
+        """One group commit of the notes, then their state in the ledger."""
         fs.write_durable_batch(
-            writes, barrier=self.layout.root, before_last_barrier=before_last_barrier, temp_dir=self.temp_dir
+            [write for action in rendered for write in action.writes],
+            barrier=self.layout.root,
+            temp_dir=self.temp_dir,
         )
-        state = "planned" if inline else "noted"
-        self.ledger.set_action_state([(item.row.action_id, state, None) for item in actions], audit)
-        for item in actions:
+        self._record_actions(rendered)
+
+    def _record_actions(self, rendered: Sequence[RenderedAction]) -> None:
+        states = [
+            (action.item, "planned" if action.item.planned is not None else "noted") for action in rendered
+        ]
+        self.ledger.set_action_state(
+            [(item.row.action_id, state, None) for item, state in states],
+            [record for action in rendered for record in action.audit],
+        )
+        for item, state in states:
             item.row.state = state
         self._commit_audit()
 
@@ -487,9 +611,17 @@ class VaultSteps:
         if existing is not None:
             return None, existing.action_id
         received = message.received if message.received.tzinfo else message.received.replace(tzinfo=UTC)
-        action_id = stable_action_id(received.astimezone(UTC), dedup_key)
-        if self.ledger.taken_action_ids([action_id]):  # another message hashed alike in the same second
-            action_id = self._unique_action_ids(received.astimezone(UTC), 1)[0]
+        # another message hashed alike in the same second gets a random id
+        stable = stable_action_id(received.astimezone(UTC), dedup_key)
+        action_id = self._issue_action_ids(received.astimezone(UTC), 1, prefer=stable)[0]
+        try:
+            return self._intake_message(message, dedup_key, received, action_id)
+        finally:
+            self._release_action_ids([action_id])
+
+    def _intake_message(
+        self, message: IncomingMessage, dedup_key: str, received: datetime, action_id: str
+    ) -> tuple[NewAction | None, str]:
         title = (message.title or message.subject or "").strip()[:200] or f"{message.source} message"
         stem = note_stem(action_id, title)
         day = received.astimezone(UTC).strftime("%Y-%m-%d")
@@ -1187,6 +1319,25 @@ def _first_line(text: str) -> str:
 
 def _quote(text: str) -> str:
     return "\n".join("> " + line for line in text.splitlines())
+
+
+def _read_head(path: Path, wanted: int) -> bytes:
+    """Up to `wanted` bytes from the start of a file, never through a symlink.
+
+    Plain `os` calls: a buffered file object makes three more syscalls per file, and in a burst
+    each one is a hand-off of the GIL."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        chunks: list[bytes] = []
+        while wanted > 0:
+            chunk = os.read(fd, wanted)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            wanted -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _human_size(size: int) -> str:

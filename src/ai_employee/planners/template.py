@@ -3,9 +3,10 @@
 It is the planner of last resort (every other planner falls back to it) and the one the
 pipeline may run inline during intake, so it must stay pure CPU, deterministic and well
 under a millisecond per message. It reads only the first `SCAN_CHARS` of a message, splits
-them into words once (`str.translate` + `split`, no regex over the whole text) and answers
-from set lookups; the few regular expressions it runs start with a literal word, which
-CPython's `re` finds with a fast substring search instead of trying every position.
+them into words once (`str.translate` + `split`) and answers from set lookups; the regular
+expressions it runs start with a literal (a word, or the space before a phrase), which
+CPython's `re` finds with a fast substring search instead of trying every position, and each
+list of phrases is one alternation, searched once.
 
 Rules, in order:
 1. a research request in the imperative ("please compare...", "research...") -> `manus.research`;
@@ -44,6 +45,11 @@ _STRIP = "'-/#"
 
 def _forms(*words: str) -> frozenset[str]:
     return frozenset(words)
+
+
+def _phrases(*phrases: str) -> re.Pattern[str]:
+    """One search for any of `phrases` as whole words of `_Scan.padded` (" phrase " as a substring)."""
+    return re.compile(" (?:" + "|".join(re.escape(phrase) for phrase in phrases) + ") ")
 
 
 # Equipment that is worth a work order when something is wrong with it. Singular kind -> forms.
@@ -156,7 +162,7 @@ _OTHER_EQUIPMENT = _forms(
     "fridge",
     "refrigerator",
 )
-_EQUIPMENT_PHRASES = (
+_EQUIPMENT_PHRASES = _phrases(
     "air conditioning",
     "air conditioner",
     "cooling tower",
@@ -256,7 +262,7 @@ _FAULT_WORDS = _forms(
     "shorted",
     "scorched",
 )
-_FAULT_PHRASES = (
+_FAULT_PHRASES = _phrases(
     "not working",
     "doesn't work",
     "does not work",
@@ -315,11 +321,11 @@ _HAZARD_WORDS = _forms(
     "explosion",
     "scorched",
 )
-_HAZARD_PHRASES = ("gas leak", "electric shock", "exposed wire", "live wire")
+_HAZARD_PHRASES = _phrases("gas leak", "electric shock", "exposed wire", "live wire")
 _URGENT_WORDS = _forms(
     "today", "tonight", "urgent", "urgently", "asap", "immediately", "emergency", "critical"
 )
-_URGENT_PHRASES = (
+_URGENT_PHRASES = _phrases(
     "right away",
     "right now",
     "as soon as possible",
@@ -335,7 +341,7 @@ _URGENT_PHRASES = (
 #: With "production" anywhere: the plant is losing output, which makes any fault urgent.
 _STOPPED_WORDS = _forms("down", "stopped", "halted", "standstill", "stopping")
 _NOT_URGENT_WORDS = _forms("whenever", "sometime")
-_NOT_URGENT_PHRASES = (
+_NOT_URGENT_PHRASES = _phrases(
     "when you can",
     "when you get a chance",
     "when you have time",
@@ -350,7 +356,7 @@ _NOT_URGENT_PHRASES = (
     "isn't urgent",
 )
 _RESEARCH_WORDS = _forms("research", "compare", "comparison", "investigate", "survey", "benchmark")
-_RESEARCH_PHRASES = (
+_RESEARCH_PHRASES = _phrases(
     "look up",
     "look into",
     "find out",
@@ -388,7 +394,7 @@ _POLITE_PREFIX = re.compile(
     r"|we need to|we need you to|i'd like you to|i would like you to|i want you to)\s+)?"
     r"(?:please\s+)?(?:also\s+)?",
 )
-_RESOLVED_PHRASES = (
+_RESOLVED_PHRASES = _phrases(
     "has been fixed",
     "have been fixed",
     "was fixed",
@@ -523,7 +529,6 @@ _GREETING = re.compile(
     r"\s*(?:(?:hi|hello|hey|dear|good\s+(?:morning|afternoon|evening))\b[^,\n.!]{0,40}[,!.\n]\s*)+",
     re.IGNORECASE,
 )
-_SPACE = re.compile(r"\s+")
 #: Titles that say nothing about the message: file names, "Voice note", "(no subject)".
 _GENERIC_TITLE = re.compile(
     r"\S+\.[A-Za-z0-9]{1,5}|\S*[-_]\S*|\(?no subject\)?|(?:voice|audio)\s+(?:note|message|memo)|message|note"
@@ -551,9 +556,8 @@ class _Scan:
     def any_word(self, words: frozenset[str]) -> bool:
         return not self.words.isdisjoint(words)
 
-    def any_phrase(self, phrases: tuple[str, ...]) -> bool:
-        padded = self.padded
-        return any(f" {phrase} " in padded for phrase in phrases)
+    def any_phrase(self, phrases: re.Pattern[str]) -> bool:
+        return phrases.search(self.padded) is not None
 
     def has(self, term: str) -> bool:
         return term in self.words if " " not in term else f" {term} " in self.padded
@@ -780,9 +784,18 @@ def _work_order_title(scan: _Scan, asset: str | None, location: str | None, *, f
     return _clip(title, TITLE_CHARS)
 
 
+def _terms(terms: tuple[str, ...]) -> tuple[frozenset[str], re.Pattern[str] | None]:
+    """Terms as `_Scan` looks them up: the one-word ones as a set, the phrases as one search."""
+    phrases = [term for term in terms if " " in term]
+    return frozenset(term for term in terms if " " not in term), _phrases(*phrases) if phrases else None
+
+
+_FAULT_LABEL_TERMS = tuple((*_terms(terms), label) for terms, label in _FAULT_LABELS)
+
+
 def _fault_label(scan: _Scan) -> str | None:
-    for terms, label in _FAULT_LABELS:
-        if any(scan.has(term) for term in terms):
+    for words, phrases, label in _FAULT_LABEL_TERMS:
+        if scan.any_word(words) or (phrases is not None and scan.any_phrase(phrases)):
             if label == "leaking":
                 for fluid in _FLUIDS:
                     if f" leaking {fluid} " in scan.padded or f" {fluid} leak" in scan.padded:
@@ -812,7 +825,7 @@ def _first_sentence(text: str) -> str:
 
 
 def _clean_line(value: str) -> str:
-    return _SPACE.sub(" ", value).strip()
+    return " ".join(value.split())
 
 
 def _clip(value: str, limit: int) -> str:

@@ -12,9 +12,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-import secrets
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+
+from ai_employee.tokens import random_hex
 
 TEMP_PREFIX = ".aie-tmp-"
 
@@ -58,7 +59,7 @@ def temp_path_for(target: Path, temp_dir: Path | None = None) -> Path:
 def _temp_name(target: str, temp_dir: str | None) -> str:
     """Plain strings: this runs for every note of a burst, where pathlib's objects cost more than the I/O."""
     directory, _, name = target.rpartition("/")
-    return f"{temp_dir or directory}/{f'{TEMP_PREFIX}{secrets.token_hex(6)}-{name}'[:255]}"
+    return f"{temp_dir or directory}/{f'{TEMP_PREFIX}{random_hex(6)}-{name}'[:255]}"
 
 
 def _write_temp(target: Path, data: bytes, *, sync: bool, temp_dir: Path | None = None) -> str:

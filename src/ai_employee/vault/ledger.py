@@ -87,6 +87,10 @@ CREATE TABLE IF NOT EXISTS costs (
 """
 
 
+#: json.dumps(value, default=str) with one encoder, not one built per call (intake writes thousands of rows)
+_encode_default_str = json.JSONEncoder(default=str).encode
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -186,7 +190,7 @@ class Ledger:
                         row.plan_rel,
                         row.title,
                         row.sender,
-                        json.dumps(row.extra, default=str),
+                        _encode_default_str(row.extra),
                         row.created_at or stamp,
                         stamp,
                     )
