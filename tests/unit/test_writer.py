@@ -15,6 +15,7 @@ import pytest
 from ai_employee.vault import fs
 from ai_employee.vault.writer import (
     ClaimedFile,
+    CommitResult,
     Committer,
     GroupCommit,
     InProcessCommitter,
@@ -39,9 +40,11 @@ def vault(tmp_path: Path) -> dict[str, Path]:
 
 
 def claim(folders: dict[str, Path], name: str) -> ClaimedFile:
+    original = folders["Inbox"] / name
     return ClaimedFile(
-        original=os.fspath(folders["Inbox"] / name),
+        original=os.fspath(original),
         keep_as=os.fspath(folders["Attachments"] / f"kept-{name}"),
+        inode=original.stat().st_ino if original.exists() else 0,
         writes=[
             (os.fspath(folders["Needs_Action"] / f"{name}.md"), os.fsencode(f"action {name}")),
             (os.fspath(folders["Plans"] / f"{name} plan.md"), os.fsencode(f"plan {name}")),
@@ -64,7 +67,7 @@ def test_group_commit_keeps_each_original_writes_its_notes_and_empties_the_inbox
     for name in ("a.txt", "b.txt"):
         (folders["Inbox"] / name).write_text(f"original {name}")
 
-    assert commit(committer, batch_of(folders, ["a.txt", "b.txt"], tmp_path)) == []
+    assert commit(committer, batch_of(folders, ["a.txt", "b.txt"], tmp_path)) == CommitResult()
 
     assert os.listdir(folders["Inbox"]) == []
     assert (folders["Attachments"] / "kept-a.txt").read_text() == "original a.txt"
@@ -81,7 +84,7 @@ def test_a_vanished_original_is_reported_and_nothing_of_it_is_written(
 
     vanished = commit(committer, batch_of(folders, ["gone.txt", "here.txt"], tmp_path))
 
-    assert vanished == [0]
+    assert vanished == CommitResult(vanished=[0])
     assert sorted(os.listdir(folders["Needs_Action"])) == ["here.txt.md"]
     assert not (folders["Attachments"] / "kept-gone.txt").exists()
 
@@ -94,9 +97,26 @@ def test_batches_sent_back_to_back_are_answered_in_order(tmp_path: Path, committ
     committer.send(batch_of(folders, ["a.txt"], tmp_path))
     committer.send(batch_of(folders, ["b.txt", "c.txt"], tmp_path))
 
-    assert committer.receive() == []
-    assert committer.receive() == [0]  # b.txt was never there
+    assert committer.receive() == CommitResult()
+    assert committer.receive() == CommitResult(vanished=[0])  # b.txt was never there
     assert sorted(os.listdir(folders["Plans"])) == ["a.txt plan.md", "c.txt plan.md"]
+
+
+def test_a_file_replaced_under_its_name_is_reported_and_nothing_of_it_is_written(
+    tmp_path: Path, committer: Committer
+) -> None:
+    folders = vault(tmp_path)
+    (folders["Inbox"] / "a.txt").write_text("read by the daemon")
+    batch = batch_of(folders, ["a.txt"], tmp_path)
+    newer = tmp_path / "newer.txt"
+    newer.write_text("arrived since")
+    os.replace(newer, folders["Inbox"] / "a.txt")
+
+    assert commit(committer, batch) == CommitResult(replaced=[0])
+
+    assert (folders["Inbox"] / "a.txt").read_text() == "arrived since"
+    assert os.listdir(folders["Attachments"]) == []
+    assert os.listdir(folders["Plans"]) == []
 
 
 def test_non_utf8_names_survive_the_trip_to_the_child(tmp_path: Path, committer: Committer) -> None:
@@ -104,7 +124,7 @@ def test_non_utf8_names_survive_the_trip_to_the_child(tmp_path: Path, committer:
     name = os.fsdecode(b"caf\xe9.txt")  # Latin-1 bytes: not valid UTF-8
     (folders["Inbox"] / name).write_bytes(b"x")
 
-    assert commit(committer, batch_of(folders, [name], tmp_path)) == []
+    assert commit(committer, batch_of(folders, [name], tmp_path)) == CommitResult()
 
     assert os.listdir(os.fsencode(folders["Attachments"])) == [b"kept-caf\xe9.txt"]
 
@@ -134,7 +154,7 @@ def test_a_writer_that_died_between_commits_is_replaced(tmp_path: Path) -> None:
         child.wait()
         (folders["Inbox"] / "second.txt").write_text("2")
 
-        assert commit(committer, batch_of(folders, ["second.txt"], tmp_path)) == []
+        assert commit(committer, batch_of(folders, ["second.txt"], tmp_path)) == CommitResult()
 
         assert (folders["Plans"] / "second.txt plan.md").exists()
         assert committer._process is not None and committer._process.pid != child.pid
@@ -175,7 +195,7 @@ def test_every_batch_sent_to_a_writer_that_died_raises(tmp_path: Path) -> None:
         for _ in range(2):
             with pytest.raises(WriterProcessError):
                 committer.receive()
-        assert commit(committer, empty) == []  # and a new child takes the next batch
+        assert commit(committer, empty) == CommitResult()  # and a new child takes the next batch
     finally:
         committer.close()
 

@@ -127,7 +127,6 @@ class BegunIntake:
     """A prepared batch claimed in the ledger, its group commit handed to the committer."""
 
     prepared: PreparedIntake
-    claimed: list[PreparedFile] = field(default_factory=list)
     sent: bool = False
 
 
@@ -320,33 +319,27 @@ class VaultSteps:
         disk work of the other.
 
         A file that changed since it was read (another inode under its name) goes back as a
-        hint; one that is gone was taken by an earlier batch or removed by the user."""
+        hint; one that is gone was taken by an earlier batch or removed by the user. The
+        committer checks both right at the link, so the claim rows are written for all."""
         begun = BegunIntake(prepared)
         try:
             self._quarantine_unsafe(prepared)
-            inbox = self.layout.folder(Folder.INBOX)
-            for file in prepared.files:
-                try:
-                    info = os.lstat(f"{inbox}/{file.name}")
-                except FileNotFoundError:
-                    continue
-                if info.st_ino != file.rendered.item.row.inbox_ino:
-                    prepared.outcome.deferred.append((file.name, 0.0))  # replaced since it was read
-                    continue
-                begun.claimed.append(file)
-            if not begun.claimed:
+            if not prepared.files:
                 return begun
-            self.ledger.insert_actions([file.rendered.item.row for file in begun.claimed])
+            self.ledger.insert_actions([file.rendered.item.row for file in prepared.files])
             # Each original is linked into Attachments/; the group commit's first barrier makes the
             # claims and links durable before the originals are unlinked from Inbox/.
+            inbox = self.layout.folder(Folder.INBOX)
             batch = GroupCommit(barrier=os.fspath(self.layout.root), temp_dir=os.fspath(self.temp_dir))
-            for file in begun.claimed:
-                keep_as = self.layout.resolve(file.rendered.item.row.attachments[0])
+            for file in prepared.files:
+                row = file.rendered.item.row
+                keep_as = self.layout.resolve(row.attachments[0])
                 self._attachment_dir(keep_as.parent.name)
                 batch.files.append(
                     ClaimedFile(
                         original=f"{inbox}/{file.name}",
                         keep_as=os.fspath(keep_as),
+                        inode=row.inbox_ino or 0,
                         writes=[(os.fspath(target), data) for target, data in file.rendered.writes],
                     )
                 )
@@ -359,27 +352,30 @@ class VaultSteps:
 
     def finish_intake(self, begun: BegunIntake) -> IntakeOutcome:
         """Wait for the batch's group commit, then record what it wrote."""
-        outcome = begun.prepared.outcome
+        prepared = begun.prepared
+        outcome = prepared.outcome
         try:
             if not begun.sent:
                 return outcome
-            vanished = set(self.committer.receive())
-            for index in sorted(vanished):
-                row = begun.claimed[index].rendered.item.row
-                log.warning("inbox file vanished before it was claimed", file=row.inbox_name)
-            if vanished:
-                self.ledger.set_action_state(
-                    [
-                        (begun.claimed[index].rendered.item.row.action_id, "abandoned", None)
-                        for index in vanished
-                    ]
+            result = self.committer.receive()
+            for index in result.vanished:
+                log.info(
+                    "inbox file gone before it was claimed",
+                    file=prepared.files[index].rendered.item.row.inbox_name,
                 )
-            written = [file.rendered for index, file in enumerate(begun.claimed) if index not in vanished]
+            for index in result.replaced:
+                outcome.deferred.append((prepared.files[index].name, 0.0))  # read the new file
+            skipped = {*result.vanished, *result.replaced}
+            if skipped:  # nothing of these was linked or written: their claims never took effect
+                self.ledger.drop_claims(
+                    [prepared.files[index].rendered.item.row.action_id for index in skipped]
+                )
+            written = [file.rendered for index, file in enumerate(prepared.files) if index not in skipped]
             if written:
                 self._record_actions(written)
                 outcome.actions.extend(action.item for action in written)
         finally:
-            self._release_action_ids(begun.prepared.action_ids())
+            self._release_action_ids(prepared.action_ids())
         return outcome
 
     def _quarantine_unsafe(self, prepared: PreparedIntake) -> None:

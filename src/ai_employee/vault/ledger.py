@@ -214,6 +214,14 @@ class Ledger:
             )
             self._add_audit(db, audit)
 
+    def drop_claims(self, action_ids: Sequence[str]) -> None:
+        """Forget claims that never took effect (nothing was linked or written for them)."""
+        with self.transaction() as db:
+            db.executemany(
+                "DELETE FROM actions WHERE action_id = ? AND state = 'claimed'",
+                [(action_id,) for action_id in action_ids],
+            )
+
     def update_action_extra(self, action_id: str, extra: Mapping[str, Any]) -> None:
         with self.transaction() as db:
             db.execute(

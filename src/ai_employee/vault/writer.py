@@ -43,11 +43,21 @@ _CLOSE_SECONDS = 5.0
 @dataclass
 class ClaimedFile:
     """One Inbox file: its original is linked to `keep_as` (in Attachments/), its notes written,
-    then the original unlinked. If the original is gone before the link, nothing of it is written."""
+    then the original unlinked. If the original is gone before the link, or another file
+    (`inode` differs) took its name since it was read, nothing of it is written."""
 
     original: str
     keep_as: str
+    inode: int
     writes: list[tuple[str, bytes]]
+
+
+@dataclass
+class CommitResult:
+    """Indexes (in the batch) of files of which nothing was written."""
+
+    vanished: list[int] = field(default_factory=list)  # the original was gone
+    replaced: list[int] = field(default_factory=list)  # another file was under its name
 
 
 @dataclass
@@ -60,32 +70,35 @@ class GroupCommit:
 class Committer(Protocol):
     """Applies group commits in the order they are sent; one thread sends and receives.
 
-    `receive` answers the oldest batch sent and not yet received: the indexes of files whose
-    original had vanished (nothing of them written), or raises its error."""
+    `receive` answers the oldest batch sent and not yet received, or raises its error."""
 
     def send(self, batch: GroupCommit) -> None: ...
 
-    def receive(self) -> list[int]: ...
+    def receive(self) -> CommitResult: ...
 
     def close(self) -> None: ...
 
 
-def commit(committer: Committer, batch: GroupCommit) -> list[int]:
+def commit(committer: Committer, batch: GroupCommit) -> CommitResult:
     """Send one batch and wait for it."""
     committer.send(batch)
     return committer.receive()
 
 
-def apply_group_commit(batch: GroupCommit) -> list[int]:
+def apply_group_commit(batch: GroupCommit) -> CommitResult:
     """Links, every temp, one barrier, renames, unlink the originals, one more barrier."""
-    vanished: list[int] = []
+    result = CommitResult()
     writes: list[tuple[Path, bytes]] = []
     linked: list[str] = []
     for index, claimed in enumerate(batch.files):
         try:
             os.link(claimed.original, claimed.keep_as)
         except FileNotFoundError:
-            vanished.append(index)
+            result.vanished.append(index)
+            continue
+        if os.lstat(claimed.keep_as).st_ino != claimed.inode:  # checked after the link: no race
+            os.unlink(claimed.keep_as)
+            result.replaced.append(index)
             continue
         linked.append(claimed.original)
         writes.extend((Path(target), data) for target, data in claimed.writes)
@@ -102,14 +115,14 @@ def apply_group_commit(batch: GroupCommit) -> list[int]:
             before_last_barrier=unlink_originals,
             temp_dir=Path(batch.temp_dir),
         )
-    return vanished
+    return result
 
 
 class InProcessCommitter:
     """The same commits on the calling thread, at `send` (tests, and where the child cannot start)."""
 
     def __init__(self) -> None:
-        self._results: deque[list[int] | OSError] = deque()
+        self._results: deque[CommitResult | OSError] = deque()
 
     def send(self, batch: GroupCommit) -> None:
         try:
@@ -117,7 +130,7 @@ class InProcessCommitter:
         except OSError as error:
             self._results.append(error)
 
-    def receive(self) -> list[int]:
+    def receive(self) -> CommitResult:
         result = self._results.popleft()
         if isinstance(result, OSError):
             raise result
@@ -151,6 +164,7 @@ class ProcessCommitter:
                 (
                     os.fsencode(claimed.original),
                     os.fsencode(claimed.keep_as),
+                    claimed.inode,
                     [(os.fsencode(target), data) for target, data in claimed.writes],
                 )
                 for claimed in batch.files
@@ -165,7 +179,7 @@ class ProcessCommitter:
             raise WriterProcessError(errno.EIO, f"the vault writer process failed: {error}") from error
         self._outstanding += 1
 
-    def receive(self) -> list[int]:
+    def receive(self) -> CommitResult:
         if self._lost:
             self._lost -= 1
             raise WriterProcessError(errno.EIO, "the vault writer process exited during a commit")
@@ -186,7 +200,7 @@ class ProcessCommitter:
         if reply[0] == "error":
             _, code, message, filename = reply
             raise OSError(code, message, os.fsdecode(filename) if filename is not None else None)
-        return [int(index) for index in reply[1]]
+        return CommitResult(vanished=list(reply[1]), replaced=list(reply[2]))
 
     def close(self) -> None:
         process, self._process = self._process, None
@@ -283,13 +297,15 @@ def _child(parent: int) -> None:
                 ClaimedFile(
                     original=os.fsdecode(original),
                     keep_as=os.fsdecode(keep_as),
+                    inode=inode,
                     writes=[(os.fsdecode(target), data) for target, data in writes],
                 )
-                for original, keep_as, writes in files
+                for original, keep_as, inode, writes in files
             ],
         )
         try:
-            reply: tuple[Any, ...] = ("ok", apply_group_commit(batch))
+            result = apply_group_commit(batch)
+            reply: tuple[Any, ...] = ("ok", result.vanished, result.replaced)
         except OSError as error:
             filename = None if error.filename is None else os.fsencode(error.filename)
             reply = ("error", error.errno, error.strerror, filename)
