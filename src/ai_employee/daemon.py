@@ -30,6 +30,7 @@ from ai_employee.observability.metrics import Metrics
 from ai_employee.orchestrator import Orchestrator
 from ai_employee.pipeline.planning import build_planner
 from ai_employee.pipeline.registry import ExecutorRegistry
+from ai_employee.pipeline.renderer import start_intake_renderer
 from ai_employee.pipeline.service import PipelineService
 from ai_employee.pipeline.steps import VaultSteps
 from ai_employee.planners.approval import may_auto_approve
@@ -207,7 +208,14 @@ class Daemon:
         planner = build_planner(self.settings, registry, ledger)
         self.planner_name = planner.name
         steps = VaultSteps(
-            self.layout, ledger, audit, self.settings, registry, planner, committer=start_committer()
+            self.layout,
+            ledger,
+            audit,
+            self.settings,
+            registry,
+            planner,
+            committer=start_committer(),
+            intake_renderer=start_intake_renderer(self.layout.root, planner),
         )
         decisions = Decisions(self.layout)
         pipeline = PipelineService(

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
+from ai_employee.vault.note_models import read_plan
 from ai_employee.vault.notes import (
     MAX_FRONTMATTER_BYTES,
     NoteError,
     parse_note,
     parse_yaml_mapping,
-    read_plan,
     render_note,
 )
 
@@ -35,8 +35,13 @@ def plan_text(**changes: Any) -> str:
 
 
 def test_rendered_note_parses_back_to_the_same_properties_and_body() -> None:
-    properties = {"id": "act-1", "title": "Pump 3: leaking — «urgent»", "attachments": ["[[Attachments/x]]"],
-                  "params": {"n": 3, "ok": True, "nested": {"a": [1, 2]}}, "empty": ""}
+    properties = {
+        "id": "act-1",
+        "title": "Pump 3: leaking — «urgent»",
+        "attachments": ["[[Attachments/x]]"],
+        "params": {"n": 3, "ok": True, "nested": {"a": [1, 2]}},
+        "empty": "",
+    }
     body = "# Title\n\nLine one\n---\nnot a fence for the parser once the frontmatter is closed\n"
     parsed, parsed_body = parse_note(render_note(properties, body))
     assert parsed == properties
@@ -46,15 +51,24 @@ def test_rendered_note_parses_back_to_the_same_properties_and_body() -> None:
 def test_rewriting_a_parsed_note_changes_nothing() -> None:
     """Notes are rewritten at each status change; strings that look like dates, numbers or booleans
     must stay strings, and the body must not grow blank lines."""
-    text = render_note({"id": "x", "received": "2026-11-21T10:15:00+00:00", "code": "007", "flag": "yes"},
-                       "# Title\n\nbody")
+    text = render_note(
+        {"id": "x", "received": "2026-11-21T10:15:00+00:00", "code": "007", "flag": "yes"}, "# Title\n\nbody"
+    )
     properties, body = parse_note(text)
     assert properties == {"id": "x", "received": "2026-11-21T10:15:00+00:00", "code": "007", "flag": "yes"}
     assert render_note(properties, body) == text
 
 
 TRICKY_CHARACTERS = [chr(code) for code in range(0x300)] + [
-    "\u2028", "\u2029", "\ufeff", "\ufffe", "\uffff", "\u3000", "\U0001f600", "\uff1a", "\uff03",
+    "\u2028",
+    "\u2029",
+    "\ufeff",
+    "\ufffe",
+    "\uffff",
+    "\u3000",
+    "\U0001f600",
+    "\uff1a",
+    "\uff03",
 ]
 
 
@@ -77,10 +91,45 @@ def test_every_character_in_a_property_survives_rendering_and_parsing() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["yes", "No", "ON", "null", "~", "true", "1", "-1", "0x1f", "1e3", "1.5", ".inf", "2026-11-21",
-     "10:15", "a: b", "- item", "#tag", "[[Link]]", "{x}", "&anchor", "*alias", "!tag", "%x", "@x", "`x`",
-     "x ", " x", "", "a  b", "Pump 3 - line 2", "ends with -", "ends with.", "'quoted'", '"quoted"',
-     "multi\nline", "tab\there", "back\\slash"],
+    [
+        "yes",
+        "No",
+        "ON",
+        "null",
+        "~",
+        "true",
+        "1",
+        "-1",
+        "0x1f",
+        "1e3",
+        "1.5",
+        ".inf",
+        "2026-11-21",
+        "10:15",
+        "a: b",
+        "- item",
+        "#tag",
+        "[[Link]]",
+        "{x}",
+        "&anchor",
+        "*alias",
+        "!tag",
+        "%x",
+        "@x",
+        "`x`",
+        "x ",
+        " x",
+        "",
+        "a  b",
+        "Pump 3 - line 2",
+        "ends with -",
+        "ends with.",
+        "'quoted'",
+        '"quoted"',
+        "multi\nline",
+        "tab\there",
+        "back\\slash",
+    ],
 )
 def test_strings_that_look_like_other_yaml_types_stay_strings(value: str) -> None:
     properties = {"value": value, "nested": {"value": value}, "list": [value]}

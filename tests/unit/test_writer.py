@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ai_employee.helper_process import HelperProcessError
 from ai_employee.vault import fs
 from ai_employee.vault.writer import (
     ClaimedFile,
@@ -20,7 +21,6 @@ from ai_employee.vault.writer import (
     GroupCommit,
     InProcessCommitter,
     ProcessCommitter,
-    WriterProcessError,
     commit,
 )
 
@@ -148,7 +148,7 @@ def test_a_writer_that_died_between_commits_is_replaced(tmp_path: Path) -> None:
     try:
         (folders["Inbox"] / "first.txt").write_text("1")
         commit(committer, batch_of(folders, ["first.txt"], tmp_path))
-        child = committer._process
+        child = committer._helper._process
         assert child is not None
         child.kill()
         child.wait()
@@ -157,7 +157,7 @@ def test_a_writer_that_died_between_commits_is_replaced(tmp_path: Path) -> None:
         assert commit(committer, batch_of(folders, ["second.txt"], tmp_path)) == CommitResult()
 
         assert (folders["Plans"] / "second.txt plan.md").exists()
-        assert committer._process is not None and committer._process.pid != child.pid
+        assert committer._helper._process is not None and committer._helper._process.pid != child.pid
     finally:
         committer.close()
 
@@ -168,14 +168,14 @@ def test_a_writer_that_dies_during_a_commit_raises(tmp_path: Path) -> None:
     committer = ProcessCommitter()
     try:
         commit(committer, GroupCommit(barrier=os.fspath(tmp_path), temp_dir=os.fspath(folders["tmp"])))
-        child = committer._process
+        child = committer._helper._process
         assert child is not None and child.stdout is not None
         child.stdout.close()  # its answer can no longer be read: as if it died before answering
         (folders["Inbox"] / "a.txt").write_text("a")
 
-        with pytest.raises(WriterProcessError):
+        with pytest.raises(HelperProcessError):
             commit(committer, batch_of(folders, ["a.txt"], tmp_path))
-        assert committer._process is None
+        assert committer._helper._process is None
     finally:
         committer.close()
 
@@ -186,14 +186,14 @@ def test_every_batch_sent_to_a_writer_that_died_raises(tmp_path: Path) -> None:
     try:
         empty = GroupCommit(barrier=os.fspath(tmp_path), temp_dir=os.fspath(folders["tmp"]))
         commit(committer, empty)
-        child = committer._process
+        child = committer._helper._process
         assert child is not None and child.stdout is not None
         committer.send(empty)
         committer.send(empty)
         child.stdout.close()  # both answers are lost, as when the child dies
 
         for _ in range(2):
-            with pytest.raises(WriterProcessError):
+            with pytest.raises(HelperProcessError):
                 committer.receive()
         assert commit(committer, empty) == CommitResult()  # and a new child takes the next batch
     finally:
@@ -205,7 +205,7 @@ def test_the_child_exits_when_the_committer_closes(tmp_path: Path) -> None:
     committer = ProcessCommitter()
     (folders["Inbox"] / "a.txt").write_text("a")
     commit(committer, batch_of(folders, ["a.txt"], tmp_path))
-    child = committer._process
+    child = committer._helper._process
     assert child is not None
 
     committer.close()
@@ -220,7 +220,7 @@ def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
         "from ai_employee.vault.writer import ProcessCommitter, GroupCommit, commit\n"
         "committer = ProcessCommitter()\n"
         f"commit(committer, GroupCommit(barrier={os.fspath(tmp_path)!r}, temp_dir={os.fspath(tmp_path)!r}))\n"
-        "print(committer._process.pid, flush=True)\n"
+        "print(committer._helper.pid, flush=True)\n"
         "sys.stdin.read()\n"
     )
     parent = subprocess.Popen(

@@ -25,13 +25,13 @@ from ai_employee.events import Event, EventType
 from ai_employee.executors.base import ExecutionContext, ExecutionError, ExecutorUnavailable
 from ai_employee.observability.metrics import Metrics
 from ai_employee.orchestrator import HealthReport, Service
+from ai_employee.pipeline.renderer import NewAction
 from ai_employee.pipeline.steps import (
     BegunIntake,
     DecisionOutcome,
     ExecutionJob,
     Finished,
     IntakeOutcome,
-    NewAction,
     PreparedIntake,
     VaultSteps,
 )
@@ -46,9 +46,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 AUDIT_FLUSH_SECONDS = 1.0
-#: Inbox batches taken from the hints and not yet written: one being prepared, one waiting for the
-#: worker, one being written. More only holds names longer without writing them sooner.
-INTAKE_BATCHES_IN_FLIGHT = 3
+#: Inbox batches taken from the hints and not yet written: being prepared, waiting for the worker,
+#: being written, and one spare so that a slow turn of the loop does not leave the preparer idle.
+INTAKE_BATCHES_IN_FLIGHT = 4
 TRANSCRIPT_PROPERTIES = frozenset(
     {"transcription", "duration_seconds", "transcript_cost_usd", "transcribed_by", "transcription_model"}
 )
@@ -100,6 +100,10 @@ class PipelineService(Service):
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aie-vault")
         self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aie-prepare")
         self._unbegun = 0
+        self._unread = 0
+        self._render_held: tuple[PreparedIntake, Callable[[IntakeOutcome | BaseException], None]] | None = (
+            None
+        )
         self._unbegun_lock = threading.Lock()
         self._held: tuple[BegunIntake, Callable[[IntakeOutcome | BaseException], None]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -253,6 +257,7 @@ class PipelineService(Service):
         self._preparer.shutdown(wait=True)
         self._worker.shutdown(wait=True)
         self.steps.committer.close()
+        self.steps.intake_renderer.close()
 
     def _schedule_reconcile(self) -> None:
         loop = asyncio.get_running_loop()
@@ -276,17 +281,22 @@ class PipelineService(Service):
         in_flight: deque[asyncio.Future[IntakeOutcome]] = deque()
         try:
             while not self._stopping and (self._inbox or self._approved or self._rejected or in_flight):
+                self._hand_out(in_flight)
                 if self.steps.audit_dirty and time.monotonic() - self._last_audit_flush > AUDIT_FLUSH_SECONDS:
-                    await self._flush_audit()
+                    self._spawn(self._flush_audit())  # queued on the worker behind the batches
                 await self._decide()
-                while self._inbox and not self._stopping and len(in_flight) < INTAKE_BATCHES_IN_FLIGHT:
-                    in_flight.append(self._intake_next())
                 if in_flight:
-                    self._after_intake(await in_flight.popleft())
-        finally:  # stopping: what was taken is written in full
-            for outcome in await asyncio.gather(*in_flight, return_exceptions=True):
-                if isinstance(outcome, IntakeOutcome):
+                    outcome = await in_flight.popleft()
+                    self._hand_out(in_flight)  # keep the preparer busy before publishing
                     self._after_intake(outcome)
+        finally:  # stopping: what was taken is written in full
+            for finished in await asyncio.gather(*in_flight, return_exceptions=True):
+                if isinstance(finished, IntakeOutcome):
+                    self._after_intake(finished)
+
+    def _hand_out(self, in_flight: deque[asyncio.Future[IntakeOutcome]]) -> None:
+        while self._inbox and not self._stopping and len(in_flight) < INTAKE_BATCHES_IN_FLIGHT:
+            in_flight.append(self._intake_next())
 
     async def _decide(self) -> None:
         if self._rejected:
@@ -319,22 +329,51 @@ class PipelineService(Service):
 
         def prepare() -> None:
             started = time.perf_counter()
+            more = self._count_unread(-1) > 0
             try:
-                prepared = self.steps.prepare_intake(list(taken), renamed)
+                prepared = self.steps.read_intake(list(taken), renamed)
+                self.steps.start_render(prepared)
             except BaseException as error:
-                self._count_unbegun(-1)
-                answer(error)
-                self._worker.submit(self._finish_held)  # it waited for this batch
+                self._finish_render_held()
+                self._intake_failed(answer, error)
                 return
             finally:
                 self.metrics.step_duration_seconds.labels(step="prepare").observe(
                     time.perf_counter() - started
                 )
-            self._worker.submit(self._commit_intake, prepared, answer)
+            self._finish_render_held()
+            self._render_held = (prepared, answer)
+            if not more:
+                self._finish_render_held()
 
+        self._count_unread(1)
         self._count_unbegun(1)
         self._preparer.submit(prepare)
         return outcome
+
+    def _finish_render_held(self) -> None:
+        """On the preparer: the batch whose notes are being rendered goes to the worker once they are
+        back. It is held while the next batch is read, so that reading one overlaps rendering the
+        other; the last one is finished at once."""
+        held, self._render_held = self._render_held, None
+        if held is None:
+            return
+        prepared, answer = held
+        try:
+            self.steps.finish_render(prepared)
+        except BaseException as error:
+            self._intake_failed(answer, error)
+            return
+        self._worker.submit(self._commit_intake, prepared, answer)
+
+    def _intake_failed(
+        self, answer: Callable[[IntakeOutcome | BaseException], None], error: BaseException
+    ) -> None:
+        """A batch that will not reach the worker: answer the loop, and let the worker finish the
+        batch it may be holding for this one."""
+        answer(error)
+        self._count_unbegun(-1)
+        self._worker.submit(self._finish_held)
 
     def _commit_intake(
         self, prepared: PreparedIntake, answer: Callable[[IntakeOutcome | BaseException], None]
@@ -369,6 +408,12 @@ class PipelineService(Service):
             answer(error)
         finally:
             self.metrics.step_duration_seconds.labels(step="intake").observe(time.perf_counter() - started)
+
+    def _count_unread(self, change: int) -> int:
+        """Batches handed to the preparer that it has not started to read; the count after `change`."""
+        with self._unbegun_lock:
+            self._unread += change
+            return self._unread
 
     def _count_unbegun(self, change: int) -> int:
         """Batches handed to the preparer whose commit has not begun; the count after `change`."""

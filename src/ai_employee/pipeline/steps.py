@@ -38,27 +38,27 @@ from ai_employee.pipeline.ids import (
     stable_action_id,
 )
 from ai_employee.pipeline.registry import ExecutorRegistry
-from ai_employee.planners.base import Planner, PlanProposal, PlanRequest
+from ai_employee.pipeline.renderer import (
+    ActionRenderer,
+    IntakeRenderer,
+    NewAction,
+    RenderedAction,
+    plan_audit,
+    plan_request,
+)
+from ai_employee.planners.base import ActionSpec, Planner, PlanProposal, PlanRequest
 from ai_employee.sources.base import IncomingMessage
 from ai_employee.vault import fs
 from ai_employee.vault.layout import Folder, VaultLayout, is_ignored_name, unsafe_reason
 from ai_employee.vault.ledger import ActionRow, AuditRecord, ExecutionRow, Ledger
-from ai_employee.vault.notes import (
-    NoteError,
-    PlanNote,
-    describe_validation,
-    parse_note,
-    read_plan,
-    render_note,
-    wikilink,
-)
+from ai_employee.vault.note_models import PlanNote, describe_validation, read_plan
+from ai_employee.vault.notes import NoteError, parse_note, render_note, wikilink
 from ai_employee.vault.writer import ClaimedFile, Committer, GroupCommit, InProcessCommitter
 
 log = structlog.get_logger(__name__)
 
 SNIFF_BYTES = 8192
 MAX_PLAN_BYTES = 1024 * 1024
-PLANNER_TEXT_CHARS = 20_000
 
 
 def utcnow() -> datetime:
@@ -66,19 +66,6 @@ def utcnow() -> datetime:
 
 
 # --- outcomes the async service turns into events ---------------------------------------
-
-
-@dataclass
-class NewAction:
-    """An action whose note is durable, with what the planner needs."""
-
-    row: ActionRow
-    text: str
-    received: datetime
-    subject: str | None = None
-    trusted: bool = True
-    planned: PlanProposal | None = None  # set when it was planned inline
-    request: PlanRequest | None = None  # what the inline planner was asked (for the auto-approve policy)
 
 
 @dataclass
@@ -96,15 +83,6 @@ class IntakeOutcome:
 
 
 @dataclass
-class RenderedAction:
-    """What a group commit writes for one new action: its notes and audit lines."""
-
-    item: NewAction
-    writes: list[tuple[Path, bytes]]
-    audit: list[AuditRecord]
-
-
-@dataclass
 class PreparedFile:
     name: str  # as in Inbox/ (may not be valid UTF-8)
     rendered: RenderedAction
@@ -114,12 +92,13 @@ class PreparedFile:
 class PreparedIntake:
     """A batch of Inbox files read, planned and rendered, not yet written."""
 
-    files: list[PreparedFile] = field(default_factory=list)
+    reading: list[tuple[str, NewAction]] = field(default_factory=list)  # (name, action): read, not rendered
+    files: list[PreparedFile] = field(default_factory=list)  # rendered
     unsafe: list[tuple[str, str]] = field(default_factory=list)  # (name, reason): to quarantine
     outcome: IntakeOutcome = field(default_factory=IntakeOutcome)
 
     def action_ids(self) -> list[str]:
-        return [file.rendered.item.row.action_id for file in self.files]
+        return [item.row.action_id for _, item in self.reading]
 
 
 @dataclass
@@ -180,8 +159,12 @@ class VaultSteps:
         registry: ExecutorRegistry,
         planner: Planner,
         committer: Committer | None = None,
+        intake_renderer: IntakeRenderer | None = None,
     ) -> None:
         self.layout = layout
+        self.renderer = ActionRenderer(layout.root, planner)
+        #: renders Inbox batches (in a helper process in the daemon)
+        self.intake_renderer: IntakeRenderer = intake_renderer or self.renderer
         #: writes the group commits of Inbox files (in a child process in the daemon)
         self.committer = committer or InProcessCommitter()
         self.ledger = ledger
@@ -242,12 +225,17 @@ class VaultSteps:
         return self.commit_intake(self.prepare_intake(names, renamed))
 
     def prepare_intake(self, names: Sequence[str], renamed: set[str]) -> PreparedIntake:
-        """Read and render a batch of Inbox files; write nothing (the pipeline's first stage).
+        """Read and render a batch of Inbox files; write nothing (the pipeline's first stage)."""
+        prepared = self.read_intake(names, renamed)
+        self.start_render(prepared)
+        return self.finish_render(prepared)
 
-        Only reads (the folder, the files, the ledger) and CPU work (planning, rendering), so it
-        can run on its own thread while `commit_intake` writes the batch before it. What it
-        decides is checked again by the commit: a file may have been claimed, replaced or
-        removed in between."""
+    def read_intake(self, names: Sequence[str], renamed: set[str]) -> PreparedIntake:
+        """Which names are files to take now, with their ids and text; nothing written.
+
+        Only reads (the folder, the files, the ledger), so it can run on its own thread while
+        `begin_intake` writes the batch before it. What it decides is checked again when the
+        batch is written: a file may have been claimed, replaced or removed in between."""
         prepared = PreparedIntake()
         inbox = self.layout.folder(Folder.INBOX)
         settle = self.settings.vault.settle_seconds
@@ -266,8 +254,7 @@ class VaultSteps:
             if reason is not None:
                 prepared.unsafe.append((name, reason))
                 continue
-            claim = claims.get(display_name(name))
-            if claim is not None and claim.inbox_ino == info.st_ino:
+            if claims.get(display_name(name)) == info.st_ino:
                 continue  # a crash interrupted this one; recovery finishes it
             if name not in renamed and settle > 0:
                 age = wall - max(info.st_mtime, info.st_ctime)
@@ -281,7 +268,6 @@ class VaultSteps:
         day = now.strftime("%Y-%m-%d")
         created_at = now.isoformat(timespec="seconds")
         action_ids = self._issue_action_ids(now, len(ready))
-        items: list[tuple[str, NewAction]] = []
         for (name, info), action_id in zip(ready, action_ids, strict=True):
             shown = display_name(name)
             title, text = self._describe_file(inbox / name, shown, info.st_size)
@@ -303,9 +289,29 @@ class VaultSteps:
                 title=title,
                 created_at=created_at,
             )
-            items.append((name, NewAction(row=row, text=text, received=now)))
-        rendered = self._render_actions([item for _, item in items])
-        prepared.files = [PreparedFile(name, done) for (name, _), done in zip(items, rendered, strict=True)]
+            prepared.reading.append((name, NewAction(row=row, text=text, received=now)))
+        return prepared
+
+    def start_render(self, prepared: PreparedIntake) -> None:
+        """Hand the batch's notes to the intake renderer (a helper process in the daemon)."""
+        if prepared.reading:
+            try:
+                self.intake_renderer.send([item for _, item in prepared.reading], *self._planning_context())
+            except BaseException:
+                self._release_action_ids(prepared.action_ids())
+                raise
+
+    def finish_render(self, prepared: PreparedIntake) -> PreparedIntake:
+        """Wait for the batch's notes: the batch is ready to be written."""
+        if prepared.reading:
+            try:
+                rendered = self.intake_renderer.receive()
+            except BaseException:
+                self._release_action_ids(prepared.action_ids())
+                raise
+            prepared.files = [
+                PreparedFile(name, done) for (name, _), done in zip(prepared.reading, rendered, strict=True)
+            ]
         return prepared
 
     def commit_intake(self, prepared: PreparedIntake) -> IntakeOutcome:
@@ -440,35 +446,13 @@ class VaultSteps:
 
     def _render_actions(self, actions: Sequence[NewAction]) -> list[RenderedAction]:
         """Notes as bytes and audit lines, nothing written; a local planner plans here."""
-        inline = self.planner.local
-        handbook = self.handbook() if inline else ""
-        specs = self.registry.specs() if inline else []
-        rendered: list[RenderedAction] = []
-        for item in actions:
-            row = item.row
-            if inline:
-                item.request = self._plan_request(item, handbook, specs)
-                item.planned = self.planner.plan_local(item.request)
-            writes = [
-                (
-                    self.layout.resolve(row.note_rel),
-                    self._action_text(item, status="planned" if inline else "needs_action").encode("utf-8"),
-                )
-            ]
-            audit = [
-                audit_record(
-                    "action.created",
-                    row.action_id,
-                    source=row.source,
-                    title=row.title,
-                    source_ref=row.source_ref,
-                )
-            ]
-            if item.planned is not None:
-                writes.append(self._plan_write(row, item.planned))
-                audit.append(self._plan_audit(row, item.planned))
-            rendered.append(RenderedAction(item, writes, audit))
-        return rendered
+        return self.renderer.render_now(actions, *self._planning_context())
+
+    def _planning_context(self) -> tuple[str, list[ActionSpec]]:
+        """The handbook and the actions on offer, for a planner that plans inline."""
+        if not self.planner.local:
+            return "", []
+        return self.handbook(), self.registry.specs()
 
     def _commit_actions(self, rendered: Sequence[RenderedAction]) -> None:
         """One group commit of the notes, then their state in the ledger."""
@@ -492,62 +476,10 @@ class VaultSteps:
         self._commit_audit()
 
     def _action_text(self, item: NewAction, *, status: str) -> str:
-        row = item.row
-        extra = dict(row.extra)
-        return rendering.action_note(
-            action_id=row.action_id,
-            source=row.source,
-            received=item.received,
-            title=row.title,
-            status=status,
-            attachments=row.attachments,
-            body_text=item.text,
-            source_ref=row.source_ref,
-            sender=row.sender,
-            subject=item.subject,
-            intent=item.planned.intent if item.planned else None,
-            extra=extra,
-        )
-
-    def _plan_request(self, item: NewAction, handbook: str, specs: Any) -> PlanRequest:
-        return PlanRequest(
-            action_id=item.row.action_id,
-            title=item.row.title,
-            text=item.text[:PLANNER_TEXT_CHARS],
-            source=item.row.source,
-            sender=item.row.sender,
-            received=item.received,
-            attachments=item.row.attachments,
-            handbook=handbook,
-            actions=specs,
-            trusted_sender=item.trusted,
-        )
+        return self.renderer.action_text(item, status=status)
 
     def plan_request(self, item: NewAction) -> PlanRequest:
-        return self._plan_request(item, self.handbook(), self.registry.specs())
-
-    def _plan_write(self, row: ActionRow, proposal: PlanProposal) -> tuple[Path, bytes]:
-        created = utcnow()
-        properties = rendering.plan_properties(
-            plan_id=row.plan_id, action_id=row.action_id, proposal=proposal, created=created
-        )
-        body = rendering.plan_body(
-            proposal=proposal, plan_id=row.plan_id, action_note_stem=Path(row.note_rel).stem
-        )
-        return self.layout.resolve(row.plan_rel), render_note(properties, body).encode("utf-8")
-
-    def _plan_audit(self, row: ActionRow, proposal: PlanProposal) -> AuditRecord:
-        return audit_record(
-            "plan.created",
-            row.plan_id,
-            action_id=row.action_id,
-            action=proposal.action,
-            planner=proposal.planner,
-            risk=proposal.risk,
-            planner_fallback_reason=proposal.fallback_reason,
-            usage=proposal.usage,
-            cost_usd=proposal.cost_usd,
-        )
+        return plan_request(item, self.handbook(), self.registry.specs())
 
     def apply_transcript(
         self, action_id: str, transcript: str, properties: dict[str, Any]
@@ -578,16 +510,16 @@ class VaultSteps:
 
     def write_plans(self, planned: Sequence[tuple[NewAction, PlanProposal]]) -> None:
         """Plans from an async planner: plan note, then the action note marked planned."""
-        writes: list[tuple[Path, bytes]] = []
+        writes: list[tuple[str | Path, bytes]] = []
         audit: list[AuditRecord] = []
         today = utcnow().strftime("%Y-%m-%d")
         for item, proposal in planned:
             item.planned = proposal
-            writes.append(self._plan_write(item.row, proposal))
+            writes.append(self.renderer.plan_write(item.row, proposal))
             writes.append(
                 (self.layout.resolve(item.row.note_rel), self._action_text(item, status="planned").encode())
             )
-            audit.append(self._plan_audit(item.row, proposal))
+            audit.append(plan_audit(item.row, proposal))
             if proposal.cost_usd:
                 self.ledger.add_cost(today, proposal.planner, proposal.cost_usd)
         fs.write_durable_batch(writes, barrier=self.layout.root, temp_dir=self.temp_dir)

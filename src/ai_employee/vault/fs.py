@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ TEMP_PREFIX = ".aie-tmp-"
 
 _libc: ctypes.CDLL | None
 try:
-    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    _libc = ctypes.CDLL(None, use_errno=True)  # the C library is loaded already: no search for it
 except OSError:  # pragma: no cover - not Linux
     _libc = None
 
@@ -62,7 +61,7 @@ def _temp_name(target: str, temp_dir: str | None) -> str:
     return f"{temp_dir or directory}/{f'{TEMP_PREFIX}{random_hex(6)}-{name}'[:255]}"
 
 
-def _write_temp(target: Path, data: bytes, *, sync: bool, temp_dir: Path | None = None) -> str:
+def _write_temp(target: str | Path, data: bytes, *, sync: bool, temp_dir: Path | None = None) -> str:
     temp = _temp_name(os.fspath(target), None if temp_dir is None else os.fspath(temp_dir))
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
@@ -97,7 +96,7 @@ def write_durable(target: Path, data: bytes, *, temp_dir: Path | None = None) ->
 
 
 def write_durable_batch(
-    items: Sequence[tuple[Path, bytes]],
+    items: Sequence[tuple[str | Path, bytes]],
     *,
     barrier: Path,
     before_last_barrier: Callable[[], None] | None = None,
@@ -110,7 +109,7 @@ def write_durable_batch(
     links). `before_last_barrier` runs after the renames, so its effects (e.g. unlinking the
     originals) become durable with them.
     """
-    temps: list[tuple[str, Path]] = []
+    temps: list[tuple[str, str | Path]] = []
     try:
         for target, data in items:
             temps.append((_write_temp(target, data, sync=False, temp_dir=temp_dir), target))

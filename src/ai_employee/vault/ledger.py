@@ -256,13 +256,15 @@ class Ledger:
             row = self._db.execute("SELECT * FROM actions WHERE dedup_key = ?", (dedup_key,)).fetchone()
         return _action_row(row) if row else None
 
-    def claimed_inbox_names(self) -> dict[str, ActionRow]:
-        """Unfinished inbox claims by inbox name (few: only what a crash interrupted)."""
+    def claimed_inbox_names(self) -> dict[str, int | None]:
+        """Inode of each unfinished inbox claim, by inbox name (few: what a crash interrupted and the
+        batches being written; two columns only, as a burst asks once per batch)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM actions WHERE state IN ('claimed', 'noted') AND inbox_name IS NOT NULL"
+                "SELECT inbox_name, inbox_ino FROM actions"
+                " WHERE state IN ('claimed', 'noted') AND inbox_name IS NOT NULL"
             ).fetchall()
-        return {row["inbox_name"]: _action_row(row) for row in rows}
+        return {row[0]: row[1] for row in rows}
 
     def unfinished_actions(self) -> list[ActionRow]:
         with self._lock:

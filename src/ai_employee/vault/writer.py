@@ -12,32 +12,21 @@ it exactly as with the in-process committer. It dies with the daemon (`PR_SET_PD
 exits when its pipe closes; if it dies first, the commit raises and the pipeline's recovery
 finishes the batch as after any crash.
 
-Wire format: a 4-byte little-endian length and a `marshal` payload each way (the child only ever
-reads what its parent wrote).
+The child is an `ai_employee.helper_process` helper.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import errno
-import marshal
 import os
-import signal
-import struct
-import subprocess
 import sys
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Protocol
 
+from ai_employee.helper_process import HelperProcess, serve
 from ai_employee.vault import fs
-
-_HEADER = struct.Struct("<I")
-_PR_SET_PDEATHSIG = 1
-_CLOSE_SECONDS = 5.0
 
 
 @dataclass
@@ -140,109 +129,36 @@ class InProcessCommitter:
         self._results.clear()
 
 
-class WriterProcessError(OSError):
-    """The writer process went away during a commit: the batch may be half done."""
-
-
 class ProcessCommitter:
-    """Sends each batch to the child; `receive` waits for its answer (the GIL is free meanwhile).
-
-    The child starts at the first batch, from the thread that sends (the parent-death signal is
-    tied to the thread that started it), and again after it died; batches sent to a child that
-    died are answered with `WriterProcessError`."""
+    """Sends each batch to the writer process; `receive` waits for its answer (the GIL is free
+    meanwhile). Batches sent to a writer that died raise `HelperProcessError`."""
 
     def __init__(self) -> None:
-        self._process: subprocess.Popen[bytes] | None = None
-        self._outstanding = 0  # sent to the running child, not yet received
-        self._lost = 0  # sent to a child that died, not yet received
+        self._helper = HelperProcess(__name__, "vault writer process")
 
     def send(self, batch: GroupCommit) -> None:
-        request = (
-            os.fsencode(batch.barrier),
-            os.fsencode(batch.temp_dir),
-            [
-                (
-                    os.fsencode(claimed.original),
-                    os.fsencode(claimed.keep_as),
-                    claimed.inode,
-                    [(os.fsencode(target), data) for target, data in claimed.writes],
-                )
-                for claimed in batch.files
-            ],
+        self._helper.send(
+            (
+                os.fsencode(batch.barrier),
+                os.fsencode(batch.temp_dir),
+                [
+                    (
+                        os.fsencode(claimed.original),
+                        os.fsencode(claimed.keep_as),
+                        claimed.inode,
+                        [(os.fsencode(target), data) for target, data in claimed.writes],
+                    )
+                    for claimed in batch.files
+                ],
+            )
         )
-        process = self._running()
-        assert process.stdin is not None
-        try:
-            _send(process.stdin, request)
-        except (OSError, ValueError) as error:
-            self._discard()  # the caller knows this batch failed; earlier ones are lost too
-            raise WriterProcessError(errno.EIO, f"the vault writer process failed: {error}") from error
-        self._outstanding += 1
 
     def receive(self) -> CommitResult:
-        if self._lost:
-            self._lost -= 1
-            raise WriterProcessError(errno.EIO, "the vault writer process exited during a commit")
-        process = self._process
-        assert process is not None and process.stdout is not None and self._outstanding > 0
-        try:
-            reply = _receive(process.stdout)
-        except (OSError, EOFError, ValueError) as error:
-            reply = None
-            cause: BaseException | None = error
-        else:
-            cause = None
-        if reply is None:
-            self._discard()
-            self._lost -= 1  # this one
-            raise WriterProcessError(errno.EIO, "the vault writer process exited during a commit") from cause
-        self._outstanding -= 1
-        if reply[0] == "error":
-            _, code, message, filename = reply
-            raise OSError(code, message, os.fsdecode(filename) if filename is not None else None)
-        return CommitResult(vanished=list(reply[1]), replaced=list(reply[2]))
+        vanished, replaced = self._helper.receive()
+        return CommitResult(vanished=list(vanished), replaced=list(replaced))
 
     def close(self) -> None:
-        process, self._process = self._process, None
-        self._outstanding = 0
-        if process is None:
-            return
-        with contextlib.suppress(OSError):
-            if process.stdin is not None:
-                process.stdin.close()
-        try:
-            process.wait(timeout=_CLOSE_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-    def _running(self) -> subprocess.Popen[bytes]:
-        if self._process is None or self._process.poll() is not None:
-            if self._process is not None:
-                self._discard()
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(os.getpid())],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                close_fds=True,
-            )
-        return self._process
-
-    def _discard(self) -> None:
-        """Forget a child that failed; what was sent to it and not received is lost."""
-        process, self._process = self._process, None
-        self._lost += self._outstanding
-        self._outstanding = 0
-        if process is not None:
-            with contextlib.suppress(OSError):
-                process.kill()
-            process.wait()
-            for stream in (process.stdin, process.stdout):
-                if stream is not None:
-                    with contextlib.suppress(OSError):
-                        stream.close()
+        self._helper.close()
 
 
 def start_committer() -> Committer:
@@ -252,45 +168,13 @@ def start_committer() -> Committer:
     return InProcessCommitter()  # pragma: no cover - the daemon runs on Linux
 
 
-def _send(stream: IO[bytes], message: Any) -> None:
-    payload = marshal.dumps(message)
-    stream.write(_HEADER.pack(len(payload)) + payload)
-    stream.flush()
-
-
-def _receive(stream: IO[bytes]) -> tuple[Any, ...] | None:
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        return None
-    (size,) = _HEADER.unpack(header)
-    payload = stream.read(size)
-    if len(payload) < size:
-        return None
-    message = marshal.loads(payload)  # noqa: S302 - written by our own parent or child
-    if not isinstance(message, tuple):
-        raise ValueError("malformed message from the writer pipe")
-    return message
-
-
-# --- the child -------------------------------------------------------------------------------------
-
-
-def _die_with_parent(parent: int) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before the line above
-        os._exit(1)
-
-
-def _child(parent: int) -> None:
-    # Ctrl-C reaches the whole process group: the daemon stops gracefully and closes our pipe.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with_parent(parent)
-    requests, replies = sys.stdin.buffer, sys.stdout.buffer
-    while (request := _receive(requests)) is not None:
-        barrier, temp_dir, files = request
-        batch = GroupCommit(
+def _apply(
+    request: tuple[bytes, bytes, list[tuple[bytes, bytes, int, list[tuple[bytes, bytes]]]]],
+) -> tuple[list[int], list[int]]:
+    """The writer process: one group commit per request."""
+    barrier, temp_dir, files = request
+    result = apply_group_commit(
+        GroupCommit(
             barrier=os.fsdecode(barrier),
             temp_dir=os.fsdecode(temp_dir),
             files=[
@@ -303,14 +187,9 @@ def _child(parent: int) -> None:
                 for original, keep_as, inode, writes in files
             ],
         )
-        try:
-            result = apply_group_commit(batch)
-            reply: tuple[Any, ...] = ("ok", result.vanished, result.replaced)
-        except OSError as error:
-            filename = None if error.filename is None else os.fsencode(error.filename)
-            reply = ("error", error.errno, error.strerror, filename)
-        _send(replies, reply)
+    )
+    return result.vanished, result.replaced
 
 
 if __name__ == "__main__":
-    _child(int(sys.argv[1]))
+    serve(_apply)
