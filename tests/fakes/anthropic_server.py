@@ -27,9 +27,16 @@ from tests.fakes.model_script import ModelScript, Scripted, estimate_tokens
 
 log = structlog.get_logger(__name__)
 
-_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                 404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-                 500: "api_error", 529: "overloaded_error"}
+_STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
@@ -80,26 +87,40 @@ class AnthropicFake(LoopbackServer):
         prompt_text = _last_user_text(body)
         scripted = self.script.next(prompt_text, body)
         if scripted.kind == "raw":
-            return web.Response(text=str(scripted.value), status=scripted.status,
-                                content_type=scripted.content_type)
+            return web.Response(
+                text=str(scripted.value), status=scripted.status, content_type=scripted.content_type
+            )
         content, stop = _content(scripted, tools)
         if self.thinking:
-            content.insert(0, {"type": "thinking", "thinking": "Which action fits this message?",
-                               "signature": secrets.token_hex(16)})
+            content.insert(
+                0,
+                {
+                    "type": "thinking",
+                    "thinking": "Which action fits this message?",
+                    "signature": secrets.token_hex(16),
+                },
+            )
         input_tokens, output_tokens = scripted.usage or (
-            estimate_tokens(json.dumps(body)), estimate_tokens(json.dumps(content))
+            estimate_tokens(json.dumps(body)),
+            estimate_tokens(json.dumps(content)),
         )
-        return web.json_response({
-            "id": f"msg_{secrets.token_hex(12)}",
-            "type": "message",
-            "role": "assistant",
-            "model": body["model"],
-            "content": content,
-            "stop_reason": scripted.stop or stop,
-            "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
-        })
+        return web.json_response(
+            {
+                "id": f"msg_{secrets.token_hex(12)}",
+                "type": "message",
+                "role": "assistant",
+                "model": body["model"],
+                "content": content,
+                "stop_reason": scripted.stop or stop,
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": input_tokens,
+                    "output_tokens": output_tokens,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                },
+            }
+        )
 
 
 def _last_user_text(body: dict[str, Any]) -> str:

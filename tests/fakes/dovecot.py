@@ -116,9 +116,13 @@ class DovecotServer:
             users = f"uid={os.geteuid()} gid={os.getegid()}"
             service_users = f"default_internal_user = {me}\ndefault_login_user = {me}\n"
         # Without IDLE the source must fall back to polling; Dovecot lets us hide it.
-        capability = "" if self.idle else (
-            "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+ "
-            "UIDPLUS MOVE NAMESPACE\n"
+        capability = (
+            ""
+            if self.idle
+            else (
+                "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+ "
+                "UIDPLUS MOVE NAMESPACE\n"
+            )
         )
         ssl = "ssl = no"
         if self.tls:
@@ -210,8 +214,11 @@ service stats {{
             errors = self.root / "start.err"
             with errors.open("wb") as sink:
                 code = subprocess.call(
-                    [self.binary, "-c", str(self.config)], stdin=subprocess.DEVNULL, stdout=sink,
-                    stderr=sink, timeout=30,
+                    [self.binary, "-c", str(self.config)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=sink,
+                    stderr=sink,
+                    timeout=30,
                 )
             if code != 0:
                 last_error = errors.read_text(errors="replace").strip()
@@ -233,10 +240,27 @@ service stats {{
         if openssl is None:
             pytest.skip("openssl is not installed: no certificate for the TLS tests")
         subprocess.run(
-            [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-keyout", str(self.key_file), "-out", str(self.cert_file),
-             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-            check=True, capture_output=True, timeout=60,
+            [
+                openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                str(self.key_file),
+                "-out",
+                str(self.cert_file),
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
 
     @property

@@ -52,12 +52,27 @@ def template_responder(block: str, body: dict[str, Any]) -> dict[str, Any]:
             if line.startswith("Subject: "):
                 title = line.removeprefix("Subject: ")
     proposal = TemplatePlanner().plan_local(
-        PlanRequest(action_id="act-fake", title=title, text=text, source="file", sender=None,
-                    received=datetime.now(UTC), attachments=[], handbook="", actions=[])
+        PlanRequest(
+            action_id="act-fake",
+            title=title,
+            text=text,
+            source="file",
+            sender=None,
+            received=datetime.now(UTC),
+            attachments=[],
+            handbook="",
+            actions=[],
+        )
     )
-    return {"intent": proposal.intent, "confidence": max(proposal.confidence, 0.7), "action": proposal.action,
-            "params": proposal.params, "risk": proposal.risk, "summary": proposal.summary,
-            "steps": proposal.steps}
+    return {
+        "intent": proposal.intent,
+        "confidence": max(proposal.confidence, 0.7),
+        "action": proposal.action,
+        "params": proposal.params,
+        "risk": proposal.risk,
+        "summary": proposal.summary,
+        "steps": proposal.steps,
+    }
 
 
 class ModelScript:
@@ -67,13 +82,15 @@ class ModelScript:
         self.queue: deque[Scripted] = deque()
         self.responder: Responder = template_responder
 
-    def reply_plan(self, plan: dict[str, Any] | str, *, usage: tuple[int, int] | None = None,
-                   stop: str | None = None) -> None:
+    def reply_plan(
+        self, plan: dict[str, Any] | str, *, usage: tuple[int, int] | None = None, stop: str | None = None
+    ) -> None:
         """The next answer is one `propose_plan` call with `plan` (a str: sent as is, e.g. invalid JSON)."""
         self.queue.append(Scripted("plan", plan, usage, stop))
 
-    def reply_calls(self, calls: list[tuple[str, dict[str, Any] | str]], *,
-                    usage: tuple[int, int] | None = None) -> None:
+    def reply_calls(
+        self, calls: list[tuple[str, dict[str, Any] | str]], *, usage: tuple[int, int] | None = None
+    ) -> None:
         """The next answer has these tool calls, (name, input) each: none, two, an unknown tool..."""
         self.queue.append(Scripted("calls", calls, usage))
 

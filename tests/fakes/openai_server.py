@@ -30,13 +30,25 @@ from tests.fakes.model_script import ModelScript, Scripted, estimate_tokens
 
 log = structlog.get_logger(__name__)
 
-_STATUS_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-                 429: "rate_limit_exceeded", 500: "server_error", 503: "server_error"}
+_STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    429: "rate_limit_exceeded",
+    500: "server_error",
+    503: "server_error",
+}
 
 
 def error_body(status: int, message: str, *, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": _STATUS_TYPES.get(status, "server_error"), "param": None,
-                      "code": code}}
+    return {
+        "error": {
+            "message": message,
+            "type": _STATUS_TYPES.get(status, "server_error"),
+            "param": None,
+            "code": code,
+        }
+    }
 
 
 def error_response(status: int, message: str, *, code: str | None = None) -> web.Response:
@@ -87,29 +99,45 @@ class OpenAIFake(LoopbackServer):
         )
         scripted = self.script.next(prompt_text, body)
         if scripted.kind == "raw":
-            return web.Response(text=str(scripted.value), status=scripted.status,
-                                content_type=scripted.content_type)
+            return web.Response(
+                text=str(scripted.value), status=scripted.status, content_type=scripted.content_type
+            )
         message, finish = _message(scripted, tools)
         prompt_tokens, completion_tokens = scripted.usage or (
-            estimate_tokens(json.dumps(body)), estimate_tokens(json.dumps(message))
+            estimate_tokens(json.dumps(body)),
+            estimate_tokens(json.dumps(message)),
         )
-        return web.json_response({
-            "id": f"chatcmpl-{secrets.token_hex(12)}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body["model"],
-            "choices": [{"index": 0, "message": message, "finish_reason": scripted.stop or finish,
-                         "logprobs": None}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-            "system_fingerprint": "fp_fake",
-        })
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{secrets.token_hex(12)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "finish_reason": scripted.stop or finish,
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+                "system_fingerprint": "fp_fake",
+            }
+        )
 
 
 def _call(name: str, value: dict[str, Any] | str) -> dict[str, Any]:
     arguments = value if isinstance(value, str) else json.dumps(value)
-    return {"id": f"call_{secrets.token_hex(12)}", "type": "function",
-            "function": {"name": name, "arguments": arguments}}
+    return {
+        "id": f"call_{secrets.token_hex(12)}",
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
 
 
 def _message(scripted: Scripted, tools: list[Any]) -> tuple[dict[str, Any], str]:

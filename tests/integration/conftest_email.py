@@ -129,8 +129,14 @@ class EmailHarness:
 
     def context(self, **email: Any) -> ServiceContext:
         return ServiceContext(
-            settings=self.settings(**email), bus=self.bus, intake=self.intake, vault_root=self.vault,
-            state=self.state, approvals=_Approvals(), routes=_Routes(), actions=_Actions(),
+            settings=self.settings(**email),
+            bus=self.bus,
+            intake=self.intake,
+            vault_root=self.vault,
+            state=self.state,
+            approvals=_Approvals(),
+            routes=_Routes(),
+            actions=_Actions(),
         )
 
     def source(self, *, source_options: Mapping[str, Any] | None = None, **email: Any) -> EmailSource:
@@ -156,9 +162,9 @@ async def harness_fixture(dovecot: DovecotServer, user: str, tmp_path: Path) -> 
 
 
 @contextlib.asynccontextmanager
-async def running(source: EmailSource, *, ready: bool = True, timeout: float = 15.0) -> AsyncIterator[
-    asyncio.Task[None]
-]:
+async def running(
+    source: EmailSource, *, ready: bool = True, timeout: float = 15.0
+) -> AsyncIterator[asyncio.Task[None]]:
     """Run the source as the orchestrator would; stop it (and check it stopped) on the way out."""
     task = asyncio.create_task(source.run())
     try:

@@ -39,8 +39,11 @@ def events(vault: Path, name: str, subject: str | None = None) -> list[dict[str,
 
 
 def wait_event(vault: Path, name: str, subject: str | None = None) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = wait_for(lambda: events(vault, name, subject), TIMEOUT,
-                                           message=f"an audit line {name} for {subject or 'anything'}")
+    found: list[dict[str, Any]] = wait_for(
+        lambda: events(vault, name, subject),
+        TIMEOUT,
+        message=f"an audit line {name} for {subject or 'anything'}",
+    )
     return found
 
 
@@ -67,14 +70,17 @@ def vault_files(vault: Path) -> list[Path]:
 
 
 def action_for(vault: Path, inbox_name: str) -> list[Path]:
-    return [path for path in notes(vault / "Needs_Action")
-            if frontmatter(path).get("source_ref") == inbox_name]
+    return [
+        path for path in notes(vault / "Needs_Action") if frontmatter(path).get("source_ref") == inbox_name
+    ]
 
 
 def wait_action(vault: Path, inbox_name: str, count: int = 1) -> list[Path]:
-    found: list[Path] = wait_for(lambda: len(action_for(vault, inbox_name)) == count
-                                 and action_for(vault, inbox_name), TIMEOUT,
-                                 message=f"{count} action note(s) for {inbox_name!r}")
+    found: list[Path] = wait_for(
+        lambda: len(action_for(vault, inbox_name)) == count and action_for(vault, inbox_name),
+        TIMEOUT,
+        message=f"{count} action note(s) for {inbox_name!r}",
+    )
     return found
 
 
@@ -227,8 +233,13 @@ def test_binary_file_becomes_an_action_that_links_it(running: DaemonProcess, vau
     assert_alive(running)
 
 
-ODD_NAMES = ["pump 3 leaking on line 2.txt", "naïve résumé 日本語.txt", "-rf --help.txt", "report..final.txt",
-             "x .. y.txt"]
+ODD_NAMES = [
+    "pump 3 leaking on line 2.txt",
+    "naïve résumé 日本語.txt",
+    "-rf --help.txt",
+    "report..final.txt",
+    "x .. y.txt",
+]
 
 
 def test_odd_file_names_become_actions_like_any_other(running: DaemonProcess, vault: Path) -> None:
@@ -394,8 +405,11 @@ def test_done_plan_copied_back_into_approved_is_not_executed_again(
     plan = wait_plan(vault, frontmatter(action)["id"])
     plan_id = frontmatter(plan)["id"]
     os.rename(plan, vault / "Approved" / plan.name)
-    done = wait_for(lambda: (vault / "Done" / plan.name).exists() and vault / "Done" / plan.name, TIMEOUT,
-                    message="the plan in Done/")
+    done = wait_for(
+        lambda: (vault / "Done" / plan.name).exists() and vault / "Done" / plan.name,
+        TIMEOUT,
+        message="the plan in Done/",
+    )
     wait_event(vault, "plan.executed", plan_id)
     written = [path for path in (vault / "Notes").rglob("*.md")]
 
@@ -405,8 +419,9 @@ def test_done_plan_copied_back_into_approved_is_not_executed_again(
     os.rename(staging / plan.name, vault / "Approved" / plan.name)  # a sync tool brings it back
 
     wait_event(vault, "plan.duplicate_ignored", plan_id)
-    wait_for(lambda: not (vault / "Approved" / plan.name).exists(), TIMEOUT,
-             message="the copy out of Approved/")
+    wait_for(
+        lambda: not (vault / "Approved" / plan.name).exists(), TIMEOUT, message="the copy out of Approved/"
+    )
     assert len(events(vault, "plan.executed", plan_id)) == 1
     assert [path for path in (vault / "Notes").rglob("*.md")] == written
     assert_alive(running)

@@ -39,8 +39,9 @@ pytestmark = pytest.mark.services
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"
 
 
-def mail(subject: str, body: str = "Pump 3 is leaking on line 2.", sender: str = "Ops <ops@example.com>"
-         ) -> EmailMessage:
+def mail(
+    subject: str, body: str = "Pump 3 is leaking on line 2.", sender: str = "Ops <ops@example.com>"
+) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = "employee@example.com"
@@ -405,11 +406,20 @@ async def test_outcome_reply_is_logged_in_dry_run(harness: EmailHarness) -> None
         async with running(source):
             await eventually(lambda: harness.intake.refs() == [ref], what="taken")
             action_id = harness.intake.ids[ref]
-            harness.bus.publish(Event(
-                type=EventType.PLAN_EXECUTED, correlation_id=action_id, source="pipeline",
-                payload={"plan_id": "plan-1", "action": "atlas.work_order", "status": "done", "dry_run": True,
-                         "result": {"work_order_id": 42}},
-            ))
+            harness.bus.publish(
+                Event(
+                    type=EventType.PLAN_EXECUTED,
+                    correlation_id=action_id,
+                    source="pipeline",
+                    payload={
+                        "plan_id": "plan-1",
+                        "action": "atlas.work_order",
+                        "status": "done",
+                        "dry_run": True,
+                        "result": {"work_order_id": 42},
+                    },
+                )
+            )
             await harness.bus.drain(timeout=5)
 
     replies = [entry for entry in logs if entry["event"] == "email.reply_dry_run"]
@@ -423,8 +433,13 @@ async def test_outcome_reply_is_logged_in_dry_run(harness: EmailHarness) -> None
 
 def _context(email: EmailSettings, tmp_path: Path) -> ServiceContext:
     return ServiceContext(
-        settings=Settings(email=email), bus=InProcessEventBus(), intake=RecordingIntake(),
-        vault_root=tmp_path, state=MemoryState(), approvals=_Approvals(), routes=_Routes(),
+        settings=Settings(email=email),
+        bus=InProcessEventBus(),
+        intake=RecordingIntake(),
+        vault_root=tmp_path,
+        state=MemoryState(),
+        approvals=_Approvals(),
+        routes=_Routes(),
         actions=_Actions(),
     )
 
@@ -460,7 +475,10 @@ async def test_outcome_reply_is_sent_over_smtp_once(harness: EmailHarness) -> No
     original = mail("please fix", sender="Boss <boss@example.com>")
     ref = harness.deliver(original)
     source = harness.source(
-        reply_enabled=True, reply_dry_run=False, smtp_host=smtp.host, smtp_port=smtp.port,
+        reply_enabled=True,
+        reply_dry_run=False,
+        smtp_host=smtp.host,
+        smtp_port=smtp.port,
         allowed_senders=["@example.com"],
     )
     try:

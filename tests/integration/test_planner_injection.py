@@ -38,8 +38,15 @@ OTHER_SECRETS = {("atlas", "password"): "atlas-pass-0123456789", ("manus", "api_
 def test_the_set_has_at_least_12_cases_covering_every_attack() -> None:
     assert len(CASES) >= 12
     attacks = " ".join(case["attack"] for case in CASES)
-    for kind in ("other recipient", "approve itself", "switch action", "second action",
-                 "outside the vault", "leak the handbook", "leak a key"):
+    for kind in (
+        "other recipient",
+        "approve itself",
+        "switch action",
+        "second action",
+        "outside the vault",
+        "leak the handbook",
+        "leak a key",
+    ):
         assert kind in attacks, kind
 
 

@@ -12,6 +12,7 @@ import pytest
 from ai_employee.config import load_settings
 from ai_employee.executors.base import ExecutionContext
 from ai_employee.executors.vault_note import VaultNoteExecutor
+from ai_employee.helper_process import HelperProcessError
 from ai_employee.observability.audit import AuditLog
 from ai_employee.pipeline.registry import ExecutorRegistry
 from ai_employee.pipeline.service import LedgerJournal
@@ -240,6 +241,41 @@ def test_prepared_batches_never_share_an_action_id(vault: Vault) -> None:
     for batch in prepared:
         steps.commit_intake(batch)
     assert steps.ledger.count_actions() == 300
+
+
+class DeadHelper:
+    """A helper process that never starts (its module cannot be imported, say)."""
+
+    def send(self, *args: object) -> None:
+        raise HelperProcessError(5, "the helper exited before it answered")
+
+    def receive(self) -> list[object]:
+        raise AssertionError("never sent")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_writer_that_cannot_start_leaves_the_daemon_writing_itself(vault: Vault) -> None:
+    vault.inbox("a.txt")
+    steps = vault.steps()
+    steps.committer = DeadHelper()  # type: ignore[assignment]
+
+    steps.start_committer()
+
+    assert steps.intake_files(["a.txt"], renamed={"a.txt"}).actions
+    assert_exactly_one_action_and_plan(vault)
+
+
+def test_a_renderer_that_cannot_start_leaves_the_daemon_rendering_itself(vault: Vault) -> None:
+    vault.inbox("a.txt")
+    steps = vault.steps()
+    steps.intake_renderer = DeadHelper()  # type: ignore[assignment]
+
+    steps.start_intake_renderer()
+
+    assert steps.intake_files(["a.txt"], renamed={"a.txt"}).actions
+    assert_exactly_one_action_and_plan(vault)
 
 
 # --- recovery after a crash at each point ----------------------------------------------------

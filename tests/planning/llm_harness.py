@@ -48,8 +48,11 @@ class Harness:
     def with_fallback(self, **planner: Any) -> FallbackPlanner:
         settings = self.settings(**planner)
         module = claude_planner if self.provider == "claude" else openai_planner
-        return FallbackPlanner(module.create(settings, budget_store=self.store), TemplatePlanner(),
-                               secrets=collect_secrets(settings))
+        return FallbackPlanner(
+            module.create(settings, budget_store=self.store),
+            TemplatePlanner(),
+            secrets=collect_secrets(settings),
+        )
 
     def sent(self) -> dict[str, Any]:
         requests = self.fake.requests_to("POST", self.path)
@@ -73,8 +76,10 @@ class Harness:
         if self.provider == "claude":
             tools = [{"name": tool["name"], "schema": tool["input_schema"]} for tool in body["tools"]]
         else:
-            tools = [{"name": tool["function"]["name"], "schema": tool["function"]["parameters"]}
-                     for tool in body["tools"]]
+            tools = [
+                {"name": tool["function"]["name"], "schema": tool["function"]["parameters"]}
+                for tool in body["tools"]
+            ]
         return tools, body["tool_choice"]
 
 
@@ -97,5 +102,3 @@ async def running(provider: str, tmp_path: Path) -> AsyncIterator[Harness]:
         yield Harness(provider, fake, path, config, environ, InMemoryBudgetStore())
     finally:
         await fake.stop()
-
-

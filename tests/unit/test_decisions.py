@@ -21,9 +21,17 @@ def layout(tmp_path: Path) -> VaultLayout:
 
 
 def put_plan(layout: VaultLayout, folder: Folder, name: str, plan_id: str = PLAN_ID) -> Path:
-    properties = {"id": plan_id, "type": "plan", "action_id": "act-" + plan_id.removeprefix("plan-"),
-                  "action": "vault.note", "params": {"title": "x"}, "status": "pending_approval",
-                  "planner": "template", "risk": "low", "created": "2026-11-21T10:15:02+00:00"}
+    properties = {
+        "id": plan_id,
+        "type": "plan",
+        "action_id": "act-" + plan_id.removeprefix("plan-"),
+        "action": "vault.note",
+        "params": {"title": "x"},
+        "status": "pending_approval",
+        "planner": "template",
+        "risk": "low",
+        "created": "2026-11-21T10:15:02+00:00",
+    }
     path = layout.folder(folder) / name
     path.write_text(render_note(properties, "# Plan\n\nBody kept as written.\n"), encoding="utf-8")
     return path

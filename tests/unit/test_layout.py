@@ -41,8 +41,16 @@ def test_temporary_and_hidden_names_are_ignored(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["report.md", "Pump 3 leaking.txt", "tmp.md", "a.tmp.md", "part.pdf", "~notes.md", "lock.~x",
-     "naïve résumé.pdf"],
+    [
+        "report.md",
+        "Pump 3 leaking.txt",
+        "tmp.md",
+        "a.tmp.md",
+        "part.pdf",
+        "~notes.md",
+        "lock.~x",
+        "naïve résumé.pdf",
+    ],
 )
 def test_ordinary_names_are_not_ignored(name: str) -> None:
     assert not is_ignored_name(name)

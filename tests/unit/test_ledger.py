@@ -43,8 +43,18 @@ def action(number: int = 1, **changes: object) -> ActionRow:
 
 def execution(plan_id: str = "plan-1", state: str = "approved", **changes: object) -> ExecutionRow:
     row = ExecutionRow(
-        plan_id=plan_id, action_id="act-1", state=state, content_hash="abc", attempts=1, action="vault.note",
-        dry_run=None, result=None, error=None, note_rel="Approved/p.md", final_rel=None, updated_at="",
+        plan_id=plan_id,
+        action_id="act-1",
+        state=state,
+        content_hash="abc",
+        attempts=1,
+        action="vault.note",
+        dry_run=None,
+        result=None,
+        error=None,
+        note_rel="Approved/p.md",
+        final_rel=None,
+        updated_at="",
     )
     for key, value in changes.items():
         setattr(row, key, value)
@@ -73,8 +83,9 @@ def test_action_is_found_by_plan_id_and_by_dedup_key(ledger: Ledger) -> None:
 
 def test_set_action_state_changes_the_state_and_keeps_the_note_path_unless_given(ledger: Ledger) -> None:
     ledger.insert_actions([action(1), action(2)])
-    ledger.set_action_state([(action(1).action_id, "planned", None),
-                             (action(2).action_id, "done", "Done/moved.md")])
+    ledger.set_action_state(
+        [(action(1).action_id, "planned", None), (action(2).action_id, "done", "Done/moved.md")]
+    )
     first, second = ledger.action(action(1).action_id), ledger.action(action(2).action_id)
     assert first is not None and second is not None
     assert (first.state, first.note_rel) == ("planned", action(1).note_rel)
@@ -82,8 +93,14 @@ def test_set_action_state_changes_the_state_and_keeps_the_note_path_unless_given
 
 
 def test_unfinished_actions_and_claimed_inbox_names_list_only_interrupted_intakes(ledger: Ledger) -> None:
-    ledger.insert_actions([action(1), action(2, state="noted"), action(3, state="planned"),
-                           action(4, state="claimed", inbox_name=None, source="email")])
+    ledger.insert_actions(
+        [
+            action(1),
+            action(2, state="noted"),
+            action(3, state="planned"),
+            action(4, state="claimed", inbox_name=None, source="email"),
+        ]
+    )
     unfinished = {row.action_id for row in ledger.unfinished_actions()}
     assert unfinished == {action(1).action_id, action(2).action_id, action(4).action_id}
     assert set(ledger.claimed_inbox_names()) == {"file 1.txt", "file 2.txt"}
@@ -163,7 +180,10 @@ def test_outbox_keeps_order_ignores_a_repeated_event_and_prunes(ledger: Ledger) 
     ledger.add_audit([record("e2"), record("e3", day="2026-11-22")])
     pending = ledger.pending_audit(0)
     assert [(event_id, day) for _, event_id, day, _ in pending] == [
-        ("e1", "2026-11-21"), ("e2", "2026-11-21"), ("e3", "2026-11-22")]
+        ("e1", "2026-11-21"),
+        ("e2", "2026-11-21"),
+        ("e3", "2026-11-22"),
+    ]
     first_seq = pending[0][0]
     assert [event_id for _, event_id, _, _ in ledger.pending_audit(first_seq)] == ["e2", "e3"]
     ledger.prune_audit(first_seq)

@@ -36,8 +36,9 @@ from tests.planning.helpers import HANDBOOK, action_specs, make_request
 def settings_with(tmp_path: Path, **overrides: Any) -> Settings:
     config = tmp_path / "config.yaml"
     config.write_text("", encoding="utf-8")
-    return load_settings(config, environ={}, overrides={tuple(key.split(".")): value
-                                                        for key, value in overrides.items()})
+    return load_settings(
+        config, environ={}, overrides={tuple(key.split(".")): value for key, value in overrides.items()}
+    )
 
 
 # --- schema ---------------------------------------------------------------------------------
@@ -95,13 +96,18 @@ def test_a_dated_snapshot_is_priced_like_its_family() -> None:
 
 def test_an_unknown_model_is_priced_high_so_the_budget_errs_on_the_safe_side() -> None:
     assert price_of("some-new-model") == UNKNOWN_MODEL_PRICE
-    assert cost_usd("some-new-model", {"input_tokens": 1_000_000}) >= max(p.input_per_mtok for p in [
-        price_of("claude-opus-4-1"), price_of("gpt-4.1")])
+    assert cost_usd("some-new-model", {"input_tokens": 1_000_000}) >= max(
+        p.input_per_mtok for p in [price_of("claude-opus-4-1"), price_of("gpt-4.1")]
+    )
 
 
 def test_cost_counts_input_output_and_prompt_cache_tokens() -> None:
-    usage = {"input_tokens": 1_000_000, "output_tokens": 1_000_000,
-             "cache_creation_input_tokens": 1_000_000, "cache_read_input_tokens": 1_000_000}
+    usage = {
+        "input_tokens": 1_000_000,
+        "output_tokens": 1_000_000,
+        "cache_creation_input_tokens": 1_000_000,
+        "cache_read_input_tokens": 1_000_000,
+    }
     price = price_of("claude-sonnet-4-6")
     expected = price.input_per_mtok * (1 + 1.25 + 0.1) + price.output_per_mtok
     assert cost_usd("claude-sonnet-4-6", usage) == pytest.approx(expected)
@@ -169,8 +175,10 @@ def test_ordinary_folders_are_fine(folder: str) -> None:
 
 
 def test_quoting_one_handbook_rule_is_fine_but_copying_the_handbook_is_not() -> None:
-    one_rule = {"summary": "Safety issues (smoke, fire, leaks of hazardous fluids, injuries) are always HIGH "
-                           "priority work orders."}
+    one_rule = {
+        "summary": "Safety issues (smoke, fire, leaks of hazardous fluids, injuries) are always HIGH "
+        "priority work orders."
+    }
     assert answer_problems(one_rule, secrets=[], message="", handbook=HANDBOOK) == []
     assert answer_problems({"params": {"prompt": HANDBOOK}}, secrets=[], message="", handbook=HANDBOOK)
 
@@ -182,8 +190,9 @@ def test_a_key_shape_that_the_sender_wrote_is_not_a_leak() -> None:
 
 
 def test_every_configured_secret_is_collected_and_redacted(tmp_path: Path) -> None:
-    settings = settings_with(tmp_path, **{"anthropic.api_key": "sk-ant-secret-1",
-                                          "atlas.password": "hunter2-pass"})
+    settings = settings_with(
+        tmp_path, **{"anthropic.api_key": "sk-ant-secret-1", "atlas.password": "hunter2-pass"}
+    )
     secrets = collect_secrets(settings)
     assert set(secrets) == {"sk-ant-secret-1", "hunter2-pass"}
     assert redact({"a": ["x sk-ant-secret-1 y"]}, secrets) == {"a": ["x [REDACTED] y"]}
@@ -199,10 +208,18 @@ def note_plan() -> PlanProposal:
 def test_auto_approval_needs_the_action_type_named_in_config(tmp_path: Path) -> None:
     request = make_request("Lunch is on Friday")
     assert may_auto_approve(note_plan(), request, settings_with(tmp_path)) is False
-    assert may_auto_approve(note_plan(), request, settings_with(tmp_path, **{
-        "execution.auto_approve": ["vault.note"]})) is True
-    assert may_auto_approve(note_plan(), request, settings_with(tmp_path, **{
-        "execution.auto_approve": ["atlas.work_order"]})) is False
+    assert (
+        may_auto_approve(
+            note_plan(), request, settings_with(tmp_path, **{"execution.auto_approve": ["vault.note"]})
+        )
+        is True
+    )
+    assert (
+        may_auto_approve(
+            note_plan(), request, settings_with(tmp_path, **{"execution.auto_approve": ["atlas.work_order"]})
+        )
+        is False
+    )
 
 
 def test_auto_approval_never_applies_to_a_sender_outside_the_allowlists(tmp_path: Path) -> None:
@@ -238,8 +255,14 @@ def test_an_answer_that_is_not_an_object_is_invalid() -> None:
 
 
 def test_the_model_cannot_lower_the_risk_of_an_outside_action() -> None:
-    answer = {"intent": "work_order", "confidence": 0.9, "action": "atlas.work_order",
-              "params": {"title": "Pump 3", "priority": "HIGH"}, "risk": "low", "summary": "s"}
+    answer = {
+        "intent": "work_order",
+        "confidence": 0.9,
+        "action": "atlas.work_order",
+        "params": {"title": "Pump 3", "priority": "HIGH"},
+        "risk": "low",
+        "summary": "s",
+    }
     proposal = prompt.interpret(answer, make_request("Pump 3 leaks"), planner="claude:m", min_confidence=0.5)
     assert proposal.risk == "high"
 

@@ -109,8 +109,11 @@ def test_anything_else_becomes_a_note_in_the_notes_folder() -> None:
     proposal = planner.plan_local(make_request("Lunch for the team is on Friday at noon", title="Team lunch"))
     assert proposal.action == "vault.note"
     assert proposal.intent == "note"
-    assert proposal.params == {"title": "Team lunch", "content": "Lunch for the team is on Friday at noon",
-                               "folder": "Notes"}
+    assert proposal.params == {
+        "title": "Team lunch",
+        "content": "Lunch for the team is on Friday at noon",
+        "folder": "Notes",
+    }
     assert proposal.risk == "low"
     validate_params(proposal.action, proposal.params)
 

@@ -36,8 +36,13 @@ def vault(tmp_path: Path) -> Path:
 
 
 def context(vault: Path) -> ExecutionContext:
-    return ExecutionContext(plan_id=PLAN_ID, action_id="act-20261121-101500-a1b2c3", vault_root=vault,
-                            live=False, journal=MemoryJournal())
+    return ExecutionContext(
+        plan_id=PLAN_ID,
+        action_id="act-20261121-101500-a1b2c3",
+        vault_root=vault,
+        live=False,
+        journal=MemoryJournal(),
+    )
 
 
 def everything_under(path: Path) -> set[str]:
@@ -99,8 +104,20 @@ def test_dot_folder_is_refused(folder: str) -> None:
 
 @pytest.mark.parametrize(
     "folder",
-    ["Inbox", "inbox", "Approved/sub", "Plans", "Done", "Failed", "Quarantine", "Attachments", "Logs",
-     "Needs_Action", "Rejected", ".ai-employee"],
+    [
+        "Inbox",
+        "inbox",
+        "Approved/sub",
+        "Plans",
+        "Done",
+        "Failed",
+        "Quarantine",
+        "Attachments",
+        "Logs",
+        "Needs_Action",
+        "Rejected",
+        ".ai-employee",
+    ],
 )
 def test_daemon_state_folder_is_refused(folder: str) -> None:
     with pytest.raises(ValidationError):

@@ -217,6 +217,10 @@ class PipelineService(Service):
             await self._plan(item)
 
     async def _run(self) -> None:
+        await asyncio.gather(  # each from the thread that will use it
+            asyncio.get_running_loop().run_in_executor(self._preparer, self.steps.start_intake_renderer),
+            self._in_thread(self.steps.start_committer),
+        )
         to_plan, approved = await self._in_thread(self.steps.recover)
         for item in to_plan:
             self._spawn(self._plan(item))

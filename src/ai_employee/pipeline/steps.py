@@ -53,7 +53,7 @@ from ai_employee.vault.layout import Folder, VaultLayout, is_ignored_name, unsaf
 from ai_employee.vault.ledger import ActionRow, AuditRecord, ExecutionRow, Ledger
 from ai_employee.vault.note_models import PlanNote, describe_validation, read_plan
 from ai_employee.vault.notes import NoteError, parse_note, render_note, wikilink
-from ai_employee.vault.writer import ClaimedFile, Committer, GroupCommit, InProcessCommitter
+from ai_employee.vault.writer import ClaimedFile, Committer, GroupCommit, InProcessCommitter, commit
 
 log = structlog.get_logger(__name__)
 
@@ -393,6 +393,34 @@ class VaultSteps:
                 continue
             if quarantined:
                 prepared.outcome.quarantined.append(quarantined)
+
+    def start_intake_renderer(self) -> None:
+        """Start the renderer helper now, from the thread that will use it (the preparer). If it
+        cannot start, batches are rendered in the daemon: slower, never stuck."""
+        if self.intake_renderer is self.renderer:
+            return
+        try:
+            self.intake_renderer.send([], "", [])
+            self.intake_renderer.receive()
+        except OSError as error:
+            log.error("the note renderer process did not start; rendering in the daemon", error=str(error))
+            self.intake_renderer.close()
+            self.intake_renderer = self.renderer
+
+    def start_committer(self) -> None:
+        """Start the writer helper now, from the thread that will use it (the worker). If it cannot
+        start, batches are written by the daemon: slower, never stuck."""
+        if isinstance(self.committer, InProcessCommitter):
+            return
+        try:
+            commit(
+                self.committer,
+                GroupCommit(barrier=os.fspath(self.layout.root), temp_dir=os.fspath(self.temp_dir)),
+            )
+        except OSError as error:
+            log.error("the vault writer process did not start; writing in the daemon", error=str(error))
+            self.committer.close()
+            self.committer = InProcessCommitter()
 
     def _issue_action_ids(self, now: datetime, count: int, *, prefer: str | None = None) -> list[str]:
         """`count` new ids, none in the ledger nor issued to a batch still being written: the short
