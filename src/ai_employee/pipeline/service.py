@@ -104,7 +104,7 @@ class PipelineService(Service):
         self._render_held: tuple[PreparedIntake, Callable[[IntakeOutcome | BaseException], None]] | None = (
             None
         )
-        self._unbegun_lock = threading.Lock()
+        self._counts_lock = threading.Lock()
         self._held: tuple[BegunIntake, Callable[[IntakeOutcome | BaseException], None]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: dict[str, bool] = {}  # name -> arrived by rename
@@ -415,13 +415,13 @@ class PipelineService(Service):
 
     def _count_unread(self, change: int) -> int:
         """Batches handed to the preparer that it has not started to read; the count after `change`."""
-        with self._unbegun_lock:
+        with self._counts_lock:
             self._unread += change
             return self._unread
 
     def _count_unbegun(self, change: int) -> int:
         """Batches handed to the preparer whose commit has not begun; the count after `change`."""
-        with self._unbegun_lock:
+        with self._counts_lock:
             self._unbegun += change
             return self._unbegun
 
