@@ -457,6 +457,7 @@ class Orchestrator:
                 "last_error": r.last_error,
                 "healthy": r.healthy,
                 "detail": r.detail,
+                "data": dict(r.health_data),
                 "since": r.since.isoformat(),
             }
             for name, r in self._records.items()

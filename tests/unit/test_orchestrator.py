@@ -55,7 +55,7 @@ class Idle(Service):
         self.stopping.set()
 
     async def health(self) -> HealthReport:
-        return HealthReport(self.healthy, "ok" if self.healthy else "lost connection")
+        return HealthReport(self.healthy, "ok" if self.healthy else "lost connection", {"checked": True})
 
 
 class Crashing(Service):
@@ -256,6 +256,7 @@ async def test_health_flip_degrades_the_service_and_publishes_health_changed(
     await orchestrator.start_all()
     await eventually(lambda: bool(recorder.of(EventType.HEALTH_CHECKED, "email")))
     assert recorder.of(EventType.HEALTH_CHANGED) == []
+    assert orchestrator.status()["email"]["data"] == {"checked": True}  # what the service reported
 
     service.healthy = False
     await eventually(lambda: len(recorder.of(EventType.HEALTH_CHANGED, "email")) == 1)

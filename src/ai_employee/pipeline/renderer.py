@@ -75,6 +75,10 @@ class IntakeRenderer(Protocol):
 
     def close(self) -> None: ...
 
+    @property
+    def pid(self) -> int | None:
+        """The helper process rendering, if any."""
+
 
 def start_intake_renderer(root: Path, planner: Planner) -> IntakeRenderer:
     """The helper process where it can plan as the daemon would, else on the calling thread."""
@@ -130,6 +134,10 @@ class ActionRenderer:
 
     def close(self) -> None:
         self._done.clear()
+
+    @property
+    def pid(self) -> int | None:
+        return None
 
     def action_text(self, item: NewAction, *, status: str) -> str:
         row = item.row
@@ -197,6 +205,10 @@ class RenderProcess:
             )
         )
         self._sent.append((actions, handbook, specs))
+
+    @property
+    def pid(self) -> int | None:
+        return self._helper.pid
 
     def receive(self) -> list[RenderedAction]:
         actions, handbook, specs = self._sent.popleft()

@@ -254,7 +254,12 @@ class PipelineService(Service):
         return HealthReport(
             healthy=True,
             detail=f"{pending} pending, {len(self._tasks)} in flight",
-            data={"pending": pending, "in_flight": len(self._tasks), "processed": self._processed},
+            data={
+                "pending": pending,
+                "in_flight": len(self._tasks),
+                "processed": self._processed,
+                "helpers": self.steps.helper_pids(),
+            },
         )
 
     def close(self) -> None:

@@ -394,6 +394,13 @@ class VaultSteps:
             if quarantined:
                 prepared.outcome.quarantined.append(quarantined)
 
+    def helper_pids(self) -> dict[str, int | None]:
+        """The renderer's and the writer's process ids (None: in the daemon, or not started yet)."""
+        return {
+            "renderer": self.intake_renderer.pid,
+            "writer": self.committer.pid,
+        }
+
     def start_intake_renderer(self) -> None:
         """Start the renderer helper now, from the thread that will use it (the preparer). If it
         cannot start, batches are rendered in the daemon: slower, never stuck."""

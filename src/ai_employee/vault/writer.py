@@ -67,6 +67,10 @@ class Committer(Protocol):
 
     def close(self) -> None: ...
 
+    @property
+    def pid(self) -> int | None:
+        """The helper process writing, if any."""
+
 
 def commit(committer: Committer, batch: GroupCommit) -> CommitResult:
     """Send one batch and wait for it."""
@@ -128,6 +132,10 @@ class InProcessCommitter:
     def close(self) -> None:
         self._results.clear()
 
+    @property
+    def pid(self) -> int | None:
+        return None
+
 
 class ProcessCommitter:
     """Sends each batch to the writer process; `receive` waits for its answer (the GIL is free
@@ -152,6 +160,10 @@ class ProcessCommitter:
                 ],
             )
         )
+
+    @property
+    def pid(self) -> int | None:
+        return self._helper.pid
 
     def receive(self) -> CommitResult:
         vanished, replaced = self._helper.receive()
