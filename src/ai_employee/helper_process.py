@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import marshal
 import os
 import signal
@@ -32,6 +33,7 @@ from typing import IO, Any
 _HEADER = struct.Struct("<I")
 _PR_SET_PDEATHSIG = 1
 _CLOSE_SECONDS = 5.0
+PIPE_BYTES = 1024 * 1024
 
 
 class HelperProcessError(OSError):
@@ -113,6 +115,8 @@ class HelperProcess:
                 stdout=subprocess.PIPE,
                 close_fds=True,
             )
+            for stream in (self._process.stdin, self._process.stdout):
+                _widen_pipe(stream)
         return self._process
 
     def _discard(self) -> None:
@@ -128,6 +132,15 @@ class HelperProcess:
                 if stream is not None:
                     with contextlib.suppress(OSError):
                         stream.close()
+
+
+def _widen_pipe(stream: IO[bytes] | None) -> None:
+    """Room for a few batches in each pipe (64 KiB by default, less than one batch of notes), so
+    that neither side waits for the other to read before it can go on with the next batch."""
+    if stream is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # capped by /proc/sys/fs/pipe-max-size
+        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def write_message(stream: IO[bytes], message: Any) -> None:
