@@ -116,20 +116,45 @@ class _NeedsFullDumper(Exception):
     """A value the fast emitter does not handle; PyYAML's dumper takes the whole tree."""
 
 
+#: Short strings already written as scalars: most values repeat from note to note (types,
+#: statuses, sources, actions, the second a burst is in), and a lookup is a tenth of deciding again.
+_STRING_SCALARS: dict[str, str] = {}
+_STRING_SCALARS_MAX = 4096
+_STRING_SCALAR_CACHED_CHARS = 80
+
+
 def _scalar(value: Any) -> str:
-    if isinstance(value, str):  # most values: tested first
-        if (
-            _PLAIN.fullmatch(value)
-            and not value.endswith((" ", "-", "."))
-            and "  " not in value
-            and " -" not in value
-            and value.lower() not in _RESERVED_WORDS
-        ):
-            return value
-        if _NOT_JSON_SAFE.search(value):
-            raise _NeedsFullDumper
-        # a JSON string is a valid YAML double-quoted scalar
-        return _json_string(value)
+    if type(value) is str:
+        if len(value) > _STRING_SCALAR_CACHED_CHARS:
+            return _string_scalar(value)
+        written = _STRING_SCALARS.get(value)
+        if written is None:
+            written = _string_scalar(value)
+            if len(_STRING_SCALARS) >= _STRING_SCALARS_MAX:
+                _STRING_SCALARS.clear()
+            _STRING_SCALARS[value] = written
+        return written
+    return _other_scalar(value)
+
+
+def _string_scalar(value: str) -> str:
+    if (
+        _PLAIN.fullmatch(value)
+        and not value.endswith((" ", "-", "."))
+        and "  " not in value
+        and " -" not in value
+        and value.lower() not in _RESERVED_WORDS
+    ):
+        return value
+    if _NOT_JSON_SAFE.search(value):
+        raise _NeedsFullDumper
+    # a JSON string is a valid YAML double-quoted scalar
+    return _json_string(value)
+
+
+def _other_scalar(value: Any) -> str:
+    if isinstance(value, str):  # a subclass of str: decided each time, never cached
+        return _string_scalar(value)
     if value is None:
         return "null"
     if value is True:
