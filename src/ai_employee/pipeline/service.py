@@ -218,8 +218,8 @@ class PipelineService(Service):
 
     async def _run(self) -> None:
         await asyncio.gather(  # each from the thread that will use it
-            asyncio.get_running_loop().run_in_executor(self._preparer, self.steps.start_intake_renderer),
-            self._in_thread(self.steps.start_committer),
+            asyncio.get_running_loop().run_in_executor(self._preparer, self._start_renderer),
+            self._in_thread(self._start_committer),
         )
         to_plan, approved = await self._in_thread(self.steps.recover)
         for item in to_plan:
@@ -359,6 +359,18 @@ class PipelineService(Service):
         self._count_unbegun(1)
         self._preparer.submit(prepare)
         return outcome
+
+    def _start_renderer(self) -> None:
+        """On the preparer, at each (re)start: a batch held by the run before is finished first, so
+        that the renderer's answers stay in the order of its requests."""
+        self._finish_render_held()
+        self.steps.start_intake_renderer()
+
+    def _start_committer(self) -> None:
+        """On the worker, at each (re)start: likewise for the writer. Recovery, queued after this,
+        then runs while the writer has nothing in hand (it removes stale temp files)."""
+        self._finish_held()
+        self.steps.start_committer()
 
     def _finish_render_held(self) -> None:
         """On the preparer: the batch whose notes are being rendered goes to the worker once they are
