@@ -6,7 +6,6 @@ object shaped by the actions' params schemas; nothing in that tool changes anyth
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import anthropic
@@ -15,13 +14,13 @@ import structlog
 from ai_employee.config import Settings
 from ai_employee.planners import prompt
 from ai_employee.planners.budget import BudgetStore
-from ai_employee.planners.errors import InvalidAnswer, PlannerUnavailable
 from ai_employee.planners.llm import (
     MAX_OUTPUT_TOKENS,
     LLMPlanner,
     ModelAnswer,
+    SdkErrors,
+    call_errors,
     error_mentions,
-    error_type,
     planner_options,
 )
 from ai_employee.plugins import PluginDisabled
@@ -37,6 +36,14 @@ log = structlog.get_logger(__name__)
 NO_FORCED_TOOL_CHOICE = ("claude-sonnet-5-5", "claude-opus-5-5", "claude-fable-5-1")
 
 
+ANTHROPIC_ERRORS = SdkErrors(
+    timeout=anthropic.APITimeoutError,
+    status=anthropic.APIStatusError,
+    connection=anthropic.APIConnectionError,
+    base=anthropic.APIError,
+)
+
+
 class ClaudePlanner(LLMPlanner):
     name = "claude"
     provider = "claude"
@@ -47,7 +54,7 @@ class ClaudePlanner(LLMPlanner):
         self.force_tool_choice = not self.model.startswith(NO_FORCED_TOOL_CHOICE)
 
     async def _ask(self, system: str, user: str, tool_schema: dict[str, Any]) -> ModelAnswer:
-        try:
+        with call_errors(self.label, self.settings.timeout_seconds, ANTHROPIC_ERRORS):
             try:
                 message = await self._create(system, user, tool_schema)
             except anthropic.BadRequestError as error:
@@ -57,20 +64,6 @@ class ClaudePlanner(LLMPlanner):
                 self.force_tool_choice = False
                 log.info("model refuses a forced tool_choice; asking with tool_choice auto", model=self.model)
                 message = await self._create(system, user, tool_schema)
-        except anthropic.APITimeoutError as error:
-            raise PlannerUnavailable(
-                f"timeout: {self.label} did not answer within {self.settings.timeout_seconds:g} s"
-            ) from error
-        except anthropic.APIStatusError as error:
-            raise PlannerUnavailable(
-                f"API error: {self.label} answered HTTP {error.status_code}{error_type(error.body)}"
-            ) from error
-        except json.JSONDecodeError as error:
-            raise InvalidAnswer(f"invalid answer: {self.label} sent a body that is not JSON") from error
-        except anthropic.APIConnectionError as error:
-            raise PlannerUnavailable(f"API error: cannot reach {self.label}") from error
-        except anthropic.APIError as error:  # e.g. a response the SDK could not parse
-            raise PlannerUnavailable(f"API error: {self.label}: {type(error).__name__}") from error
 
         usage = {"input_tokens": message.usage.input_tokens, "output_tokens": message.usage.output_tokens}
         if message.usage.cache_creation_input_tokens:

@@ -12,6 +12,8 @@ import asyncio
 import json
 import time
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -132,3 +134,34 @@ def error_type(body: object) -> str:
             if isinstance(kind, str):
                 return f" ({kind[:60]})"
     return ""
+
+
+@dataclass(frozen=True)
+class SdkErrors:
+    """An SDK's exception classes for a failed call (anthropic and openai name them alike)."""
+
+    timeout: type[Exception]
+    status: type[Exception]
+    connection: type[Exception]
+    base: type[Exception]
+
+
+@contextmanager
+def call_errors(label: str, timeout_seconds: float, sdk: SdkErrors) -> Iterator[None]:
+    """A model call's failures as planner errors: `PlannerUnavailable` (the fallback plans) or
+    `InvalidAnswer`. The API's error type is kept, its free text never (it may echo the prompt)."""
+    try:
+        yield
+    except sdk.timeout as error:  # a connection error too: tested first
+        raise PlannerUnavailable(f"timeout: {label} did not answer within {timeout_seconds:g} s") from error
+    except sdk.status as error:
+        status: Any = error
+        raise PlannerUnavailable(
+            f"API error: {label} answered HTTP {status.status_code}{error_type(status.body)}"
+        ) from error
+    except json.JSONDecodeError as error:
+        raise InvalidAnswer(f"invalid answer: {label} sent a body that is not JSON") from error
+    except sdk.connection as error:
+        raise PlannerUnavailable(f"API error: cannot reach {label}") from error
+    except sdk.base as error:  # e.g. a response the SDK could not parse
+        raise PlannerUnavailable(f"API error: {label}: {type(error).__name__}") from error

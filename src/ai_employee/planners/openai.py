@@ -18,13 +18,13 @@ from openai.types.chat import ChatCompletion, ChatCompletionToolChoiceOptionPara
 from ai_employee.config import Settings
 from ai_employee.planners import prompt
 from ai_employee.planners.budget import BudgetStore
-from ai_employee.planners.errors import InvalidAnswer, PlannerUnavailable
 from ai_employee.planners.llm import (
     MAX_OUTPUT_TOKENS,
     LLMPlanner,
     ModelAnswer,
+    SdkErrors,
+    call_errors,
     error_mentions,
-    error_type,
     planner_options,
 )
 from ai_employee.plugins import PluginDisabled
@@ -34,6 +34,14 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RELAXABLE = ("parallel_tool_calls", "tool_choice")
 
 log = structlog.get_logger(__name__)
+
+
+OPENAI_ERRORS = SdkErrors(
+    timeout=openai.APITimeoutError,
+    status=openai.APIStatusError,
+    connection=openai.APIConnectionError,
+    base=openai.OpenAIError,
+)
 
 
 class OpenAIPlanner(LLMPlanner):
@@ -46,22 +54,8 @@ class OpenAIPlanner(LLMPlanner):
         self.relaxed: set[str] = set()  # request options this model refused
 
     async def _ask(self, system: str, user: str, tool_schema: dict[str, Any]) -> ModelAnswer:
-        try:
+        with call_errors(self.label, self.settings.timeout_seconds, OPENAI_ERRORS):
             completion = await self._create_relaxing(system, user, tool_schema)
-        except openai.APITimeoutError as error:
-            raise PlannerUnavailable(
-                f"timeout: {self.label} did not answer within {self.settings.timeout_seconds:g} s"
-            ) from error
-        except openai.APIStatusError as error:
-            raise PlannerUnavailable(
-                f"API error: {self.label} answered HTTP {error.status_code}{error_type(error.body)}"
-            ) from error
-        except json.JSONDecodeError as error:
-            raise InvalidAnswer(f"invalid answer: {self.label} sent a body that is not JSON") from error
-        except openai.APIConnectionError as error:
-            raise PlannerUnavailable(f"API error: cannot reach {self.label}") from error
-        except openai.OpenAIError as error:
-            raise PlannerUnavailable(f"API error: {self.label}: {type(error).__name__}") from error
 
         usage: dict[str, int] = {}
         if completion.usage is not None:
