@@ -117,6 +117,13 @@ def test_without_inline_planning_only_action_notes_are_rendered(tmp_path: Path) 
     assert b"status: needs_action" in rendered[0].writes[0][1]
 
 
+class PluginLocalPlanner(TemplatePlanner):
+    """A plug-in that plans inline: the helper could not build it, so it plans in the daemon."""
+
+    name = "plugin"
+
+
 def test_the_helper_serves_only_planners_it_can_build() -> None:
     assert RenderProcess.can_render_for(TemplatePlanner())
     assert RenderProcess.can_render_for(RemotePlanner())
+    assert not RenderProcess.can_render_for(PluginLocalPlanner())

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from ai_employee.vault.writer import (
     ProcessCommitter,
     commit,
 )
+from tests.conftest import wait_for
 
 
 @pytest.fixture(params=["in-process", "child process"])
@@ -232,10 +232,7 @@ def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
     parent.send_signal(signal.SIGKILL)
     parent.wait()
 
-    deadline = time.monotonic() + 10
-    while _alive(child_pid):
-        assert time.monotonic() < deadline, "the writer outlived its parent"
-        time.sleep(0.01)
+    wait_for(lambda: not _alive(child_pid), timeout=10, message="the writer gone with its parent")
 
 
 def _alive(pid: int) -> bool:
