@@ -21,20 +21,21 @@ import structlog
 from ai_employee import __version__
 from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import Settings
-from ai_employee.events import Event, EventType
-from ai_employee.observability.audit import AuditLog
-from ai_employee.observability.control import ControlServer, new_token
-from ai_employee.observability.dashboard import DashboardService
+from ai_employee.control.dashboard import DashboardService
+from ai_employee.control.server import ControlServer, new_token
+from ai_employee.model.events import Event, EventType
+from ai_employee.model.plugins import SERVICES_GROUP, PluginDisabled, load_factories
+from ai_employee.model.registry import ExecutorRegistry
+from ai_employee.model.services import ServiceContext
 from ai_employee.observability.logging import configure_logging, register_settings_secrets
 from ai_employee.observability.metrics import Metrics
 from ai_employee.orchestrator import Orchestrator
-from ai_employee.pipeline.planning import build_planner
-from ai_employee.pipeline.registry import ExecutorRegistry
 from ai_employee.pipeline.renderer import start_intake_renderer
 from ai_employee.pipeline.service import PipelineService
 from ai_employee.pipeline.steps import VaultSteps
 from ai_employee.planners.approval import may_auto_approve
-from ai_employee.plugins import SERVICES_GROUP, PluginDisabled, ServiceContext, load_factories
+from ai_employee.planners.choice import build_planner
+from ai_employee.vault.audit import AuditLog
 from ai_employee.vault.decisions import Decisions
 from ai_employee.vault.fs import write_durable
 from ai_employee.vault.layout import VaultLayout

@@ -12,67 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, NamedTuple
 
 import structlog
 
-from ai_employee.bus.base import EventBus
-from ai_employee.events import Event, EventType
+from ai_employee.model.bus import EventBus
+from ai_employee.model.events import Event, EventType
+from ai_employee.model.services import HealthReport, Service, ServiceState
 from ai_employee.observability.logging import redact_text
 
 log = structlog.get_logger(__name__)
 
 EVENT_SOURCE = "orchestrator"
 
-
-class ServiceState(StrEnum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    RUNNING = "running"
-    DEGRADED = "degraded"  # running, but its last health check failed
-    FAILED = "failed"  # crashed; a restart is pending after the backoff
-    RESTARTING = "restarting"  # launched again, waiting for it to be ready
-    DISABLED = "disabled"  # stays off (no credentials); the reason is in status
-
-
 _UP = frozenset({ServiceState.RUNNING, ServiceState.DEGRADED})  # the states a health check applies to
-
-
-@dataclass
-class HealthReport:
-    healthy: bool
-    detail: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-class Service(ABC):
-    """A long-running part of the daemon.
-
-    `run()` does the work until asked to stop and sets `ready` once it is up (connected,
-    listening); the orchestrator gives it a fresh `ready` before each run. Returning from
-    `run()` without being asked, or raising, is a crash.
-    """
-
-    name: str
-    required: bool = True
-    ready: asyncio.Event
-
-    def __init__(self) -> None:
-        self.ready = asyncio.Event()
-
-    @abstractmethod
-    async def run(self) -> None:
-        """Work until stop() asks otherwise; set `self.ready` when up."""
-
-    async def stop(self) -> None:  # noqa: B027 - optional: without it the run is cancelled after the grace
-        """Ask run() to return once its in-flight work is finished."""
-
-    async def health(self) -> HealthReport:
-        return HealthReport(healthy=True)
 
 
 class _RunEnd(NamedTuple):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ai_employee.planners.base import PlanRequest
+from ai_employee.model.plans import PlanRequest
 from ai_employee.planners.template import TemplatePlanner
 
 _BLOCK = re.compile(r"<untrusted_message>\n(.*)\n</untrusted_message>", re.DOTALL)

@@ -18,8 +18,8 @@ import pytest
 
 from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import EmailSettings, Settings, VaultSettings
-from ai_employee.plugins import DecisionResult, ServiceContext
-from ai_employee.sources.base import IncomingMessage
+from ai_employee.model.messages import IncomingMessage
+from ai_employee.model.services import DecisionResult, ServiceContext
 from ai_employee.sources.email import EmailSource
 from tests.fakes.dovecot import DovecotServer
 

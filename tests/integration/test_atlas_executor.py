@@ -21,7 +21,7 @@ from ai_employee.executors.atlas import (
     marker_for,
     work_order_body,
 )
-from ai_employee.executors.base import ExecutionContext, ExecutionError, ExecutorUnavailable
+from ai_employee.model.executor import ExecutionContext, ExecutionError, ExecutorUnavailable
 from tests.fakes.atlas_server import AtlasFake
 from tests.fakes.journal import FileJournal
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from ai_employee.observability.control import TOKEN_HEADER, ControlServer, path_params
+from ai_employee.control.server import TOKEN_HEADER, ControlServer, path_params
 from ai_employee.observability.metrics import Metrics
 
 TOKEN = "test-control-token-0123456789"

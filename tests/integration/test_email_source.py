@@ -14,8 +14,9 @@ from structlog.testing import capture_logs
 
 from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import EmailSettings, Settings
-from ai_employee.events import Event, EventType
-from ai_employee.plugins import PluginDisabled, ServiceContext
+from ai_employee.model.events import Event, EventType
+from ai_employee.model.plugins import PluginDisabled
+from ai_employee.model.services import ServiceContext
 from ai_employee.sources import email as email_source
 from ai_employee.sources.email import EmailSource, sender_allowed
 from tests.fakes.dovecot import DovecotServer

@@ -17,10 +17,10 @@ from typing import Any
 import anthropic
 import pytest
 
+from ai_employee.model.plugins import PluginDisabled
 from ai_employee.planners import claude as claude_planner
 from ai_employee.planners.budget import DailyBudget, InMemoryBudgetStore
 from ai_employee.planners.llm import LLMPlanner
-from ai_employee.plugins import PluginDisabled
 from tests.fakes.anthropic_server import AnthropicFake
 from tests.fakes.openai_server import OpenAIFake
 from tests.planning.helpers import HANDBOOK, make_request, validate_params

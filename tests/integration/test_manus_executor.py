@@ -13,7 +13,6 @@ import pytest
 from ai_employee.clients.manus import ManusClient
 from ai_employee.clients.retry import RetryPolicy
 from ai_employee.config import Settings
-from ai_employee.executors.base import ExecutionContext, ExecutionError, ExecutorUnavailable
 from ai_employee.executors.manus import (
     JOURNAL_KEY,
     ManusResearchExecutor,
@@ -21,6 +20,7 @@ from ai_employee.executors.manus import (
     create,
     marker_for,
 )
+from ai_employee.model.executor import ExecutionContext, ExecutionError, ExecutorUnavailable
 from ai_employee.vault.notes import parse_note
 from tests.fakes.journal import FileJournal
 from tests.fakes.manus_server import ManusFake

@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 
 from ai_employee.config import load_settings
-from ai_employee.executors.base import ExecutionContext
 from ai_employee.executors.vault_note import VaultNoteExecutor
 from ai_employee.helper_process import HelperProcessError
-from ai_employee.observability.audit import AuditLog
-from ai_employee.pipeline.registry import ExecutorRegistry
-from ai_employee.pipeline.service import LedgerJournal
-from ai_employee.pipeline.steps import ExecutionJob, VaultSteps
+from ai_employee.model.executor import ExecutionContext
+from ai_employee.model.jobs import ExecutionJob
+from ai_employee.model.registry import ExecutorRegistry
+from ai_employee.pipeline.execution import LedgerJournal
+from ai_employee.pipeline.steps import VaultSteps
 from ai_employee.planners.template import TemplatePlanner
+from ai_employee.vault.audit import AuditLog
 from ai_employee.vault.fs import TEMP_PREFIX
 from ai_employee.vault.layout import Folder, VaultLayout
 from ai_employee.vault.ledger import ActionRow, AuditRecord, Ledger

@@ -2,7 +2,7 @@
 Whisper through the real openai SDK against a loopback transcription endpoint.
 
 The intake, the approval gateway, the ledger lookup and the key-value store are small
-in-test doubles with the contracts of ai_employee.plugins / ai_employee.sources.base;
+in-test doubles with the contracts of ai_employee.model.plugins / ai_employee.model.messages;
 the lead's end-to-end tests run the same service through the real pipeline.
 """
 
@@ -22,9 +22,10 @@ from aiohttp import web
 from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.clients.retry import RetryPolicy
 from ai_employee.config import load_settings
-from ai_employee.events import Event, EventType
-from ai_employee.plugins import DecisionResult, PluginDisabled, ServiceContext, load_factories
-from ai_employee.sources.base import IncomingMessage
+from ai_employee.model.events import Event, EventType
+from ai_employee.model.messages import IncomingMessage
+from ai_employee.model.plugins import PluginDisabled, load_factories
+from ai_employee.model.services import DecisionResult, ServiceContext
 from ai_employee.sources.telegram import WEBHOOK_PATH, TelegramService, UpdateFailed, create
 from tests.conftest import eventually
 from tests.fakes.openai_transcription import FakeOpenAITranscription

@@ -9,10 +9,10 @@ from typing import Any
 import yaml
 
 from ai_employee.executors.atlas import WorkOrderParams
-from ai_employee.executors.base import ActionParams
 from ai_employee.executors.manus import ResearchParams
 from ai_employee.executors.vault_note import VaultNoteParams
-from ai_employee.planners.base import ActionSpec, PlanRequest
+from ai_employee.model.executor import ActionParams
+from ai_employee.model.plans import ActionSpec, PlanRequest
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden_messages.yaml"

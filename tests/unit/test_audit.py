@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ai_employee.observability.audit import AuditLog, audit_record
+from ai_employee.vault.audit import AuditLog, audit_record
 from ai_employee.vault.ledger import Ledger
 
 

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from structlog.testing import capture_logs
 
-from ai_employee.bus import InProcessEventBus
-from ai_employee.events import Event, EventType
+from ai_employee.bus.inprocess import InProcessEventBus
+from ai_employee.model.events import Event, EventType
 from tests.conftest import eventually
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ai_employee.pipeline.ids import (
+from ai_employee.model.ids import (
     new_action_id,
     note_stem,
     plan_id_for,

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from ai_employee.bus import InProcessEventBus
-from ai_employee.events import Event, EventType
-from ai_employee.orchestrator import HealthReport, Orchestrator, Service, ServiceState, UnknownServiceError
+from ai_employee.bus.inprocess import InProcessEventBus
+from ai_employee.model.events import Event, EventType
+from ai_employee.model.services import HealthReport, Service, ServiceState
+from ai_employee.orchestrator import Orchestrator, UnknownServiceError
 from tests.conftest import eventually
 
 

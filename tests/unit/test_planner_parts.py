@@ -10,10 +10,10 @@ import pytest
 from pydantic import BaseModel
 
 from ai_employee.config import Settings, load_settings
-from ai_employee.executors.base import ActionParams
+from ai_employee.model.executor import ActionParams
+from ai_employee.model.plans import ActionSpec, PlanProposal
 from ai_employee.planners import prompt, schema
 from ai_employee.planners.approval import may_auto_approve
-from ai_employee.planners.base import ActionSpec, PlanProposal
 from ai_employee.planners.budget import (
     UNKNOWN_MODEL_PRICE,
     DailyBudget,

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from ai_employee.model.plans import ActionSpec, PlanProposal, PlanRequest
 from ai_employee.pipeline.renderer import ActionRenderer, NewAction, RenderedAction, RenderProcess
-from ai_employee.planners.base import ActionSpec, Planner, PlanProposal, PlanRequest
+from ai_employee.planners.base import Planner
 from ai_employee.planners.template import TemplatePlanner
 from ai_employee.vault.ledger import ActionRow
 

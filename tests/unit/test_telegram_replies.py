@@ -6,7 +6,7 @@ from typing import Any
 
 from telegram import Message
 
-from ai_employee.plugins import DecisionResult
+from ai_employee.model.services import DecisionResult
 from ai_employee.sources.telegram_content import classify, first_line, make_title, safe_filename
 from ai_employee.sources.telegram_replies import (
     MAX_MESSAGE_CHARS,

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ai_employee.executors.base import ExecutionContext, ExecutionError
 from ai_employee.executors.vault_note import VaultNoteExecutor, VaultNoteParams
+from ai_employee.model.executor import ExecutionContext, ExecutionError
 from ai_employee.vault.notes import parse_note
 
 PLAN_ID = "plan-20261121-101500-a1b2c3"

@@ -21,8 +21,8 @@ from typing import Any, cast
 
 import structlog
 
-from ai_employee.bus.base import EventBus, EventHandler, Subscription
-from ai_employee.events import Event, EventType
+from ai_employee.model.bus import EventBus, EventHandler, Subscription
+from ai_employee.model.events import Event, EventType
 
 log = structlog.get_logger(__name__)
 

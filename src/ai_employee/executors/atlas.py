@@ -22,7 +22,7 @@ from pydantic import Field
 
 from ai_employee.clients.atlas import AtlasClient, AtlasLookupError, filter_field, search_criteria
 from ai_employee.clients.retry import RetryPolicy, ServiceError, ServiceRejected
-from ai_employee.executors.base import (
+from ai_employee.model.executor import (
     ActionParams,
     ExecutionContext,
     ExecutionError,

@@ -36,14 +36,14 @@ from ai_employee.clients.manus import (
     task_url,
 )
 from ai_employee.clients.retry import RetryPolicy, ServiceError, ServiceRejected
-from ai_employee.executors.base import (
+from ai_employee.model.executor import (
     ActionParams,
     ExecutionContext,
     ExecutionError,
     Executor,
     ExecutorUnavailable,
 )
-from ai_employee.pipeline.ids import safe_file_name, short_id, slugify
+from ai_employee.model.ids import safe_file_name, short_id, slugify
 from ai_employee.vault.fs import fsync_dir, unique_path, write_durable
 from ai_employee.vault.notes import render_note, wikilink
 

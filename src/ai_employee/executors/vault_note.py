@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from ai_employee.executors.base import ActionParams, ExecutionContext, ExecutionError, Executor
-from ai_employee.pipeline.ids import short_id, slugify
+from ai_employee.model.executor import ActionParams, ExecutionContext, ExecutionError, Executor
+from ai_employee.model.ids import short_id, slugify
 from ai_employee.vault.fs import write_durable
 from ai_employee.vault.layout import STATE_DIR, Folder
 from ai_employee.vault.notes import render_note

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ai_employee.helper_process import HelperProcess, serve
-from ai_employee.observability.audit import audit_record
+from ai_employee.model.plans import ActionSpec, PlanProposal, PlanRequest
 from ai_employee.pipeline import rendering
-from ai_employee.planners.base import ActionSpec, Planner, PlanProposal, PlanRequest
+from ai_employee.planners.base import Planner
 from ai_employee.planners.template import TemplatePlanner
+from ai_employee.vault.audit import audit_record
 from ai_employee.vault.ledger import ActionRow, AuditRecord
 from ai_employee.vault.notes import render_note
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ai_employee.planners.base import PlanProposal
+from ai_employee.model.plans import PlanProposal
 from ai_employee.vault.notes import json_block, render_note, wikilink
 
 

@@ -1,5 +1,7 @@
 """The pipeline service: turns hints (watcher events, reconciler scans, source messages) into
-batched steps on one worker thread, and executions into tasks.
+batched steps on one worker thread, and plans and executions into tasks. It only wires the
+steps (`pipeline.steps`), the intake flow (`pipeline.intake_flow`) and the announcer
+(`pipeline.announcer`) together.
 
 Events are hints: a hint only says "look at this name"; the step then reads the folder and
 the ledger, so a lost, duplicated or stale hint is harmless.
@@ -13,32 +15,30 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 import structlog
 
-from ai_employee.bus.base import EventBus
 from ai_employee.config import Settings
-from ai_employee.events import Event, EventType
-from ai_employee.executors.base import ExecutionContext, ExecutionError, ExecutorUnavailable
+from ai_employee.executors.run import run_job
+from ai_employee.model.bus import EventBus
+from ai_employee.model.events import Event, EventType
+from ai_employee.model.jobs import ExecutionJob
+from ai_employee.model.messages import IncomingMessage
+from ai_employee.model.plans import PlanProposal, PlanRequest
+from ai_employee.model.services import HealthReport, Service
 from ai_employee.observability.metrics import Metrics
-from ai_employee.orchestrator import HealthReport, Service
+from ai_employee.pipeline.announcer import Announcer
+from ai_employee.pipeline.decisions import DecisionOutcome
+from ai_employee.pipeline.execution import runs_live
+from ai_employee.pipeline.intake import IntakeOutcome
+from ai_employee.pipeline.intake_flow import IntakeFlow
 from ai_employee.pipeline.renderer import NewAction
-from ai_employee.pipeline.steps import (
-    BegunIntake,
-    DecisionOutcome,
-    ExecutionJob,
-    Finished,
-    IntakeOutcome,
-    PreparedIntake,
-    VaultSteps,
-)
-from ai_employee.planners.base import Planner, PlanProposal, PlanRequest
-from ai_employee.sources.base import IncomingMessage
+from ai_employee.pipeline.steps import VaultSteps
+from ai_employee.planners.base import Planner
 from ai_employee.vault.layout import WATCHED, Folder, is_ignored_name
-from ai_employee.vault.ledger import Ledger
 
 log = structlog.get_logger(__name__)
 
@@ -58,20 +58,6 @@ AutoApprovePolicy = Callable[[PlanProposal, PlanRequest | None, Settings], bool]
 
 def never_auto_approve(proposal: PlanProposal, request: PlanRequest | None, settings: Settings) -> bool:
     return False
-
-
-class LedgerJournal:
-    """ExecutionJournal backed by the ledger, scoped to one plan."""
-
-    def __init__(self, ledger: Ledger, plan_id: str) -> None:
-        self._ledger = ledger
-        self._plan_id = plan_id
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self._ledger.journal_get(self._plan_id, key)
-
-    def put(self, key: str, value: Mapping[str, Any]) -> None:
-        self._ledger.journal_put(self._plan_id, key, value)
 
 
 class PipelineService(Service):
@@ -98,14 +84,8 @@ class PipelineService(Service):
         self._auto_approve = auto_approve
         self._approve = approve
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aie-vault")
-        self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aie-prepare")
-        self._unbegun = 0
-        self._unread = 0
-        self._render_held: tuple[PreparedIntake, Callable[[IntakeOutcome | BaseException], None]] | None = (
-            None
-        )
-        self._counts_lock = threading.Lock()
-        self._held: tuple[BegunIntake, Callable[[IntakeOutcome | BaseException], None]] | None = None
+        self.intake_flow = IntakeFlow(steps.intake, worker=self._worker, metrics=metrics)
+        self.announce = Announcer(bus, metrics)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: dict[str, bool] = {}  # name -> arrived by rename
         self._approved: dict[str, None] = {}
@@ -173,7 +153,7 @@ class PipelineService(Service):
             if names:
                 self.metrics.reconcile_found.labels(folder=folder.value).inc(len(names))
         self.metrics.reconcile_runs.inc()
-        self._publish(EventType.RECONCILE_COMPLETED, {"found": total})
+        self.announce.publish(EventType.RECONCILE_COMPLETED, {"found": total})
         return total
 
     def _list_watched(self) -> dict[Folder, list[str]]:
@@ -209,7 +189,7 @@ class PipelineService(Service):
     async def _replan(self, action_id: str, transcript: str, properties: dict[str, Any]) -> None:
         item = await self._in_thread(self.steps.apply_transcript, action_id, transcript, properties)
         if item is not None:
-            self._publish(
+            self.announce.publish(
                 EventType.ACTION_UPDATED,
                 {"action_id": action_id, "reason": "transcript"},
                 correlation_id=action_id,
@@ -217,10 +197,7 @@ class PipelineService(Service):
             await self._plan(item)
 
     async def _run(self) -> None:
-        await asyncio.gather(  # each from the thread that will use it
-            asyncio.get_running_loop().run_in_executor(self._preparer, self._start_renderer),
-            self._in_thread(self._start_committer),
-        )
+        await self.intake_flow.start()
         to_plan, approved = await self._in_thread(self.steps.recover)
         for item in to_plan:
             self._spawn(self._plan(item))
@@ -263,7 +240,7 @@ class PipelineService(Service):
         )
 
     def close(self) -> None:
-        self._preparer.shutdown(wait=True)
+        self.intake_flow.close()
         self._worker.shutdown(wait=True)
         self.steps.committer.close()
         self.steps.intake_renderer.close()
@@ -319,128 +296,8 @@ class PipelineService(Service):
             self._after_decisions(decided)
 
     def _intake_next(self) -> asyncio.Future[IntakeOutcome]:
-        """Hand the next batch of Inbox names to the preparer; its outcome once written."""
-        taken = _take(self._inbox, self.settings.vault.batch_size)
-        renamed = {name for name, was_renamed in taken.items() if was_renamed}
-        self.metrics.batch_size.labels(step="intake").observe(len(taken))
-        loop = asyncio.get_running_loop()
-        outcome: asyncio.Future[IntakeOutcome] = loop.create_future()
-
-        def settle(result: IntakeOutcome | BaseException) -> None:
-            if not outcome.done():
-                if isinstance(result, BaseException):
-                    outcome.set_exception(result)
-                else:
-                    outcome.set_result(result)
-
-        def answer(result: IntakeOutcome | BaseException) -> None:
-            loop.call_soon_threadsafe(settle, result)
-
-        def prepare() -> None:
-            started = time.perf_counter()
-            more = self._count_unread(-1) > 0
-            try:
-                prepared = self.steps.read_intake(list(taken), renamed)
-                self.steps.start_render(prepared)
-            except BaseException as error:
-                self._finish_render_held()
-                self._intake_failed(answer, error)
-                return
-            finally:
-                self.metrics.step_duration_seconds.labels(step="prepare").observe(
-                    time.perf_counter() - started
-                )
-            self._finish_render_held()
-            self._render_held = (prepared, answer)
-            if not more:
-                self._finish_render_held()
-
-        self._count_unread(1)
-        self._count_unbegun(1)
-        self._preparer.submit(prepare)
-        return outcome
-
-    def _start_renderer(self) -> None:
-        """On the preparer, at each (re)start: a batch held by the run before is finished first, so
-        that the renderer's answers stay in the order of its requests."""
-        self._finish_render_held()
-        self.steps.start_intake_renderer()
-
-    def _start_committer(self) -> None:
-        """On the worker, at each (re)start: likewise for the writer. Recovery, queued after this,
-        then runs while the writer has nothing in hand (it removes stale temp files)."""
-        self._finish_held()
-        self.steps.start_committer()
-
-    def _finish_render_held(self) -> None:
-        """On the preparer: the batch whose notes are being rendered goes to the worker once they are
-        back. It is held while the next batch is read, so that reading one overlaps rendering the
-        other; the last one is finished at once."""
-        held, self._render_held = self._render_held, None
-        if held is None:
-            return
-        prepared, answer = held
-        try:
-            self.steps.finish_render(prepared)
-        except BaseException as error:
-            self._intake_failed(answer, error)
-            return
-        self._worker.submit(self._commit_intake, prepared, answer)
-
-    def _intake_failed(
-        self, answer: Callable[[IntakeOutcome | BaseException], None], error: BaseException
-    ) -> None:
-        """A batch that will not reach the worker: answer the loop, and let the worker finish the
-        batch it may be holding for this one."""
-        answer(error)
-        self._count_unbegun(-1)
-        self._worker.submit(self._finish_held)
-
-    def _commit_intake(
-        self, prepared: PreparedIntake, answer: Callable[[IntakeOutcome | BaseException], None]
-    ) -> None:
-        """On the worker: begin this batch's commit, then finish the one before it, so that the
-        ledger work of one overlaps the writer's disk work on the other. A batch is held only
-        while another is on its way; the last one is finished at once."""
-        started = time.perf_counter()
-        remaining = self._count_unbegun(-1)
-        try:
-            begun = self.steps.begin_intake(prepared)
-        except BaseException as error:
-            answer(error)
-            self._finish_held()
-            return
-        finally:
-            self.metrics.step_duration_seconds.labels(step="intake").observe(time.perf_counter() - started)
-        self._finish_held()
-        self._held = (begun, answer)
-        if remaining == 0:
-            self._finish_held()
-
-    def _finish_held(self) -> None:
-        held, self._held = self._held, None
-        if held is None:
-            return
-        begun, answer = held
-        started = time.perf_counter()
-        try:
-            answer(self.steps.finish_intake(begun))
-        except BaseException as error:
-            answer(error)
-        finally:
-            self.metrics.step_duration_seconds.labels(step="intake").observe(time.perf_counter() - started)
-
-    def _count_unread(self, change: int) -> int:
-        """Batches handed to the preparer that it has not started to read; the count after `change`."""
-        with self._counts_lock:
-            self._unread += change
-            return self._unread
-
-    def _count_unbegun(self, change: int) -> int:
-        """Batches handed to the preparer whose commit has not begun; the count after `change`."""
-        with self._counts_lock:
-            self._unbegun += change
-            return self._unbegun
+        """Hand the next batch of Inbox names to the intake flow; its outcome once written."""
+        return self.intake_flow.next_batch(_take(self._inbox, self.settings.vault.batch_size))
 
     async def _timed(self, step: str, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         started = time.perf_counter()
@@ -469,68 +326,23 @@ class PipelineService(Service):
         for name, delay in outcome.deferred:
             self._defer(name, delay)
         for quarantined in outcome.quarantined:
-            self._quarantined(quarantined.name, quarantined.reason)
+            self.announce.quarantined(quarantined.name, quarantined.reason)
         for item in outcome.actions:
             self._action_created(item)
 
     def _action_created(self, item: NewAction) -> None:
         self._processed += 1
-        row = item.row
-        self.metrics.actions_created.labels(source=row.source).inc()
-        if row.source == "file":
-            self.metrics.files_detected.inc()
-        self._publish(
-            EventType.ACTION_CREATED,
-            {
-                "action_id": row.action_id,
-                "source": row.source,
-                "source_ref": row.source_ref,
-                "title": row.title,
-                "note": row.note_rel,
-                "sender": row.sender,
-            },
-            correlation_id=row.action_id,
-        )
+        self.announce.action_created(item)
         if item.planned is not None:
             self._plan_created(item, item.planned, item.request)
         else:
             self._spawn(self._plan(item))
 
     def _plan_created(self, item: NewAction, proposal: PlanProposal, request: PlanRequest | None) -> None:
-        row = item.row
-        self.metrics.plans_created.labels(
-            planner=proposal.planner.split(":")[0], action=proposal.action
-        ).inc()
-        self.metrics.pending_approvals.inc()
-        if proposal.cost_usd:
-            self.metrics.planner_cost_usd.labels(planner=proposal.planner.split(":")[0]).inc(
-                proposal.cost_usd
-            )
-        self._publish(
-            EventType.PLAN_CREATED,
-            {
-                "plan_id": row.plan_id,
-                "action_id": row.action_id,
-                "action": proposal.action,
-                "params": proposal.params,
-                "summary": proposal.summary,
-                "risk": proposal.risk,
-                "planner": proposal.planner,
-                "note": row.plan_rel,
-                "source": row.source,
-                "source_ref": row.source_ref,
-            },
-            correlation_id=row.action_id,
-        )
-        if proposal.fallback_reason:
-            self._publish(
-                EventType.PLAN_FALLBACK,
-                {"plan_id": row.plan_id, "reason": proposal.fallback_reason},
-                correlation_id=row.action_id,
-            )
+        self.announce.plan_created(item, proposal)
         if self._approve is not None and self._auto_approve(proposal, request, self.settings):
-            log.info("plan auto-approved by config", plan_id=row.plan_id, action=proposal.action)
-            self._approve(row.plan_id)
+            log.info("plan auto-approved by config", plan_id=item.row.plan_id, action=proposal.action)
+            self._approve(item.row.plan_id)
 
     async def _plan(self, item: NewAction) -> None:
         async with self._planning:
@@ -556,10 +368,6 @@ class PipelineService(Service):
         if timer is not None:
             timer.cancel()
 
-    def _quarantined(self, name: str, reason: str) -> None:
-        self.metrics.inputs_quarantined.labels(reason=reason.split(":")[0].split(" ")[0]).inc()
-        self._publish(EventType.INPUT_QUARANTINED, {"file": name, "reason": reason})
-
     # --- submit (IntakeSink for email, Telegram) -------------------------------------------------
 
     async def submit(self, message: IncomingMessage) -> str:
@@ -574,122 +382,42 @@ class PipelineService(Service):
     def _after_decisions(self, outcome: DecisionOutcome) -> None:
         for name, delay in outcome.deferred:
             asyncio.get_running_loop().call_later(max(delay, 0.01) + 0.01, self.hint, Folder.APPROVED, name)
-        for quarantined in outcome.quarantined:
-            self._quarantined(quarantined.name, quarantined.reason)
-        for plan_id, action_id in outcome.granted:
-            self.metrics.approvals.labels(decision="approved").inc()
-            self.metrics.pending_approvals.dec()
-            self._publish(EventType.APPROVAL_GRANTED, {"plan_id": plan_id}, correlation_id=action_id)
-        for plan_id in outcome.rejected:
-            self.metrics.approvals.labels(decision="rejected").inc()
-            self.metrics.pending_approvals.dec()
-            self._publish(EventType.APPROVAL_DENIED, {"plan_id": plan_id}, correlation_id=_action_of(plan_id))
-        for plan_id in outcome.revoked:
-            self._publish(
-                EventType.APPROVAL_REVOKED, {"plan_id": plan_id}, correlation_id=_action_of(plan_id)
-            )
-        for plan_id in outcome.duplicates:
-            self._publish(
-                EventType.PLAN_DUPLICATE_IGNORED, {"plan_id": plan_id}, correlation_id=_action_of(plan_id)
-            )
-        for finished in outcome.finished:
-            self._finished(finished)
+        self.announce.decisions(outcome)
         for job in outcome.jobs:
             self._spawn(self._execute(job))
 
     async def _execute(self, job: ExecutionJob) -> None:
+        execution = self.steps.execution
         async with self._executions:
             executor = job.executor
-            live = self.settings.live and (
-                not self.settings.execution.live_actions
-                or executor.name in self.settings.execution.live_actions
-            )
+            live = runs_live(self.settings, executor)
             dry_run = executor.external and not live
-            leaves_machine = executor.external and live
-            if not await self._in_thread(self.steps.start_job, job, leaves_machine=leaves_machine):
-                self._publish(
+            if not await self._in_thread(execution.start_job, job, leaves_machine=executor.external and live):
+                self.announce.publish(
                     EventType.APPROVAL_REVOKED, {"plan_id": job.plan_id}, correlation_id=job.action_id
                 )
                 self._wake.set()  # the loop appends the audit line
                 return
-            self._publish(
+            self.announce.publish(
                 EventType.PLAN_EXECUTING,
                 {"plan_id": job.plan_id, "action": executor.name, "live": live},
                 correlation_id=job.action_id,
             )
-            root = self.steps.layout.root
-            ctx = ExecutionContext(
-                plan_id=job.plan_id,
-                action_id=job.action_id,
-                vault_root=root,
+            ctx = execution.context_for(
+                job,
                 live=live,
-                journal=LedgerJournal(self.steps.ledger, job.plan_id),
-                action_files=[root / relative for relative in job.attachments],
-                action_title=job.action_title,
-                progress=lambda message, data: self._publish(
+                progress=lambda message, data: self.announce.publish(
                     EventType.EXECUTION_PROGRESS,
                     {"plan_id": job.plan_id, "message": message, **data},
                     correlation_id=job.action_id,
                 ),
             )
-            structlog.contextvars.bind_contextvars(action_id=job.action_id, plan_id=job.plan_id)
             started = time.perf_counter()
-            result: dict[str, Any] | None = None
-            error: str | None = None
-            try:
-                if dry_run:
-                    result = executor.render_dry_run(job.params, ctx)
-                else:
-                    reason = executor.unavailable_reason() if executor.external else None
-                    if reason is not None:
-                        raise ExecutorUnavailable(f"{executor.name} is unavailable: {reason}")
-                    result = await executor.execute(job.params, ctx)
-            except ExecutionError as failure:
-                error = str(failure) or type(failure).__name__
-            except Exception as failure:  # an executor bug must not take the pipeline down
-                log.exception("executor raised", action=executor.name)
-                error = f"unexpected error in {executor.name}: {type(failure).__name__}: {failure}"
-            finally:
-                structlog.contextvars.unbind_contextvars("action_id", "plan_id")
+            result = await run_job(job, ctx, dry_run=dry_run)
             self.metrics.step_duration_seconds.labels(step="execute").observe(time.perf_counter() - started)
-            finished = await self._in_thread(
-                self.steps.record_result, job, dry_run=dry_run, result=result, error=error
-            )
-        self._finished(finished)
+            finished = await self._in_thread(execution.record, job, result)
+        self.announce.finished(finished)
         self._wake.set()  # the loop appends the audit line
-
-    def _finished(self, finished: Finished) -> None:
-        payload = {
-            "plan_id": finished.plan_id,
-            "action": finished.action,
-            "status": finished.status,
-            "dry_run": finished.dry_run,
-            "note": finished.final_rel,
-        }
-        if finished.status == "done":
-            self.metrics.plans_executed.labels(
-                action=finished.action, dry_run=str(bool(finished.dry_run)).lower()
-            ).inc()
-            self._publish(
-                EventType.PLAN_EXECUTED,
-                {**payload, "result": finished.result},
-                correlation_id=finished.action_id or None,
-            )
-        else:
-            self.metrics.plans_failed.labels(action=finished.action or "unknown").inc()
-            self._publish(
-                EventType.PLAN_FAILED,
-                {**payload, "error": finished.error},
-                correlation_id=finished.action_id or None,
-            )
-
-    def _publish(
-        self, event_type: EventType, payload: dict[str, Any], correlation_id: str | None = None
-    ) -> None:
-        self.metrics.events_published.labels(type=event_type.value).inc()
-        self.bus.publish(
-            Event(type=event_type, payload=payload, correlation_id=correlation_id, source="pipeline")
-        )
 
 
 def _take(pending: dict[str, T], limit: int) -> dict[str, T]:
@@ -697,7 +425,3 @@ def _take(pending: dict[str, T], limit: int) -> dict[str, T]:
     for name in list(itertools.islice(pending, limit)):
         taken[name] = pending.pop(name)
     return taken
-
-
-def _action_of(plan_id: str) -> str:
-    return "act-" + plan_id.removeprefix("plan-")

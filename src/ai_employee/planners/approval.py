@@ -9,7 +9,7 @@ model's answer decides it, only the action type, which a human then sees in the 
 from __future__ import annotations
 
 from ai_employee.config import Settings
-from ai_employee.planners.base import PlanProposal, PlanRequest
+from ai_employee.model.plans import PlanProposal, PlanRequest
 from ai_employee.planners.guard import injection_signals
 
 

@@ -12,6 +12,7 @@ import anthropic
 import structlog
 
 from ai_employee.config import Settings
+from ai_employee.model.plugins import PluginDisabled
 from ai_employee.planners import prompt
 from ai_employee.planners.budget import BudgetStore
 from ai_employee.planners.llm import (
@@ -23,7 +24,6 @@ from ai_employee.planners.llm import (
     error_mentions,
     planner_options,
 )
-from ai_employee.plugins import PluginDisabled
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 

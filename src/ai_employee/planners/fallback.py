@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 
 import structlog
 
-from ai_employee.planners.base import Planner, PlanProposal, PlanRequest
+from ai_employee.model.plans import PlanProposal, PlanRequest
+from ai_employee.planners.base import Planner
 from ai_employee.planners.errors import BudgetExceeded, PlannerError
 from ai_employee.planners.guard import redact
 from ai_employee.planners.template import TemplatePlanner

@@ -20,8 +20,9 @@ from typing import Any, ClassVar
 import structlog
 
 from ai_employee.config import PlannerSettings, Settings
+from ai_employee.model.plans import PlanProposal, PlanRequest
 from ai_employee.planners import prompt
-from ai_employee.planners.base import Planner, PlanProposal, PlanRequest
+from ai_employee.planners.base import Planner
 from ai_employee.planners.budget import BudgetStore, DailyBudget, InMemoryBudgetStore, cost_usd
 from ai_employee.planners.errors import InvalidAnswer, PlannerError, PlannerUnavailable
 from ai_employee.planners.guard import collect_secrets

@@ -16,6 +16,7 @@ import structlog
 from openai.types.chat import ChatCompletion, ChatCompletionToolChoiceOptionParam
 
 from ai_employee.config import Settings
+from ai_employee.model.plugins import PluginDisabled
 from ai_employee.planners import prompt
 from ai_employee.planners.budget import BudgetStore
 from ai_employee.planners.llm import (
@@ -27,7 +28,6 @@ from ai_employee.planners.llm import (
     error_mentions,
     planner_options,
 )
-from ai_employee.plugins import PluginDisabled
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: Options some models refuse with a 400 naming them; the planner then asks without them.

@@ -20,8 +20,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, get_args
 
+from ai_employee.model.plans import ActionSpec, Intent, PlanProposal, PlanRequest, Risk
 from ai_employee.planners import guard, schema
-from ai_employee.planners.base import ActionSpec, Intent, PlanProposal, PlanRequest, Risk
 from ai_employee.planners.errors import InvalidAnswer
 
 TOOL_NAME = "propose_plan"

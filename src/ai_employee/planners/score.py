@@ -26,9 +26,10 @@ from typing import Any
 import yaml
 
 from ai_employee.config import ConfigError, Settings, load_settings
-from ai_employee.planners.base import ActionSpec, Planner, PlanRequest
+from ai_employee.model.plans import ActionSpec, PlanRequest
+from ai_employee.model.plugins import PluginDisabled
+from ai_employee.planners.base import Planner
 from ai_employee.planners.errors import PlannerError
-from ai_employee.plugins import PluginDisabled
 
 DEFAULT_SET = Path(__file__).resolve().parents[3] / "tests" / "planning" / "golden_messages.yaml"
 
@@ -69,7 +70,7 @@ def make_planner(kind: str, settings: Settings) -> Planner:
 
 
 def registered_actions(settings: Settings) -> list[ActionSpec]:
-    from ai_employee.pipeline.registry import ExecutorRegistry
+    from ai_employee.model.registry import ExecutorRegistry
 
     return ExecutorRegistry.from_entry_points(settings).specs()
 

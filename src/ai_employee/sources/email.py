@@ -49,13 +49,13 @@ import structlog
 from imapclient import IMAPClient, SocketTimeout  # type: ignore[import-untyped]
 from imapclient.exceptions import LoginError  # type: ignore[import-untyped]
 
-from ai_employee.bus.base import Subscription
 from ai_employee.clients.smtp_reply import Reply, ReplySender, SmtpConfig
 from ai_employee.config import EmailSettings
-from ai_employee.events import Event, EventType
-from ai_employee.orchestrator import HealthReport, Service
-from ai_employee.plugins import PluginDisabled, ServiceContext
-from ai_employee.sources.base import IncomingAttachment, IncomingMessage
+from ai_employee.model.bus import Subscription
+from ai_employee.model.events import Event, EventType
+from ai_employee.model.messages import IncomingAttachment, IncomingMessage
+from ai_employee.model.plugins import PluginDisabled
+from ai_employee.model.services import HealthReport, Service, ServiceContext
 from ai_employee.sources.mail_parsing import ParsedMail, parse_mail
 
 log = structlog.get_logger(__name__)

@@ -60,7 +60,6 @@ from telegram.ext import (
 )
 from telegram.warnings import PTBDeprecationWarning
 
-from ai_employee.bus.base import Subscription
 from ai_employee.clients.retry import RetryPolicy, ServiceAuthError, ServiceError, describe
 from ai_employee.clients.whisper import (
     AudioFile,
@@ -69,10 +68,11 @@ from ai_employee.clients.whisper import (
     TranscriptionError,
     build_transcriber,
 )
-from ai_employee.events import Event, EventType
-from ai_employee.orchestrator import HealthReport, Service
-from ai_employee.plugins import DecisionResult, PluginDisabled, ServiceContext
-from ai_employee.sources.base import IncomingAttachment, IncomingMessage
+from ai_employee.model.bus import Subscription
+from ai_employee.model.events import Event, EventType
+from ai_employee.model.messages import IncomingAttachment, IncomingMessage
+from ai_employee.model.plugins import PluginDisabled
+from ai_employee.model.services import DecisionResult, HealthReport, Service, ServiceContext
 from ai_employee.sources.telegram_content import (
     Content,
     MediaRef,

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from ai_employee.clients.whisper import Transcript
-from ai_employee.plugins import DecisionResult
+from ai_employee.model.services import DecisionResult
 from ai_employee.sources.telegram_content import Content, format_duration
 
 Decision = Literal["approve", "reject"]

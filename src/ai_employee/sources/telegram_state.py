@@ -16,7 +16,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
-from ai_employee.plugins import KeyValueStore
+from ai_employee.model.services import KeyValueStore
 
 NAMESPACE = "telegram"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ai_employee.plugins import DecisionResult
+from ai_employee.model.services import DecisionResult
 from ai_employee.vault import fs
 from ai_employee.vault.layout import Folder, VaultLayout, is_ignored_name
 from ai_employee.vault.notes import NoteError, parse_note, render_note

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from ai_employee.tokens import random_hex
+from ai_employee.model.tokens import random_hex
 
 TEMP_PREFIX = ".aie-tmp-"
 

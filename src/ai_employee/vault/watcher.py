@@ -25,10 +25,10 @@ from watchdog.events import (
 )
 from watchdog.observers.inotify import InotifyObserver
 
-from ai_employee.bus.base import EventBus
-from ai_employee.events import Event, EventType
+from ai_employee.model.bus import EventBus
+from ai_employee.model.events import Event, EventType
+from ai_employee.model.services import HealthReport, Service
 from ai_employee.observability.metrics import Metrics
-from ai_employee.orchestrator import HealthReport, Service
 from ai_employee.vault.layout import WATCHED, Folder, VaultLayout
 
 log = structlog.get_logger(__name__)

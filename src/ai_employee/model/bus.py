@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ai_employee.events import Event, EventType
+from ai_employee.model.events import Event, EventType
 
 EventHandler = Callable[[Event], None] | Callable[[Event], Awaitable[None]]
 

@@ -7,9 +7,9 @@ from collections.abc import Iterable
 import structlog
 
 from ai_employee.config import Settings
-from ai_employee.executors.base import Executor
-from ai_employee.planners.base import ActionSpec
-from ai_employee.plugins import EXECUTORS_GROUP, PluginDisabled, load_factories
+from ai_employee.model.executor import Executor
+from ai_employee.model.plans import ActionSpec
+from ai_employee.model.plugins import EXECUTORS_GROUP, PluginDisabled, load_factories
 
 log = structlog.get_logger(__name__)
 

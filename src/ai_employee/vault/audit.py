@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ai_employee.events import new_event_id
+from ai_employee.model.events import new_event_id
 from ai_employee.vault.fs import fsync_dir
 from ai_employee.vault.ledger import AuditRecord, Ledger
 

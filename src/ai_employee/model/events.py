@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from ai_employee.tokens import random_hex
+from ai_employee.model.tokens import random_hex
 
 
 class EventType(StrEnum):

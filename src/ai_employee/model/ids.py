@@ -7,7 +7,7 @@ import re
 import unicodedata
 from datetime import datetime
 
-from ai_employee.tokens import random_hex
+from ai_employee.model.tokens import random_hex
 
 _UNSAFE = re.compile(r'[\\/:*?"<>|#^\[\]\x00-\x1f]+')
 _NOT_WORD = re.compile(r"[^\w\s-]+")
@@ -27,6 +27,11 @@ def stable_action_id(received: datetime, dedup_key: str) -> str:
 
 def plan_id_for(action_id: str) -> str:
     return "plan-" + action_id.removeprefix("act-")
+
+
+def action_id_for(plan_id: str) -> str:
+    """The action a plan was made for (a plan's id is its action's, with another prefix)."""
+    return "act-" + plan_id.removeprefix("plan-")
 
 
 def short_id(any_id: str) -> str:
@@ -59,3 +64,12 @@ def safe_file_name(name: str, limit: int = 150) -> str:
 def note_stem(action_id: str, title: str) -> str:
     stamp = action_id.removeprefix("act-")[:15]  # YYYYMMDD-HHMMSS
     return f"{stamp} {slugify(title)} {short_id(action_id)}"
+
+
+def display_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (surrogate escapes) shown as \\xNN."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name

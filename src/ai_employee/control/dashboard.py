@@ -15,9 +15,9 @@ from typing import Any
 
 import structlog
 
-from ai_employee.bus.base import EventBus, Subscription
-from ai_employee.events import Event, EventType
-from ai_employee.orchestrator import HealthReport, Service
+from ai_employee.model.bus import EventBus, Subscription
+from ai_employee.model.events import Event, EventType
+from ai_employee.model.services import HealthReport, Service
 from ai_employee.vault.fs import write_durable
 from ai_employee.vault.layout import Folder, VaultLayout, is_ignored_name
 from ai_employee.vault.ledger import Ledger

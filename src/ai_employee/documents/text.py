@@ -1,0 +1,83 @@
+"""The text of an Inbox file: its title and body, read without loading big or binary files whole."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SNIFF_BYTES = 8192
+
+
+def describe_file(path: Path, name: str, size: int, *, limit: int) -> tuple[str, str]:
+    """(title, body text) of a file; one over `limit` bytes, or binary, is linked, never loaded whole."""
+    try:
+        head = read_head(path, min(size, limit) + 1 if size <= limit else SNIFF_BYTES)
+    except OSError as error:
+        return name, f"_The file could not be read: {error.strerror}._"
+    if b"\x00" in head[:SNIFF_BYTES]:
+        return (
+            name,
+            f"Binary file `{name}` ({human_size(size)}): kept as the attachment below, not read.",
+        )
+    if size > limit:
+        preview = head[:SNIFF_BYTES].decode("utf-8", "replace").rsplit("\n", 1)[0]
+        return (
+            first_line(preview) or name,
+            f"Large file `{name}` ({human_size(size)}): linked below, not copied. Its beginning:\n\n"
+            + _quote(preview),
+        )
+    text = decode_text(head)
+    if not text.strip():
+        return name, f"Empty file `{name}` ({human_size(size)})."
+    return first_line(text) or name, text
+
+
+def decode_text(data: bytes) -> str:
+    """UTF-8, else Windows-1252 (what Windows editors write: real quotes, not control codes), else Latin-1."""
+    for encoding in ("utf-8", "cp1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")
+
+
+def first_line(text: str) -> str:
+    """The first line with words in it, without Markdown heading marks, cut to 120 characters."""
+    for line in text.splitlines():
+        cleaned = line.strip().lstrip("#").strip()
+        if cleaned:
+            return cleaned[:120]
+    return ""
+
+
+def read_head(path: Path, wanted: int) -> bytes:
+    """Up to `wanted` bytes from the start of a file, never through a symlink.
+
+    Plain `os` calls: a buffered file object makes three more syscalls per file, and in a burst
+    each one is a hand-off of the GIL."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        chunks: list[bytes] = []
+        while wanted > 0:
+            chunk = os.read(fd, wanted)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            wanted -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} bytes"
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + line for line in text.splitlines())
