@@ -155,17 +155,27 @@ class Running:
         return data if isinstance(data, dict) else None
 
     def wait_daemon_json(self, timeout: float) -> int | None:
-        """Our daemon only: the bench-clock time at which daemon.json named this process, or None."""
+        """Our daemon only: the bench-clock time at which it was ready (daemon.json names this
+        process and `/readyz` answers 200: the vault path works), or None."""
         deadline = time.monotonic() + timeout
         delay = 0.002
         while time.monotonic() < deadline and self.alive():
             data = self.daemon_json()
-            if data is not None and data.get("pid") == self.pid:
+            if data is not None and data.get("pid") == self.pid and self._ready(data):
                 self.info = data
                 return time.monotonic_ns()
             time.sleep(delay)
             delay = min(delay * 1.5, 0.02)
         return None
+
+    @staticmethod
+    def _ready(data: dict[str, object]) -> bool:
+        host = data.get("host") or "127.0.0.1"
+        try:
+            with urllib.request.urlopen(f"http://{host}:{data.get('port')}/readyz", timeout=5) as response:
+                return bool(response.status == 200)
+        except OSError:  # 503 (HTTPError) while it starts, or not listening yet
+            return False
 
     def metrics(self) -> dict[str, float]:
         """Our daemon's Prometheus samples (name with labels -> value); empty for a peer."""

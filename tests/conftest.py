@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ai_employee.vault.layout import Folder
@@ -144,8 +145,19 @@ class DaemonProcess:
             )
             if self._died():
                 raise AssertionError(f"daemon exited early: {self.output()[-3000:]}")
+            wait_for(lambda: self.ready() or self._died(), timeout=60, message="/readyz of the new daemon")
+            if self._died():
+                raise AssertionError(f"daemon exited early: {self.output()[-3000:]}")
         del previous
         return self
+
+    def ready(self) -> bool:
+        """`/readyz` answers 200: the vault path works (intake, planning, decisions, the watcher)."""
+        info = self.info() or {}
+        try:
+            return httpx.get(f"http://127.0.0.1:{info['port']}/readyz", timeout=2).status_code == 200
+        except (KeyError, httpx.HTTPError):
+            return False
 
     def _died(self) -> bool:
         return self.process is not None and self.process.poll() is not None

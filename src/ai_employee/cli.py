@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -206,19 +207,38 @@ def status(vault: Path | None, config: Path | None, as_json: bool) -> None:
     click.echo(f"running: pid {data.get('pid')}, {mode}, planner {data.get('planner')}, vault {layout.root}")
     click.echo("services:")
     for name, service in sorted(data.get("services", {}).items()):
-        detail = service.get("detail") or service.get("last_error") or ""
-        click.echo(f"  {name:<12} {service.get('state'):<10} {detail}")
+        click.echo(f"  {name:<12} {service.get('state'):<10} {_trouble(service)}")
+    planner_link = data.get("planner_link")
+    if planner_link and planner_link.get("state") != "running":
+        click.echo(f"planner: {planner_link.get('state')} {_trouble(planner_link)}")
     executors = data.get("executors", {})
     if executors:
         click.echo("actions:")
         for name, executor in sorted(executors.items()):
-            state = (
-                "available"
-                if executor.get("available")
-                else "unavailable: " + str(executor.get("detail", ""))
-            )
+            if not executor.get("available"):
+                state = "unavailable: " + str(executor.get("detail", ""))
+            elif executor.get("state") in ("degraded", "retrying"):
+                state = f"{executor['state']}: {_trouble(executor)}"
+            else:
+                state = "available"
             click.echo(f"  {name:<18} {state}")
     click.echo("vault: " + ", ".join(f"{folder} {count}" for folder, count in data.get("vault", {}).items()))
+
+
+def _trouble(entry: dict[str, Any]) -> str:
+    """What status says of a service or link: its trouble in plain words, the attempts so far and
+    when the next one is; otherwise its detail."""
+    if entry.get("state") in ("connecting", "retrying", "degraded") and entry.get("last_error"):
+        words = str(entry["last_error"])
+        if entry.get("attempts"):
+            words += f" (attempt {entry['attempts']}"
+            next_attempt = entry.get("next_attempt")
+            if next_attempt:
+                seconds = (datetime.fromisoformat(next_attempt) - datetime.now(UTC)).total_seconds()
+                words += f", next in {max(seconds, 0):.0f} s"
+            words += ")"
+        return words
+    return str(entry.get("detail") or entry.get("last_error") or "")
 
 
 @main.command()

@@ -207,6 +207,24 @@ class RedisSettings(Section):
     url: str | None = None
 
 
+class ServicesSettings(Section):
+    """How the daemon's services meet the outside world (docs/services.md)."""
+
+    #: integrations whose outside server must be reachable for /readyz to say ready (e.g. ["email"]);
+    #: the vault path (pipeline, watcher) is always required
+    required: list[str] = Field(default_factory=list)
+    #: the longest wait between two attempts to reach an outside server (jittered backoff)
+    max_backoff: float = Field(60.0, gt=0)
+    #: the first wait after a failure; it doubles up to `max_backoff`
+    initial_backoff: float = Field(1.0, gt=0)
+    #: connect, TLS handshake and login, each: a server that accepts and never answers costs this
+    connect_timeout: float = Field(10.0, gt=0)
+    #: one read or write once connected (an IDLE keepalive included)
+    read_timeout: float = Field(60.0, gt=0)
+    #: how long `stop` lets a service finish its in-flight work before it is cancelled
+    grace_seconds: float = Field(30.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything configurable. Build it with `load_settings`."""
 
@@ -218,6 +236,7 @@ class Settings(BaseSettings):
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     planner: PlannerSettings = Field(default_factory=PlannerSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    services: ServicesSettings = Field(default_factory=ServicesSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     atlas: AtlasSettings = Field(default_factory=AtlasSettings)

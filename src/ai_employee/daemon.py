@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from ai_employee.pipeline.renderer import start_intake_renderer
 from ai_employee.pipeline.service import PipelineService
 from ai_employee.pipeline.steps import VaultSteps
 from ai_employee.planners.approval import may_auto_approve
+from ai_employee.planners.base import Planner
 from ai_employee.planners.choice import build_planner
 from ai_employee.vault.audit import AuditLog
 from ai_employee.vault.decisions import Decisions
@@ -49,6 +51,7 @@ DAEMON_FILE = "daemon.json"
 LOCK_FILE = "daemon.lock"
 STATE_DB = "state.db"
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
+VAULT_FIRST_SECONDS = 3.0
 
 
 class AlreadyRunning(RuntimeError):
@@ -142,6 +145,7 @@ class Daemon:
         self.orchestrator: Orchestrator | None = None
         self.registry: ExecutorRegistry | None = None
         self.planner_name = "template"
+        self.planner: Planner | None = None
         self.started = datetime.now(UTC)
 
     # --- ControlHooks ------------------------------------------------------------------------
@@ -155,12 +159,17 @@ class Daemon:
             "dry_run": self.settings.execution.dry_run,
             "live_actions": self.settings.execution.live_actions or "all",
             "planner": self.planner_name,
+            "planner_link": self._planner_link(),
             "started": self.started.isoformat(timespec="seconds"),
             "vault_path": str(self.layout.root),
             "services": services,
             "executors": self.registry.status() if self.registry else {},
             "vault": self.layout.counts(),
         }
+
+    def _planner_link(self) -> dict[str, Any] | None:
+        link = self.planner.link() if self.planner is not None else None
+        return link.to_dict() if link is not None else None
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         if self.orchestrator is None:
@@ -204,10 +213,61 @@ class Daemon:
         metrics = Metrics()
         bus = InProcessEventBus()
         await bus.start()
-        registry = ExecutorRegistry.from_entry_points(self.settings)
+        bus.subscribe(None, lambda event: _track_services(event, metrics), name="service-metrics")
+        token = new_token()
+        control = ControlServer(
+            self, metrics, host=self.settings.health.host, port=self.settings.health.port, token=token
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            # Visible first: the control port and daemon.json, so that status and stop find the
+            # daemon before anything slow (SDK imports, plug-ins, recovery) has happened.
+            port = await control.start()
+            DaemonInfo(
+                pid=os.getpid(),
+                port=port,
+                token=token,
+                host=self.settings.health.host,
+                vault=str(self.layout.root),
+                started=self.started.isoformat(),
+                argv=self.argv,
+            ).write(self.layout)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.request_stop)
+            await self._serve(ledger, audit, metrics, bus, control, port)
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            await control.stop()
+            await bus.close()
+            audit.flush()
+            ledger.close()
+            current = DaemonInfo.read(self.layout)
+            if current is not None and current.pid == os.getpid():
+                with contextlib.suppress(FileNotFoundError):
+                    (self.layout.state_dir / DAEMON_FILE).unlink()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+        return 0
+
+    async def _serve(
+        self,
+        ledger: Ledger,
+        audit: AuditLog,
+        metrics: Metrics,
+        bus: InProcessEventBus,
+        control: ControlServer,
+        port: int,
+    ) -> None:
+        """Build the services and run them until asked to stop. The vault path (pipeline, watcher,
+        dashboard) is launched before the plug-ins are even imported; then every plug-in at once:
+        nothing outside holds up the start, and /readyz says when the vault path works."""
+        # Plug-ins and SDKs take a second to import: in a thread, so that the control port answers.
+        registry = await asyncio.to_thread(ExecutorRegistry.from_entry_points, self.settings)
         self.registry = registry
-        planner = build_planner(self.settings, registry, ledger)
+        planner = build_planner(self.settings, registry, ledger)  # a model planner builds in a thread
         self.planner_name = planner.name
+        self.planner = planner
         steps = VaultSteps(
             self.layout,
             ledger,
@@ -238,45 +298,32 @@ class Daemon:
         orchestrator = Orchestrator(
             bus,
             health_interval=self.settings.health.check_interval_seconds,
-            grace_seconds=30.0,
+            grace_seconds=self.settings.services.grace_seconds,
+            required=self.settings.services.required,
         )
         self.orchestrator = orchestrator
-        bus.subscribe(None, lambda event: _track_services(event, metrics), name="service-metrics")
-        token = new_token()
-        control = ControlServer(
-            self, metrics, host=self.settings.health.host, port=self.settings.health.port, token=token
-        )
-        orchestrator.register(pipeline)
-        orchestrator.register(watcher)
-        context = ServiceContext(
-            settings=self.settings,
-            bus=bus,
-            intake=pipeline,
-            vault_root=self.layout.root,
-            state=_StateStore(ledger),
-            approvals=decisions,
-            routes=_RouteProxy(control),
-            actions=_ActionLookup(ledger),
-        )
-        self._register_plugins(orchestrator, context)
-        orchestrator.register(DashboardService(self.layout, ledger, bus, self.status))
-
-        port = await control.start()
-        info = DaemonInfo(
-            pid=os.getpid(),
-            port=port,
-            token=token,
-            host=self.settings.health.host,
-            vault=str(self.layout.root),
-            started=self.started.isoformat(),
-            argv=self.argv,
-        )
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.request_stop)
         try:
-            await orchestrator.start_all()
-            info.write(self.layout)
+            orchestrator.register(pipeline)
+            orchestrator.register(watcher)
+            orchestrator.register(DashboardService(self.layout, ledger, bus, self.status))
+            await orchestrator.launch_all()
+            # The vault path first: plug-ins import their SDKs (a second of CPU) once it runs, or
+            # after VAULT_FIRST_SECONDS (a large vault's recovery holds up no integration longer).
+            await orchestrator.wait_running((pipeline.name, watcher.name), VAULT_FIRST_SECONDS)
+            context = ServiceContext(
+                settings=self.settings,
+                bus=bus,
+                intake=pipeline,
+                vault_root=self.layout.root,
+                state=_StateStore(ledger),
+                approvals=decisions,
+                routes=_RouteProxy(control),
+                actions=_ActionLookup(ledger),
+            )
+            self._register_plugins(
+                orchestrator, context, *await asyncio.to_thread(load_factories, SERVICES_GROUP)
+            )
+            await orchestrator.launch_all()
             bus.publish(Event(type=EventType.SYSTEM_STARTED, payload={"pid": os.getpid(), "port": port}))
             log.info(
                 "daemon started",
@@ -294,25 +341,17 @@ class Daemon:
             bus.publish(Event(type=EventType.SYSTEM_STOPPED))
             log.info("daemon stopped", seconds=round(time.monotonic() - started, 3))
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
-            await control.stop()
             await registry.aclose()
             await planner.aclose()
             pipeline.close()
-            await bus.close()
-            audit.flush()
-            ledger.close()
-            current = DaemonInfo.read(self.layout)
-            if current is not None and current.pid == os.getpid():
-                with contextlib.suppress(FileNotFoundError):
-                    (self.layout.state_dir / DAEMON_FILE).unlink()
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-        return 0
 
-    def _register_plugins(self, orchestrator: Orchestrator, context: ServiceContext) -> None:
-        factories, broken = load_factories(SERVICES_GROUP)
+    def _register_plugins(
+        self,
+        orchestrator: Orchestrator,
+        context: ServiceContext,
+        factories: dict[str, Callable[..., Any]],
+        broken: dict[str, str],
+    ) -> None:
         for name, reason in broken.items():
             log.error("service failed to load", service=name, reason=reason)
             orchestrator.register_disabled(name, reason)

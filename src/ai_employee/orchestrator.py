@@ -10,8 +10,10 @@ where the crashed one left off.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -20,7 +22,7 @@ import structlog
 
 from ai_employee.model.bus import EventBus
 from ai_employee.model.events import Event, EventType
-from ai_employee.model.services import HealthReport, Service, ServiceState
+from ai_employee.model.services import HealthReport, LinkStatus, Service, ServiceState
 from ai_employee.observability.logging import redact_text
 
 log = structlog.get_logger(__name__)
@@ -59,7 +61,7 @@ class _Supervised:
 
 
 class Orchestrator:
-    """Starts services in registration order, stops them in reverse, and keeps them alive.
+    """Starts services all at once, stops them in reverse registration order, and keeps them alive.
 
     `restart_initial`/`restart_max` bound the backoff between restarts of a crashing service;
     the backoff starts over once a service has stayed up for `stable_after` seconds.
@@ -78,6 +80,7 @@ class Orchestrator:
         start_timeout: float = 30.0,
         health_timeout: float = 10.0,
         stable_after: float = 60.0,
+        required: Collection[str] = (),
         rng: random.Random | None = None,
     ) -> None:
         if restart_initial <= 0 or restart_max < restart_initial:
@@ -91,9 +94,11 @@ class Orchestrator:
         self._health_timeout = health_timeout
         self._stable_after = stable_after
         self._rng = rng or random.Random()
+        self._required = frozenset(required)  # integrations that must be connected for readiness
         self._records: dict[str, _Supervised] = {}
         self._health_task: asyncio.Task[None] | None = None
         self._shutting_down = False
+        self._state_changed = asyncio.Event()  # set (and replaced) at every change of state
 
     # -- registration --------------------------------------------------------------------
 
@@ -101,9 +106,8 @@ class Orchestrator:
         name = getattr(service, "name", "")
         if not name:
             raise ValueError(f"{type(service).__name__} has no name")
-        self._add(
-            _Supervised(name=name, service=service, required=service.required, state=ServiceState.STOPPED)
-        )
+        required = service.required or name in self._required
+        self._add(_Supervised(name=name, service=service, required=required, state=ServiceState.STOPPED))
 
     def register_disabled(self, name: str, reason: str) -> None:
         """Record a service that stays off (e.g. its credentials are absent): shown, never started."""
@@ -128,19 +132,31 @@ class Orchestrator:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def start_all(self) -> None:
-        """Start every enabled service, one after another, then the periodic health checks.
+    async def launch_all(self) -> None:
+        """Launch every enabled service at once, and the periodic health checks. Returns without
+        waiting for any of them to be ready: none waits for another, nor for an outside server.
 
         A service that fails to start does not stop the others: it is retried in the background.
         """
+        await self._launch_all()
+
+    async def start_all(self) -> None:
+        """`launch_all`, then wait until each service's first try settled (it is ready, or failed
+        and will be retried in the background). They start concurrently all the same."""
+        settling = await self._launch_all()
+        await asyncio.gather(*(settled.wait() for settled in settling))
+
+    async def _launch_all(self) -> list[asyncio.Event]:
         self._shutting_down = False
-        for name, record in list(self._records.items()):
-            if self._shutting_down:  # stop_all() came while we were starting: start no more
-                return
+        settling: list[asyncio.Event] = []
+        for record in list(self._records.values()):
             if record.service is not None:
-                await self.start(name)
-        if not self._shutting_down:
-            self._ensure_health_loop()
+                async with record.lock:
+                    settled = self._launch(record, relaunch=None)
+                if settled is not None:
+                    settling.append(settled)
+        self._ensure_health_loop()
+        return settling
 
     async def stop_all(self) -> None:
         """Stop the health checks, then every service in reverse registration order."""
@@ -182,15 +198,22 @@ class Orchestrator:
             await self._start_locked(record, relaunch="requested")
 
     async def _start_locked(self, record: _Supervised, *, relaunch: str | None) -> None:
+        settled = self._launch(record, relaunch=relaunch)
+        if settled is not None:
+            await settled.wait()
+
+    def _launch(self, record: _Supervised, *, relaunch: str | None) -> asyncio.Event | None:
+        """Start the service's supervisor; the event it sets once the first try settled (None: it
+        runs already)."""
         if record.supervisor is not None and not record.supervisor.done():
-            return
+            return None
         stop_requested = asyncio.Event()
         settled = asyncio.Event()
         record.stop_requested = stop_requested
         record.supervisor = asyncio.create_task(
             self._supervise(record, stop_requested, settled, relaunch), name=f"supervise:{record.name}"
         )
-        await settled.wait()
+        return settled
 
     async def _stop_locked(self, record: _Supervised) -> None:
         supervisor = record.supervisor
@@ -313,43 +336,17 @@ class Orchestrator:
                 await asyncio.wait({run_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
             uptime = 0.0 if ready_at is None else loop.time() - ready_at
             if stop_requested.is_set():
-                await self._shutdown(record, service, run_task)
+                await _shut_down(record, service, run_task, self._grace)
                 return _RunEnd(None, None, uptime)
             if run_task.done():
                 return _describe_end(run_task, uptime)
-            await self._shutdown(record, service, run_task)
+            await _shut_down(record, service, run_task, self._grace)
             return _RunEnd(f"not ready within {self._start_timeout:g}s", None, uptime)
         finally:
             ready_wait.cancel()
             stop_wait.cancel()
             if not run_task.done():  # we were cancelled ourselves: take the service down with us
                 run_task.cancel()
-
-    async def _shutdown(self, record: _Supervised, service: Service, run_task: asyncio.Task[None]) -> None:
-        """stop(), up to the grace for run() to return on its own, then cancel."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._grace
-        if not run_task.done():
-            try:
-                await asyncio.wait_for(service.stop(), timeout=self._grace)
-            except TimeoutError:
-                log.warning("service.stop_timeout", service=record.name, grace=self._grace)
-            except Exception:
-                log.exception("service.stop_raised", service=record.name)
-            remaining = deadline - loop.time()
-            if not run_task.done() and remaining > 0:
-                await asyncio.wait({run_task}, timeout=remaining)
-            if not run_task.done():
-                log.warning("service.cancelled_after_grace", service=record.name, grace=self._grace)
-                run_task.cancel()
-                await asyncio.wait({run_task}, timeout=self._grace)
-                if not run_task.done():
-                    log.error("service.ignored_cancellation", service=record.name)
-                    return
-        if not run_task.cancelled() and (exc := run_task.exception()) is not None:
-            log.warning(
-                "service.raised_while_stopping", service=record.name, error=f"{type(exc).__name__}: {exc}"
-            )
 
     def _backoff(self, attempt: int) -> float:
         """Equal jitter: at least half the exponential delay, so a crash loop still slows down,
@@ -404,26 +401,17 @@ class Orchestrator:
     # -- introspection -------------------------------------------------------------------
 
     def status(self) -> dict[str, dict[str, Any]]:
-        return {
-            name: {
-                "state": r.state.value,
-                "required": r.required,
-                "restarts": r.restarts,
-                "last_error": r.last_error,
-                "healthy": r.healthy,
-                "detail": r.detail,
-                "data": dict(r.health_data),
-                "since": r.since.isoformat(),
-            }
-            for name, r in self._records.items()
-        }
+        """Each service as status shows it. While an integration runs, its own view of its link to
+        the outside server (connecting, retrying, with the reason) is its state."""
+        return {name: _status_of(record) for name, record in self._records.items()}
 
     def is_ready(self) -> bool:
-        """Every required, enabled service is running and did not fail its last health check."""
+        """The vault path works: every required service runs and did not fail its last health
+        check; a required integration (`services.required`) is connected to its server too."""
         return all(
-            r.state is ServiceState.RUNNING and r.healthy is not False
-            for r in self._records.values()
-            if r.service is not None and r.required
+            record.state is ServiceState.RUNNING and record.healthy is not False and _connected(record)
+            for record in self._records.values()
+            if record.service is not None and record.required
         )
 
     # -- helpers -------------------------------------------------------------------------
@@ -432,9 +420,94 @@ class Orchestrator:
         if record.state is not state:
             record.state = state
             record.since = datetime.now(UTC)
+            changed, self._state_changed = self._state_changed, asyncio.Event()
+            changed.set()
+
+    async def wait_running(self, names: Collection[str], timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until the named services run (True), or `timeout` seconds (False)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not all(self._get(name).state is ServiceState.RUNNING for name in names):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._state_changed.wait(), timeout=remaining)
+        return True
 
     def _publish(self, event_type: EventType, payload: dict[str, Any]) -> None:
         self._bus.publish(Event(type=event_type, payload=payload, source=EVENT_SOURCE))
+
+
+def _status_of(record: _Supervised) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "state": record.state.value,
+        "required": record.required,
+        "restarts": record.restarts,
+        "last_error": record.last_error,
+        "healthy": record.healthy,
+        "detail": record.detail,
+        "data": dict(record.health_data),
+        "since": record.since.isoformat(),
+    }
+    link = _link_of(record)
+    if link is not None:
+        if link.state is not ServiceState.RUNNING or record.state is ServiceState.RUNNING:
+            entry["state"] = link.state.value
+            entry["since"] = link.since.isoformat()
+        entry["last_error"] = link.last_error or record.last_error
+        entry.update(
+            {
+                key: value
+                for key, value in link.to_dict().items()
+                if key not in ("state", "since", "last_error")
+            }
+        )
+    return entry
+
+
+def _link_of(record: _Supervised) -> LinkStatus | None:
+    """The link of a service that runs (a stopped or crashed one's link says nothing now)."""
+    if record.service is None or record.state not in _UP:
+        return None
+    try:
+        return record.service.link()
+    except Exception:  # a bug in a report must not break status
+        log.exception("service.link_failed", service=record.name)
+        return None
+
+
+def _connected(record: _Supervised) -> bool:
+    link = _link_of(record)
+    return link is None or link.state is ServiceState.RUNNING
+
+
+async def _shut_down(
+    record: _Supervised, service: Service, run_task: asyncio.Task[None], grace: float
+) -> None:
+    """stop(), up to the grace for run() to return on its own, then cancel."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    if not run_task.done():
+        try:
+            await asyncio.wait_for(service.stop(), timeout=grace)
+        except TimeoutError:
+            log.warning("service.stop_timeout", service=record.name, grace=grace)
+        except Exception:
+            log.exception("service.stop_raised", service=record.name)
+        remaining = deadline - loop.time()
+        if not run_task.done() and remaining > 0:
+            await asyncio.wait({run_task}, timeout=remaining)
+        if not run_task.done():
+            log.warning("service.cancelled_after_grace", service=record.name, grace=grace)
+            run_task.cancel()
+            await asyncio.wait({run_task}, timeout=grace)
+            if not run_task.done():
+                log.error("service.ignored_cancellation", service=record.name)
+                return
+    if not run_task.cancelled() and (exc := run_task.exception()) is not None:
+        log.warning(
+            "service.raised_while_stopping", service=record.name, error=f"{type(exc).__name__}: {exc}"
+        )
 
 
 def _describe_end(run_task: asyncio.Task[None], uptime: float) -> _RunEnd:

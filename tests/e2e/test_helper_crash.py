@@ -83,6 +83,10 @@ def test_helpers_killed_mid_burst_lose_nothing_and_double_nothing(vault: Path, d
     )
     for folder in ("Inbox", "Needs_Action", "Plans", "Attachments"):
         assert not [path for path in (vault / folder).rglob(".aie-tmp-*")], folder
+    # A helper killed after its last batch starts again at the next one (the burst may be over
+    # by the time the kill lands): one more file makes sure both are needed again.
+    drop(vault, "helper-after.txt", "Helper crash note after: please file this")
+    wait_for(lambda: len(notes(vault / "Plans")) == FILES + 1, message="the plan of one more file")
     after = wait_for(
         lambda: (pids := helper_pids(daemon_pid)).keys() == HELPERS.keys() and pids,
         message="new helpers",

@@ -326,6 +326,19 @@ service stats {{
             assert match, raw
             return Delivered(int(match.group(1)), int(match.group(2)))
 
+    def deliver_to_maildir(self, user: str, message: bytes) -> Path:
+        """Deliver into the user's INBOX as a local delivery agent does, without IMAP: also while
+        the server is down. The user must have logged in once (Dovecot made the Maildir then)."""
+        maildir = self.home / user / "Maildir"
+        assert (maildir / "new").is_dir(), f"no Maildir for {user}: it is made at the first login"
+        name = f"{time.time_ns()}.{secrets.token_hex(4)}.aie-test"
+        staged = maildir / "tmp" / name
+        staged.write_bytes(message)
+        staged.chmod(0o644)
+        final = maildir / "new" / name
+        os.rename(staged, final)
+        return final
+
     def flags(self, user: str, uid: int, folder: str = "INBOX") -> set[str]:
         """The flags of one message, read without changing them."""
         with self.client(user) as conn:

@@ -16,7 +16,8 @@ Wire behaviour it reproduces (core.telegram.org/bots/api), because the source de
   ("chat not found", "message text is empty", "message is too long"), editMessageText
   ("message is not modified"), answerCallbackQuery (each query answered once; an unknown or
   answered one is "query is too old ... or query ID is invalid");
-- faults injected per method (`fail_next`).
+- faults injected per method (`fail_next`), and calls that hang (`hang`, `release`);
+- going away and coming back on the same port (`go_away`, `come_back`).
 
 The user side is driven by the test: `send_text`, `send_voice`, `send_photo`, ... queue the
 update a real client would cause; `press_button` queues a callback query.
@@ -83,6 +84,7 @@ class FakeTelegram:
         self._open_queries: set[str] = set()
         self._query_ids = itertools.count(1)
         self._faults: dict[str, Fault] = {}
+        self._hung: dict[str, asyncio.Event] = {}
         self._allowed_updates: list[str] | None = None
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -95,13 +97,27 @@ class FakeTelegram:
     # -- server ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self._listen(0)
+
+    async def go_away(self) -> None:
+        """The server goes down as a real one does: the listener closes and every connection with
+        it (a long poll under way ends without an answer). The updates that waited stay."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def come_back(self) -> None:
+        """The server is back on the same port, with what waited."""
+        await self._listen(self.port)
+
+    async def _listen(self, port: int) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._method)
         app.router.add_get("/file/bot{token}/{path:.+}", self._file)
         # handler_cancellation: a long poll ends when its client goes away, as on the real server
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         server = site._server
         assert server is not None
@@ -331,6 +347,16 @@ class FakeTelegram:
     ) -> None:
         self._faults[method] = Fault(status, description, times, retry_after)
 
+    def hang(self, method: str) -> None:
+        """Calls of `method` are taken and never answered (a server that hangs), until `release`."""
+        self._hung.setdefault(method, asyncio.Event())
+
+    def release(self, method: str) -> None:
+        """The hung calls of `method` are answered now, and later ones at once."""
+        hung = self._hung.pop(method, None)
+        if hung is not None:
+            hung.set()
+
     def messages_to(self, chat_id: int) -> list[dict[str, Any]]:
         return [message for message in self.sent if message["chat"]["id"] == chat_id]
 
@@ -368,6 +394,9 @@ class FakeTelegram:
         params = await _params(request)
         self.calls.append((method, params))
         self._notify()
+        hung = self._hung.get(method)
+        if hung is not None:
+            await hung.wait()
         fault = self._faults.get(method)
         if fault is not None:
             fault.times -= 1

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ai_employee.bus.inprocess import InProcessEventBus
-from ai_employee.config import EmailSettings, Settings, VaultSettings
+from ai_employee.config import EmailSettings, ServicesSettings, Settings, VaultSettings
 from ai_employee.model.messages import IncomingMessage
 from ai_employee.model.services import DecisionResult, ServiceContext
 from ai_employee.sources.email import EmailSource
@@ -114,6 +114,8 @@ class EmailHarness:
     bus: InProcessEventBus
     intake: RecordingIntake = field(default_factory=RecordingIntake)
     state: MemoryState = field(default_factory=MemoryState)
+    #: settings.services of the sources made here: short backoffs, so retries do not slow the tests
+    services: dict[str, Any] = field(default_factory=lambda: {"initial_backoff": 0.1, "max_backoff": 0.5})
 
     def settings(self, **email: Any) -> Settings:
         values: dict[str, Any] = {
@@ -125,7 +127,11 @@ class EmailHarness:
             "poll_interval_seconds": 300.0,
         }
         values.update(email)
-        return Settings(vault=VaultSettings(path=self.vault), email=EmailSettings(**values))
+        return Settings(
+            vault=VaultSettings(path=self.vault),
+            email=EmailSettings(**values),
+            services=ServicesSettings(**self.services),
+        )
 
     def context(self, **email: Any) -> ServiceContext:
         return ServiceContext(
@@ -140,7 +146,7 @@ class EmailHarness:
         )
 
     def source(self, *, source_options: Mapping[str, Any] | None = None, **email: Any) -> EmailSource:
-        options: dict[str, Any] = {"idle_slice_seconds": 0.2, "backoff_initial": 0.1, "backoff_max": 0.5}
+        options: dict[str, Any] = {"idle_slice_seconds": 0.2}
         options.update(source_options or {})
         return EmailSource(self.context(**email), **options)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
@@ -254,6 +255,24 @@ async def test_wrong_password_fails_with_a_clear_message(
     executor = AtlasWorkOrderExecutor(fake.base_url, EMAIL, "nope", retry=FAST)
     with pytest.raises(ExecutionError, match=r"Atlas sign-in failed.*Invalid credentials"):
         await executor.execute(params(), context(tmp_path, journal_path))
+    await executor.aclose()
+
+
+async def test_an_unreachable_atlas_fails_the_plan_with_the_reason_in_plain_words(
+    tmp_path: Path, journal_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    executor = AtlasWorkOrderExecutor(f"http://127.0.0.1:{port}", EMAIL, PASSWORD, retry=FAST)
+    with pytest.raises(ExecutionError, match=r"connection refused \(nothing is listening\)$") as failure:
+        await executor.execute(params(), context(tmp_path, journal_path))
+    assert failure.value.retryable
+    link = executor.link()
+    assert (
+        link is not None
+        and link.last_error == f"Atlas 127.0.0.1:{port}: connection refused (nothing is listening)"
+    )
     await executor.aclose()
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
+import psutil
 import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
@@ -16,10 +20,12 @@ from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import EmailSettings, Settings
 from ai_employee.model.events import Event, EventType
 from ai_employee.model.plugins import PluginDisabled
-from ai_employee.model.services import ServiceContext
+from ai_employee.model.services import ServiceContext, ServiceState
 from ai_employee.sources import email as email_source
 from ai_employee.sources.email import EmailSource, sender_allowed
+from ai_employee.sources.email_mailbox import Mailbox
 from tests.fakes.dovecot import DovecotServer
+from tests.fakes.outage import Mode, OutageProxy
 from tests.fakes.smtp_server import FakeSmtpServer
 from tests.integration.conftest_email import (  # noqa: F401 - the *_fixture names register fixtures
     EmailHarness,
@@ -280,6 +286,29 @@ async def test_idle_push_takes_a_new_message_without_waiting_for_the_poll(harnes
     assert latency < 3.0, f"took {latency:.2f} s"
 
 
+async def test_mail_that_lands_just_before_idle_begins_is_taken_at_once(
+    harness: EmailHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mail delivered between the last SEARCH and IDLE: Dovecot answers IDLE with "+ idling" and
+    "* 2 EXISTS" together, and the EXISTS must not sit in the read buffer until the IDLE renew."""
+    landed: list[str] = []
+    idle_start = Mailbox.idle_start
+
+    def deliver_then_idle(mailbox: Mailbox) -> None:
+        if not landed:  # the first IDLE, after the first (empty) search
+            landed.append(harness.deliver(mail("just before IDLE")))
+        idle_start(mailbox)
+
+    monkeypatch.setattr(Mailbox, "idle_start", deliver_then_idle)
+    source = harness.source(poll_interval_seconds=300, source_options={"idle_renew_seconds": 300})
+
+    async with running(source):
+        await eventually(lambda: bool(landed), what="the delivery just before IDLE")
+        latency = await eventually(lambda: harness.intake.refs() == landed, timeout=10, what="the mail")
+
+    assert latency < 3.0, f"took {latency:.2f} s"
+
+
 async def test_without_idle_the_source_polls(harness: EmailHarness) -> None:
     server = DovecotServer(idle=False).start()
     try:
@@ -391,7 +420,8 @@ async def test_wrong_password_is_reported_in_health(harness: EmailHarness) -> No
         await source.stop()
         await asyncio.wait_for(task, timeout=5)
 
-    assert not report.healthy and report.detail.startswith("login failed")
+    assert not report.healthy and report.detail.startswith("retrying: IMAP 127.0.0.1:")
+    assert "login failed: [AUTHENTICATIONFAILED]" in report.detail, report.detail
     assert "wrong" not in report.detail
 
 
@@ -499,6 +529,40 @@ async def test_outcome_reply_is_sent_over_smtp_once(harness: EmailHarness) -> No
     assert "could not be handled" in reply.get_content() and "Atlas answered 503" in reply.get_content()
 
 
+async def test_a_reply_to_an_smtp_server_that_never_answers_gives_up_within_its_deadline(
+    harness: EmailHarness,
+) -> None:
+    harness.user = f"{harness.user}@example.com"
+    harness.services.update(connect_timeout=0.3, grace_seconds=1.0)  # the whole send: the grace
+    silent = await asyncio.to_thread(lambda: OutageProxy(harness.dovecot.port, mode="hanging").start())
+    ref = harness.deliver(mail("please fix", sender="Boss <boss@example.com>"))
+    source = harness.source(
+        reply_enabled=True,
+        reply_dry_run=False,
+        smtp_host="127.0.0.1",
+        smtp_port=silent.port,
+        allowed_senders=["@example.com"],
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        with capture_logs() as logs:
+            async with running(source):
+                await eventually(lambda: harness.intake.refs() == [ref], what="taken")
+                started = loop.time()
+                harness.bus.publish(outcome(harness.intake.ids[ref]))
+                await harness.bus.drain(timeout=10)
+                took = loop.time() - started
+                link = source.link()
+    finally:
+        await asyncio.to_thread(silent.stop)
+
+    assert [entry["event"] for entry in logs if entry["event"].startswith("email.reply")] == [
+        "email.reply_failed"
+    ]
+    assert silent.accepted >= 1 and took < 1.0 + 0.5
+    assert link.state is ServiceState.RUNNING, "the mailbox side did not notice"
+
+
 async def test_no_reply_to_automatic_mail_or_untrusted_senders(harness: EmailHarness) -> None:
     harness.user = f"{harness.user}@example.com"
     robot = mail("Delivery report", sender="mailer-daemon@example.com")
@@ -518,3 +582,166 @@ async def test_no_reply_to_automatic_mail_or_untrusted_senders(harness: EmailHar
     assert [entry["event"] for entry in logs if entry["event"].startswith("email.reply")] == [
         "email.reply_skipped"
     ] * 3
+
+
+# -- an outside server that is down --------------------------------------------------------------
+
+OUTAGE = {"connect_timeout": 1.0, "initial_backoff": 0.5, "max_backoff": 2.0}
+#: hanging and slow: the attempt under way when the server returns still costs its deadline
+COME_BACK_WITHIN = OUTAGE["connect_timeout"] + OUTAGE["max_backoff"] + 2.0
+
+DOWN: tuple[Mode, ...] = ("refused", "hanging", "slow")
+REASONS = {
+    "refused": "connection refused (nothing is listening)",
+    "hanging": "connection timed out after 1 s (waiting for the greeting)",
+    "slow": "connection timed out after 1 s (waiting for the greeting)",
+}
+
+
+@pytest.fixture(name="mode")
+def mode_fixture() -> Mode:
+    """How the server is down; a test parametrized over `mode` overrides it."""
+    return "hanging"
+
+
+@pytest.fixture(name="outage")
+async def outage_fixture(harness: EmailHarness, mode: Mode) -> AsyncIterator[OutageProxy]:
+    """The harness's Dovecot behind an OutageProxy, down in the way `mode` says (slow: far
+    slower than the connect deadline). Sources reach the server through it."""
+    harness.services.update(OUTAGE)
+    proxy = await asyncio.to_thread(
+        lambda: OutageProxy(harness.dovecot.port, mode=mode, slow_seconds=60).start()
+    )
+    try:
+        yield proxy
+    finally:
+        await asyncio.to_thread(proxy.stop)
+
+
+def state_of(source: EmailSource) -> ServiceState:
+    return source.link().state
+
+
+@pytest.mark.parametrize("mode", DOWN)
+async def test_with_the_server_down_the_source_is_ready_at_once_and_retrying_with_the_reason(
+    harness: EmailHarness, outage: OutageProxy, mode: Mode
+) -> None:
+    source = harness.source(port=outage.port)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async with running(source, timeout=0.5):
+        ready_after = loop.time() - started
+        await eventually(
+            lambda: state_of(source) is ServiceState.RETRYING,
+            timeout=OUTAGE["connect_timeout"] + 1,
+            what="retrying",
+        )
+        link = source.link()
+        report = await source.health()
+
+    assert ready_after < 0.5
+    assert link.target == f"IMAP 127.0.0.1:{outage.port}"
+    assert link.last_error == f"IMAP 127.0.0.1:{outage.port}: {REASONS[mode]}"
+    assert link.attempts >= 1 and link.next_attempt is not None
+    assert not report.healthy
+    assert report.detail.startswith(f"retrying: {link.last_error}; next attempt in ")
+
+
+@pytest.mark.parametrize("mode", DOWN)
+async def test_when_the_server_is_back_the_mail_that_waited_is_taken_once(
+    harness: EmailHarness, outage: OutageProxy
+) -> None:
+    waited = harness.deliver(mail("sent while the server was away"))
+    source = harness.source(port=outage.port)
+
+    async with running(source):
+        await eventually(lambda: source.link().attempts >= 2, timeout=10, what="two failed attempts")
+        await asyncio.to_thread(outage.set_mode, "up")
+        back_after = await eventually(
+            lambda: harness.intake.refs() == [waited], timeout=COME_BACK_WITHIN, what="the mail that waited"
+        )
+        later = await asyncio.to_thread(harness.deliver, mail("sent once it was back"))
+        await eventually(lambda: len(harness.intake.submitted) == 2, what="the next mail")
+        link = source.link()
+
+    assert harness.intake.refs() == [waited, later], "the mail that waited is taken exactly once"
+    assert back_after < COME_BACK_WITHIN
+    assert link.state is ServiceState.RUNNING and link.attempts == 0
+
+
+async def test_stop_during_a_hung_connect_does_not_wait_for_the_deadline(
+    harness: EmailHarness, outage: OutageProxy
+) -> None:
+    harness.services["connect_timeout"] = 30.0
+    source = harness.source(port=outage.port)
+    task = asyncio.create_task(source.run())
+    await eventually(
+        lambda: outage.accepted >= 1 and state_of(source) is ServiceState.CONNECTING, what="a hung connect"
+    )
+    loop = asyncio.get_running_loop()
+
+    started = loop.time()
+    await source.stop()
+    await asyncio.wait_for(task, timeout=5)
+
+    assert loop.time() - started < 1.0
+
+
+async def test_a_refused_login_is_retried_within_the_backoff_cap(harness: EmailHarness) -> None:
+    harness.services.update(initial_backoff=0.05, max_backoff=0.2)
+    source = harness.source(password="wrong")
+
+    async with running(source):
+        await eventually(lambda: source.link().attempts >= 3, timeout=10, what="three refused logins")
+        link = source.link()
+
+    assert link.state is ServiceState.RETRYING
+    assert link.next_attempt is not None
+    assert (link.next_attempt - datetime.now(UTC)).total_seconds() <= 0.2
+    assert "login failed" in (link.last_error or "")
+
+
+async def test_a_server_gone_silent_during_idle_is_found_and_the_source_connects_again(
+    harness: EmailHarness,
+) -> None:
+    server = await asyncio.to_thread(lambda: DovecotServer().start())
+    harness.dovecot = server
+    harness.services.update(read_timeout=1.0)
+    source = harness.source(source_options={"idle_renew_seconds": 0.5})
+    frozen: list[psutil.Process] = []
+    try:
+        async with running(source):
+            await eventually(lambda: idling(source), what="IDLE")
+            frozen = serving(server)
+            for process in frozen:
+                process.suspend()  # the server goes silent: no answer, no close
+            silent_for = await eventually(
+                lambda: state_of(source) is ServiceState.RETRYING, timeout=5, what="the silence found"
+            )
+            reason = source.link().last_error
+            ref = await asyncio.to_thread(harness.deliver, mail("after the silence"))
+            await eventually(lambda: harness.intake.refs() == [ref], timeout=10, what="taken on a new line")
+    finally:
+        for process in frozen:
+            with contextlib.suppress(psutil.Error):
+                process.resume()
+        await asyncio.to_thread(server.close)
+
+    assert len(frozen) == 1
+    assert silent_for < 0.5 + 1.0 + 1.5, "the renew interval, the read deadline, and a slice of IDLE"
+    assert reason == f"IMAP 127.0.0.1:{server.port}: no answer after 1 s"
+
+
+def serving(server: DovecotServer) -> list[psutil.Process]:
+    """The Dovecot processes holding a client connection (the source's session)."""
+    found = []
+    for connection in psutil.net_connections(kind="tcp"):
+        if (
+            connection.status == psutil.CONN_ESTABLISHED
+            and connection.laddr
+            and connection.laddr.port == server.port
+            and connection.pid not in (None, os.getpid())
+        ):
+            found.append(psutil.Process(connection.pid))
+    return found

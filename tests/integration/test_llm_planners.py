@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -357,6 +358,27 @@ async def test_a_wrong_key_falls_back_with_the_http_status(harness: Harness) -> 
     assert proposal.planner == "template"
     assert proposal.fallback_reason is not None and "HTTP 401" in proposal.fallback_reason
     assert "wrong-key" not in proposal.fallback_reason
+    await planner.aclose()
+
+
+async def test_an_unreachable_api_falls_back_with_the_reason_in_plain_words(harness: Harness) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    harness.environ = {
+        key: (closed + ("/v1" if harness.provider == "openai" else "") if "BASE_URL" in key else value)
+        for key, value in harness.environ.items()
+    }
+    planner = harness.with_fallback()
+
+    proposal = await planner.plan(make_request(PUMP))
+
+    assert proposal.planner == "template"
+    chosen = harness.settings().planner
+    model = chosen.claude_model if harness.provider == "claude" else chosen.openai_model
+    assert proposal.fallback_reason == (
+        f"API error: cannot reach {harness.provider}:{model}: connection refused (nothing is listening)"
+    )
     await planner.aclose()
 
 

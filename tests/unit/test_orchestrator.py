@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from ai_employee.bus.inprocess import InProcessEventBus
+from ai_employee.clients.link import OutsideLink
 from ai_employee.model.events import Event, EventType
-from ai_employee.model.services import HealthReport, Service, ServiceState
+from ai_employee.model.services import HealthReport, LinkStatus, Service, ServiceState
 from ai_employee.orchestrator import Orchestrator, UnknownServiceError
 from tests.conftest import eventually
 
@@ -431,7 +432,7 @@ async def test_backoff_starts_over_after_the_service_stayed_up_long_enough(
     assert [f["attempt"] for f in recorder.of(EventType.SERVICE_FAILED)] == [1, 1]
 
 
-async def test_stop_all_during_a_slow_start_interrupts_it_and_starts_nothing_more(
+async def test_a_service_slow_to_start_holds_up_no_other_and_stop_all_interrupts_it(
     make: Callable[..., Orchestrator],
 ) -> None:
     class SlowToStart(Service):
@@ -449,14 +450,16 @@ async def test_stop_all_during_a_slow_start_interrupts_it_and_starts_nothing_mor
     slow, later = SlowToStart(), Idle("later")
     orchestrator.register(slow)
     orchestrator.register(later)
-    starting = asyncio.create_task(orchestrator.start_all())
+    await asyncio.wait_for(orchestrator.launch_all(), 5)
     await asyncio.wait_for(slow.running.wait(), 5)
+    await eventually(lambda: orchestrator.status()["later"]["state"] == "running")
+    assert orchestrator.status()["slow"]["state"] == "starting"
 
     await asyncio.wait_for(orchestrator.stop_all(), 5)
-    await asyncio.wait_for(starting, 5)
 
-    assert later.runs == 0
+    assert later.runs == 1
     assert orchestrator.status()["slow"]["state"] == "stopped"
+    assert orchestrator.status()["later"]["state"] == "stopped"
 
 
 async def test_crash_reported_on_the_bus_has_credentials_scrubbed(
@@ -478,3 +481,104 @@ async def test_crash_reported_on_the_bus_has_credentials_scrubbed(
     assert "hunter2secret" not in error
     assert "hunter2secret" not in (orchestrator.status()["leaky"]["last_error"] or "")
     assert error.startswith("ConnectionError: cannot reach https://bot:")
+
+
+class Integration(Service):
+    """Runs at once and reaches its outside server on its own; its link says how that goes."""
+
+    def __init__(self, name: str, bus: InProcessEventBus) -> None:
+        super().__init__()
+        self.name = name
+        self.required = False
+        self.outside = OutsideLink(name, "IMAP 127.0.0.1:993", bus=bus)
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        self.ready.set()
+        self.outside.connecting()
+        await self.stopping.wait()
+
+    async def stop(self) -> None:
+        self.stopping.set()
+
+    def link(self) -> LinkStatus:
+        return self.outside.status()
+
+
+async def test_an_integration_that_cannot_reach_its_server_shows_retrying_with_the_reason(
+    bus: InProcessEventBus, make: Callable[..., Orchestrator]
+) -> None:
+    orchestrator = make()
+    email = Integration("email", bus)
+    orchestrator.register(email)
+    await orchestrator.start_all()
+    assert orchestrator.status()["email"]["state"] == "connecting"
+
+    email.outside.failed(TimeoutError("timed out"), timeout=10)
+
+    shown = orchestrator.status()["email"]
+    assert shown["state"] == "retrying"
+    assert shown["last_error"] == "IMAP 127.0.0.1:993: connection timed out after 10 s"
+    assert shown["attempts"] == 1
+    assert shown["next_attempt"] is not None
+    await orchestrator.stop_all()
+
+
+async def test_an_integration_that_is_down_does_not_hold_up_readiness_unless_required(
+    bus: InProcessEventBus, make: Callable[..., Orchestrator]
+) -> None:
+    free = make()
+    free.register(Idle("pipeline"))
+    free.register(Integration("email", bus))
+    await free.start_all()
+    assert free.is_ready()
+    await free.stop_all()
+
+    strict = make(required=["email"])
+    email = Integration("email", bus)
+    strict.register(Idle("pipeline"))
+    strict.register(email)
+    await strict.start_all()
+    assert not strict.is_ready()
+    email.outside.connected()
+    assert strict.is_ready()
+    await strict.stop_all()
+
+
+async def test_an_integration_going_down_and_back_is_told_on_the_bus(
+    bus: InProcessEventBus, make: Callable[..., Orchestrator]
+) -> None:
+    recorder = Recorder(bus)
+    orchestrator = make()
+    email = Integration("email", bus)
+    orchestrator.register(email)
+    await orchestrator.start_all()
+    email.outside.connected()
+    email.outside.failed(ConnectionRefusedError(111, "Connection refused"))
+    email.outside.connected()
+    await bus.drain(5)
+
+    down = recorder.of(EventType.SERVICE_RETRYING, "email")
+    back = recorder.of(EventType.SERVICE_CONNECTED, "email")
+    assert [d["error"] for d in down] == ["IMAP 127.0.0.1:993: connection refused (nothing is listening)"]
+    assert len(back) == 2 and "down_seconds" in back[1]
+    await orchestrator.stop_all()
+
+
+async def test_wait_running_returns_once_the_named_services_run_and_gives_up_at_its_timeout(
+    make: Callable[..., Orchestrator],
+) -> None:
+    class NeverReady(Service):
+        name = "never"
+
+        async def run(self) -> None:
+            await asyncio.Event().wait()
+
+    orchestrator = make(start_timeout=30.0, grace_seconds=0.02)
+    orchestrator.register(Idle("pipeline"))
+    orchestrator.register(NeverReady())
+    await orchestrator.launch_all()
+
+    assert await orchestrator.wait_running(["pipeline"], timeout=5)
+    assert not await orchestrator.wait_running(["pipeline", "never"], timeout=0.05)
+    await orchestrator.stop_all()

@@ -12,6 +12,8 @@ Wire facts are in shared/apis.md section 1. What shapes this client:
   `update_work_order` reads the work order first and sends it back whole.
 - Atlas has no idempotency key: `create_work_order(marker=...)` searches for its own marker
   before sending again, so a create whose answer was lost is not repeated.
+- Every request has deadlines (connect, then each read): an Atlas that accepts and never
+  answers costs a bounded wait. With a `link`, each exchange says whether Atlas was reached.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 import httpx
 import structlog
 
+from ai_employee.clients.link import OutsideLink
 from ai_employee.clients.retry import (
     RetryPolicy,
     ServiceAuthError,
@@ -38,6 +41,7 @@ from ai_employee.clients.retry import (
     is_transient,
     is_unsent,
     parse_retry_after,
+    timeouts,
 )
 
 log = structlog.get_logger(__name__)
@@ -211,15 +215,19 @@ class AtlasClient:
         *,
         http: httpx.AsyncClient | None = None,
         timeout_seconds: float = 30.0,
+        connect_timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
         expiry_margin_seconds: float = 60.0,
+        link: OutsideLink | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._email = email
         self._password = password
         self._own_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient(timeout=timeout_seconds)
+        self._timeouts = timeouts(connect=connect_timeout, read=timeout_seconds)
+        self._http = http if http is not None else httpx.AsyncClient(timeout=self._timeouts)
+        self._link = link
         self._retry = retry or RetryPolicy()
         self._clock = clock
         self._margin = expiry_margin_seconds
@@ -233,6 +241,18 @@ class AtlasClient:
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
+
+    async def _exchange(self, method: str, path: str, **options: Any) -> httpx.Response:
+        """One HTTP exchange; the link learns whether Atlas was reached."""
+        try:
+            response = await self._http.request(method, self.url(path), **options)
+        except httpx.TransportError as error:
+            if self._link is not None:
+                self._link.failed(error, timeout=self._http.timeout, retry=False)
+            raise
+        if self._link is not None:
+            self._link.answered(response.status_code)
+        return response
 
     # --- authentication ------------------------------------------------------------------
 
@@ -269,8 +289,8 @@ class AtlasClient:
         return _Token(access, expires_at - margin, refresh if isinstance(refresh, str) and refresh else None)
 
     async def _signin(self) -> _Token:
-        response = await self._http.post(
-            self.url("/auth/signin"), json={"email": self._email, "password": self._password}
+        response = await self._exchange(
+            "POST", "/auth/signin", json={"email": self._email, "password": self._password}
         )
         if response.status_code == 429 or response.status_code >= 500:
             raise TransientStatus(
@@ -291,7 +311,7 @@ class AtlasClient:
     async def _refresh(self, refresh_token: str) -> _Token | None:
         """Trade the refresh token for a new pair; None (sign in instead) if Atlas refuses it."""
         try:
-            response = await self._http.post(self.url("/auth/refresh"), json={"refreshToken": refresh_token})
+            response = await self._exchange("POST", "/auth/refresh", json={"refreshToken": refresh_token})
         except httpx.TransportError:
             return None
         if response.status_code != 200:
@@ -313,9 +333,9 @@ class AtlasClient:
     async def _send(
         self, method: str, path: str, token: str, json_body: Any, params: Mapping[str, Any] | None
     ) -> httpx.Response:
-        return await self._http.request(
+        return await self._exchange(
             method,
-            self.url(path),
+            path,
             json=json_body,
             params=dict(params) if params else None,
             headers={"Authorization": f"Bearer {token}"},

@@ -6,6 +6,8 @@
   marker (a line of the prompt) before sending again, so a create whose answer was lost
   does not start a second task (and spend credits twice).
 - Waiting polls with exponential backoff on asyncio timers, so nothing else waits on it.
+- Every request has deadlines (connect, then each read); with a `link`, each exchange with the
+  API says whether Manus was reached (result downloads are from other hosts: they do not count).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import httpx
 import structlog
 
+from ai_employee.clients.link import OutsideLink
 from ai_employee.clients.retry import (
     RetryPolicy,
     ServiceAuthError,
@@ -28,6 +31,7 @@ from ai_employee.clients.retry import (
     is_transient,
     is_unsent,
     parse_retry_after,
+    timeouts,
 )
 
 log = structlog.get_logger(__name__)
@@ -168,13 +172,20 @@ class ManusClient:
         *,
         http: httpx.AsyncClient | None = None,
         timeout_seconds: float = 60.0,
+        connect_timeout: float = 10.0,
         retry: RetryPolicy | None = None,
+        link: OutsideLink | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._own_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient(timeout=timeout_seconds)
+        self._http = (
+            http
+            if http is not None
+            else httpx.AsyncClient(timeout=timeouts(connect=connect_timeout, read=timeout_seconds))
+        )
         self._retry = retry or RetryPolicy()
+        self._link = link
 
     async def aclose(self) -> None:
         if self._own_http:
@@ -191,13 +202,20 @@ class ManusClient:
         json_body: Any = None,
         params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
     ) -> Any:
-        response = await self._http.request(
-            method,
-            self.url(path),
-            json=json_body,
-            params=params,  # type: ignore[arg-type]
-            headers={"API_KEY": self._api_key},
-        )
+        try:
+            response = await self._http.request(
+                method,
+                self.url(path),
+                json=json_body,
+                params=params,  # type: ignore[arg-type]
+                headers={"API_KEY": self._api_key},
+            )
+        except httpx.TransportError as error:
+            if self._link is not None:
+                self._link.failed(error, timeout=self._http.timeout, retry=False)
+            raise
+        if self._link is not None:
+            self._link.answered(response.status_code)
         status = response.status_code
         if 200 <= status < 300:
             try:

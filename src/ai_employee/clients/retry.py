@@ -12,6 +12,10 @@ which by choosing `is_transient` or `is_unsent`.
 
 Waits grow exponentially with random jitter, so that many workers retrying together do
 not hit the service in lockstep; a `Retry-After` header, when sent, is honoured as a floor.
+
+Every attempt has its deadlines (`timeouts`): connect (`services.connect_timeout`) and read,
+write and pool (the service's own timeout), so a server that accepts and never answers costs
+a bounded wait, and the attempts are bounded too.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
+
+from ai_employee.clients.link import describe_failure
+from ai_employee.config import ServicesSettings
 
 log = structlog.get_logger(__name__)
 
@@ -98,15 +105,34 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def describe(error: BaseException) -> str:
-    """A short human description of a failure, never containing request headers."""
+    """A short human description of a failure, never containing request headers: a transport
+    failure in plain words, with the deadline that struck ("no answer after 30 s")."""
     if isinstance(error, ServiceError):
         return error.message
-    if isinstance(error, httpx.TimeoutException):
-        return f"timed out ({type(error).__name__})"
     if isinstance(error, httpx.TransportError):
-        detail = str(error) or type(error).__name__
-        return f"connection failed: {detail}"
+        return describe_failure(error, timeout=_deadlines_of(error))
     return f"{type(error).__name__}: {error}"
+
+
+def _deadlines_of(error: httpx.TransportError) -> httpx.Timeout | None:
+    """The timeouts the failed request ran with (httpx keeps them in the request's extensions)."""
+    try:
+        request = error.request
+    except RuntimeError:  # raised without a request
+        return None
+    given = request.extensions.get("timeout")
+    if not isinstance(given, dict):
+        return None
+    try:
+        return httpx.Timeout(**given)
+    except (TypeError, ValueError):
+        return None
+
+
+def timeouts(*, connect: float, read: float) -> httpx.Timeout:
+    """An attempt's deadlines: reaching the server (connect, TLS handshake; a free pooled
+    connection) within `connect`, and each read or write once connected within `read`."""
+    return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
 
 
 @dataclass(frozen=True)
@@ -118,6 +144,16 @@ class RetryPolicy:
     max_seconds: float = 30.0
     jitter_seconds: float = 1.0
     max_retry_after_seconds: float = 120.0
+
+    @classmethod
+    def for_services(cls, services: ServicesSettings) -> RetryPolicy:
+        """The policy of the daemon's clients: the first wait is half of `services.initial_backoff`
+        (with as much jitter), the longest `services.max_backoff`, at most 30 s."""
+        return cls(
+            initial_seconds=services.initial_backoff / 2,
+            max_seconds=min(30.0, services.max_backoff),
+            jitter_seconds=services.initial_backoff,
+        )
 
     def _wait(self) -> Callable[[RetryCallState], float]:
         backoff = wait_exponential_jitter(

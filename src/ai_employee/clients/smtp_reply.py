@@ -5,10 +5,15 @@ on port 465, STARTTLS wherever the server offers it otherwise, and the IMAP acco
 credentials (password or XOAUTH2 token). Every reply carries `Auto-Submitted:
 auto-replied` (RFC 3834) so that other robots do not answer it, and In-Reply-To /
 References so that mail clients thread it under the original.
+
+Every step has a deadline (services.connect_timeout for connect, TLS, greeting, EHLO and
+login; services.read_timeout for each command after), and the whole send, retries
+included, one more: an SMTP server that accepts and never answers costs a bounded wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -38,7 +43,10 @@ class SmtpConfig:
     password: str | None = None
     oauth2_token: str | None = None
     from_address: str = ""
-    timeout: float = 30.0
+    connect_timeout: float = 10.0  # connect, TLS handshake, greeting, EHLO, login: each
+    timeout: float = 60.0  # each command once connected (MAIL, RCPT, DATA)
+    deadline: float = 300.0  # the whole send, retries included
+    max_backoff: float = 20.0  # the longest wait between two attempts
     tls_context: ssl.SSLContext | None = None
 
     def __repr__(self) -> str:  # never show the secrets
@@ -91,24 +99,26 @@ class ReplySender:
             assert config.oauth2_token is not None
             return config.oauth2_token
 
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(max(1, self._attempts)),
-            wait=wait_exponential_jitter(initial=1, max=20),
-            retry=retry_if_exception_type(_TRANSIENT),
-            reraise=True,
-        ):
-            with attempt:
-                await aiosmtplib.send(
-                    message,
-                    hostname=config.host,
-                    port=config.port,
-                    username=config.username if (config.password or config.oauth2_token) else None,
-                    password=None if config.oauth2_token else config.password,
-                    oauth_token_generator=token if config.oauth2_token else None,
-                    use_tls=implicit_tls,
-                    start_tls=None if not implicit_tls else False,  # None: STARTTLS when offered
-                    tls_context=config.tls_context,
-                    timeout=config.timeout,
-                )
+        async with asyncio.timeout(config.deadline):
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(max(1, self._attempts)),
+                wait=wait_exponential_jitter(initial=1, max=config.max_backoff),
+                retry=retry_if_exception_type(_TRANSIENT),
+                reraise=True,
+            ):
+                with attempt:
+                    client = aiosmtplib.SMTP(
+                        hostname=config.host,
+                        port=config.port,
+                        username=config.username if (config.password or config.oauth2_token) else None,
+                        password=None if config.oauth2_token else config.password,
+                        oauth_token_generator=token if config.oauth2_token else None,
+                        use_tls=implicit_tls,
+                        start_tls=None if not implicit_tls else False,  # None: STARTTLS when offered
+                        tls_context=config.tls_context,
+                        timeout=config.connect_timeout,  # connect, TLS, EHLO and login, each
+                    )
+                    async with client:
+                        await client.send_message(message, timeout=config.timeout)
         log.info("email.reply_sent", to=reply.to, subject=str(message["Subject"]))
         return "sent"

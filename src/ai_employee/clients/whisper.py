@@ -23,6 +23,7 @@ import openai
 import structlog
 from openai import AsyncOpenAI
 
+from ai_employee.clients.link import OutsideLink, describe_target
 from ai_employee.clients.retry import (
     RetryPolicy,
     ServiceAuthError,
@@ -31,6 +32,7 @@ from ai_employee.clients.retry import (
     parse_retry_after,
 )
 from ai_employee.config import Settings
+from ai_employee.model.services import LinkStatus
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +41,9 @@ PRICE_PER_MINUTE_USD = 0.006
 
 #: The endpoint refuses larger uploads (413); such audio stays pending for a human.
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+
+#: The endpoint answers once the audio is transcribed: a long voice note takes a while.
+TRANSCRIPTION_READ_SECONDS = 120.0
 
 
 def transcription_cost_usd(seconds: float, price_per_minute: float = PRICE_PER_MINUTE_USD) -> float:
@@ -89,6 +94,8 @@ class OpenAITranscriber:
 
     The SDK's own retries are off (`max_retries=0`) so that there is one retry policy, with
     jitter and `Retry-After` honoured, and one place that decides what is worth repeating.
+    Each attempt has deadlines: `connect_timeout` to reach the API, `timeout_seconds` for its
+    answer. `link()` says whether the API was reached by the last attempt, and why not.
     """
 
     def __init__(
@@ -97,19 +104,27 @@ class OpenAITranscriber:
         api_key: str,
         base_url: str | None = None,
         model: str = "whisper-1",
-        timeout_seconds: float = 120.0,
+        timeout_seconds: float = TRANSCRIPTION_READ_SECONDS,
+        connect_timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         price_per_minute: float = PRICE_PER_MINUTE_USD,
     ) -> None:
+        self._timeout = openai.Timeout(timeout_seconds, connect=connect_timeout, pool=connect_timeout)
         self._client = AsyncOpenAI(
             api_key=api_key,
             base_url=base_url,
-            timeout=timeout_seconds,
+            timeout=self._timeout,
             max_retries=0,
         )
         self._model = model
         self._retry = retry or RetryPolicy(attempts=4, initial_seconds=1.0, max_seconds=20.0)
         self._price_per_minute = price_per_minute
+        self._link = OutsideLink("whisper", describe_target("Whisper", str(self._client.base_url)))
+        self._used = False
+
+    def link(self) -> LinkStatus | None:
+        """How the API stands as of the last attempt; None before the first."""
+        return self._link.status() if self._used else None
 
     @property
     def engine(self) -> str:
@@ -124,18 +139,28 @@ class OpenAITranscriber:
                 "the transcription API takes at most 25 MiB"
             )
 
+        self._used = True
+
         async def attempt() -> Any:
             try:
-                return await self._client.audio.transcriptions.create(
+                result = await self._client.audio.transcriptions.create(
                     model=self._model,
                     file=(audio.filename, audio.data, audio.content_type or "application/octet-stream"),
                 )
-            except (openai.RateLimitError, openai.InternalServerError) as error:
+            except openai.APIConnectionError as error:
+                self._link.failed(error, timeout=self._timeout, retry=False)
+                raise
+            except openai.APIStatusError as error:
+                self._link.answered(error.status_code)
+                if not isinstance(error, openai.RateLimitError | openai.InternalServerError):
+                    raise
                 raise TransientStatus(
                     f"transcription answered {error.status_code}: {_api_message(error)}",
                     status=error.status_code,
                     retry_after=parse_retry_after(error.response.headers.get("retry-after")),
                 ) from error
+            self._link.connected()
+            return result
 
         try:
             result = await self._retry.call(attempt, what="transcription", retry_on=_is_transient)
@@ -246,6 +271,8 @@ def build_transcriber(settings: Settings, *, retry: RetryPolicy | None = None) -
         api_key=api_key.get_secret_value(),
         base_url=settings.openai.base_url,
         model=settings.openai.transcription_model,
+        timeout_seconds=max(TRANSCRIPTION_READ_SECONDS, settings.services.read_timeout),
+        connect_timeout=settings.services.connect_timeout,
         retry=retry,
     )
 

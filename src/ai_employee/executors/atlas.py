@@ -6,6 +6,9 @@ Atlas has no idempotency key, so exactly-once rests on two things:
 - a marker line in the work order's description (`ai-employee plan: <plan id>`): when the
   journal holds an intent but no id (the daemon died, or the answer was lost), the executor
   searches Atlas for the marker before it creates anything.
+
+Every call has deadlines (`services.connect_timeout` to reach Atlas, `atlas.timeout_seconds` for
+each answer), and `link()` says whether Atlas was reached at the last live call, and why not.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import structlog
 from pydantic import Field
 
 from ai_employee.clients.atlas import AtlasClient, AtlasLookupError, filter_field, search_criteria
+from ai_employee.clients.link import OutsideLink, describe_target
 from ai_employee.clients.retry import RetryPolicy, ServiceError, ServiceRejected
 from ai_employee.model.executor import (
     ActionParams,
@@ -29,6 +33,7 @@ from ai_employee.model.executor import (
     Executor,
     ExecutorUnavailable,
 )
+from ai_employee.model.services import LinkStatus
 
 log = structlog.get_logger(__name__)
 
@@ -125,6 +130,7 @@ class AtlasWorkOrderExecutor(Executor):
         password: str | None,
         *,
         timeout_seconds: float = 30.0,
+        connect_timeout: float = 10.0,
         http: httpx.AsyncClient | None = None,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
@@ -133,10 +139,12 @@ class AtlasWorkOrderExecutor(Executor):
         self._email = email
         self._password = password
         self._timeout = timeout_seconds
+        self._connect_timeout = connect_timeout
         self._http = http
         self._retry = retry
         self._clock = clock
         self._client: AtlasClient | None = None
+        self._link: OutsideLink | None = None
 
     # --- availability --------------------------------------------------------------------
 
@@ -154,19 +162,26 @@ class AtlasWorkOrderExecutor(Executor):
             return None
         return f"{_join_names(missing)} {'is' if len(missing) == 1 else 'are'} not set"
 
+    def link(self) -> LinkStatus | None:
+        return self._link.status() if self._link is not None else None
+
     def _require_client(self) -> AtlasClient:
         reason = self.unavailable_reason()
         if reason is not None:
             raise ExecutorUnavailable(f"atlas.work_order cannot run: {reason}")
         if self._client is None:
             assert self.base_url and self._email and self._password
+            if self._link is None:  # kept across clients: it counts the attempts since Atlas answered
+                self._link = OutsideLink(self.name, describe_target("Atlas", self.base_url))
             self._client = AtlasClient(
                 self.base_url,
                 self._email,
                 self._password,
                 http=self._http,
                 timeout_seconds=self._timeout,
+                connect_timeout=self._connect_timeout,
                 retry=self._retry,
+                link=self._link,
             )
         return self._client
 
@@ -355,5 +370,10 @@ def create(settings: Any) -> AtlasWorkOrderExecutor:
     atlas = settings.atlas
     password = atlas.password.get_secret_value() if atlas.password is not None else None
     return AtlasWorkOrderExecutor(
-        atlas.base_url, atlas.email, password, timeout_seconds=atlas.timeout_seconds
+        atlas.base_url,
+        atlas.email,
+        password,
+        timeout_seconds=atlas.timeout_seconds,
+        connect_timeout=settings.services.connect_timeout,
+        retry=RetryPolicy.for_services(settings.services),
     )

@@ -8,6 +8,9 @@ spent once.
 The answer (the last assistant message's text) and the files Manus produced become
 `Research/<date> <slug>.md` plus originals under `Attachments/`; where they go is written to
 the journal before anything is written, so a repeated run rewrites the same files.
+
+Every call to the API has deadlines (`services.connect_timeout`, then `services.read_timeout` for
+each answer), and `link()` says whether Manus was reached at the last call, and why not.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import httpx
 import structlog
 from pydantic import Field
 
+from ai_employee.clients.link import OutsideLink, describe_target
 from ai_employee.clients.manus import (
     AGENT_PROFILES,
     SUCCEEDED,
@@ -44,6 +48,7 @@ from ai_employee.model.executor import (
     ExecutorUnavailable,
 )
 from ai_employee.model.ids import safe_file_name, short_id, slugify
+from ai_employee.model.services import LinkStatus
 from ai_employee.vault.fs import fsync_dir, unique_path, write_durable
 from ai_employee.vault.notes import render_note, wikilink
 
@@ -82,6 +87,46 @@ def _note_id(plan_id: str) -> str:
     return "research-" + plan_id.removeprefix("plan-")
 
 
+def inline_attachments(
+    files: list[Path], vault_root: Path, *, max_each: int, max_total: int, read: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The action's files as `fileData` attachments; too large or unreadable ones skipped, with why.
+
+    `read=False` (dry-run) describes each file instead of encoding it.
+    """
+    attached: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    total = 0
+    for path in files:
+        shown = _vault_relative(path, vault_root)
+        try:
+            size = path.stat().st_size
+        except OSError as error:
+            skipped.append({"file": shown, "reason": f"cannot read it: {error.strerror}"})
+            continue
+        if size > max_each:
+            limit = max_each // (1024 * 1024)
+            skipped.append({"file": shown, "reason": f"{_size(size)} is over the {limit} MiB limit per file"})
+            continue
+        if total + size > max_total:
+            limit = max_total // (1024 * 1024)
+            skipped.append({"file": shown, "reason": f"the attachments would exceed {limit} MiB in total"})
+            continue
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if read:
+            try:
+                data = path.read_bytes()
+            except OSError as error:
+                skipped.append({"file": shown, "reason": f"cannot read it: {error.strerror}"})
+                continue
+            encoded = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+        else:
+            encoded = f"data:{mime};base64,<{size} bytes of {shown}>"
+        total += size
+        attached.append({"filename": path.name, "fileData": encoded})
+    return attached, skipped
+
+
 class ManusResearchExecutor(Executor):
     name = "manus.research"
     params_model = ResearchParams
@@ -100,6 +145,8 @@ class ManusResearchExecutor(Executor):
         max_inline_bytes: int = 10 * 1024 * 1024,
         max_inline_total_bytes: int = 25 * 1024 * 1024,
         max_download_bytes: int = 100 * 1024 * 1024,
+        timeout_seconds: float = 60.0,
+        connect_timeout: float = 10.0,
         http: httpx.AsyncClient | None = None,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
@@ -113,15 +160,20 @@ class ManusResearchExecutor(Executor):
         self.max_inline_bytes = max_inline_bytes
         self.max_inline_total_bytes = max_inline_total_bytes
         self.max_download_bytes = max_download_bytes
+        self._timeouts = (timeout_seconds, connect_timeout)
         self._http = http
         self._retry = retry
         self._clock = clock
         self._client: ManusClient | None = None
+        self._link: OutsideLink | None = None
 
     # --- availability --------------------------------------------------------------------
 
     def unavailable_reason(self) -> str | None:
         return None if self._api_key else "MANUS_API_KEY is not set"
+
+    def link(self) -> LinkStatus | None:
+        return self._link.status() if self._link is not None else None
 
     def _require_client(self) -> ManusClient:
         reason = self.unavailable_reason()
@@ -129,7 +181,18 @@ class ManusResearchExecutor(Executor):
             raise ExecutorUnavailable(f"manus.research cannot run: {reason}")
         if self._client is None:
             assert self._api_key
-            self._client = ManusClient(self._api_key, self.base_url, http=self._http, retry=self._retry)
+            if self._link is None:  # kept across clients: it counts the attempts since Manus answered
+                self._link = OutsideLink(self.name, describe_target("Manus", self.base_url))
+            read, connect = self._timeouts
+            self._client = ManusClient(
+                self._api_key,
+                self.base_url,
+                http=self._http,
+                timeout_seconds=read,
+                connect_timeout=connect,
+                retry=self._retry,
+                link=self._link,
+            )
         return self._client
 
     async def aclose(self) -> None:
@@ -153,47 +216,15 @@ class ManusResearchExecutor(Executor):
     def _attachments(
         self, params: ResearchParams, ctx: ExecutionContext, *, read: bool
     ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-        """The action's files as `fileData` attachments; too large or unreadable ones skipped, with why.
-
-        `read=False` (dry-run) describes each file instead of encoding it.
-        """
         if not params.attach_files:
             return [], []
-        attached: list[dict[str, Any]] = []
-        skipped: list[dict[str, str]] = []
-        total = 0
-        for path in ctx.action_files:
-            shown = _vault_relative(path, ctx.vault_root)
-            try:
-                size = path.stat().st_size
-            except OSError as error:
-                skipped.append({"file": shown, "reason": f"cannot read it: {error.strerror}"})
-                continue
-            if size > self.max_inline_bytes:
-                limit = self.max_inline_bytes // (1024 * 1024)
-                skipped.append(
-                    {"file": shown, "reason": f"{_size(size)} is over the {limit} MiB limit per file"}
-                )
-                continue
-            if total + size > self.max_inline_total_bytes:
-                limit = self.max_inline_total_bytes // (1024 * 1024)
-                skipped.append(
-                    {"file": shown, "reason": f"the attachments would exceed {limit} MiB in total"}
-                )
-                continue
-            mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            if read:
-                try:
-                    data = path.read_bytes()
-                except OSError as error:
-                    skipped.append({"file": shown, "reason": f"cannot read it: {error.strerror}"})
-                    continue
-                encoded = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-            else:
-                encoded = f"data:{mime};base64,<{size} bytes of {shown}>"
-            total += size
-            attached.append({"filename": path.name, "fileData": encoded})
-        return attached, skipped
+        return inline_attachments(
+            ctx.action_files,
+            ctx.vault_root,
+            max_each=self.max_inline_bytes,
+            max_total=self.max_inline_total_bytes,
+            read=read,
+        )
 
     def _body(
         self, params: ResearchParams, marker: str, attachments: list[dict[str, Any]], continued: str | None
@@ -506,4 +537,7 @@ def create(settings: Any) -> ManusResearchExecutor:
         default_profile=manus.default_profile,
         poll_initial_seconds=manus.poll_initial_seconds,
         poll_max_seconds=manus.poll_max_seconds,
+        timeout_seconds=settings.services.read_timeout,
+        connect_timeout=settings.services.connect_timeout,
+        retry=RetryPolicy.for_services(settings.services),
     )

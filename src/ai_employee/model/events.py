@@ -50,6 +50,10 @@ class EventType(StrEnum):
     SERVICE_STOPPED = "service.stopped"
     SERVICE_FAILED = "service.failed"
     SERVICE_RESTARTED = "service.restarted"
+    # an integration's link to its outside server (supervision alerts on these)
+    SERVICE_CONNECTING = "service.connecting"
+    SERVICE_CONNECTED = "service.connected"
+    SERVICE_RETRYING = "service.retrying"
     # health
     HEALTH_CHECKED = "health.checked"
     HEALTH_CHANGED = "health.changed"

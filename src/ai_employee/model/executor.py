@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from ai_employee.model.services import LinkStatus
+
 
 class ActionParams(BaseModel):
     """Base for every executor's params: unknown keys are refused, so what runs is what was shown."""
@@ -74,6 +76,12 @@ class Executor(ABC):
 
     def unavailable_reason(self) -> str | None:
         """None when the executor can run live; otherwise why not (shown in `status`)."""
+        return None
+
+    def link(self) -> LinkStatus | None:
+        """How its outside server stood at the last live call (`degraded` with the reason when
+        it could not be reached); None for an executor with no server, or before its first call.
+        Executors do not retry on their own: the next execution is the next attempt."""
         return None
 
     def validate(self, params: Mapping[str, Any]) -> ActionParams:

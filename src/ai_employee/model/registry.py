@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import structlog
 
@@ -48,13 +49,36 @@ class ExecutorRegistry:
             for executor in self._executors.values()
         ]
 
-    def status(self) -> dict[str, dict[str, str | bool]]:
-        found: dict[str, dict[str, str | bool]] = {}
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Each executor: whether it can run live, and how its outside server stood at its last
+        live call: `state` is `running` (reached), `degraded` (not reached: `last_error` says why,
+        `attempts` how often since it was last reached), `idle` (not called yet) or `disabled`."""
+        found: dict[str, dict[str, Any]] = {}
         for name, executor in sorted(self._executors.items()):
             reason = executor.unavailable_reason()
-            found[name] = {"available": reason is None, **({"detail": reason} if reason else {})}
+            link = executor.link()
+            entry: dict[str, Any] = {"available": reason is None, **({"detail": reason} if reason else {})}
+            if link is not None:
+                entry.update(
+                    state=link.state.value,
+                    last_error=link.last_error,
+                    attempts=link.attempts,
+                    target=link.target,
+                    since=link.since.isoformat(timespec="seconds"),
+                )
+            else:
+                idle = "running" if not executor.external else "idle" if reason is None else "disabled"
+                entry.update(state=idle, last_error=None, attempts=0, target=None)
+            found[name] = entry
         for name, reason in self.disabled.items():
-            found[name] = {"available": False, "detail": reason}
+            found[name] = {
+                "available": False,
+                "detail": reason,
+                "state": "disabled",
+                "last_error": None,
+                "attempts": 0,
+                "target": None,
+            }
         return found
 
     async def aclose(self) -> None:

@@ -9,6 +9,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -26,6 +27,37 @@ class ServiceState(StrEnum):
     FAILED = "failed"  # crashed; a restart is pending after the backoff
     RESTARTING = "restarting"  # launched again, waiting for it to be ready
     DISABLED = "disabled"  # stays off (no credentials); the reason is in status
+    CONNECTING = "connecting"  # running, reaching its outside server (first try, or after a loss)
+    RETRYING = "retrying"  # running, its outside server unreachable; it tries again by itself
+
+
+#: the states of a service's link to its outside server (`LinkStatus.state`)
+LINK_STATES = frozenset({ServiceState.CONNECTING, ServiceState.RUNNING, ServiceState.RETRYING})
+
+
+@dataclass(frozen=True)
+class LinkStatus:
+    """How an integration stands with its outside server, as the integration itself knows it:
+    status shows this instead of the orchestrator's view while the service runs."""
+
+    state: ServiceState  # CONNECTING, RUNNING (connected) or RETRYING
+    target: str  # what it reaches, without secrets: "IMAP imap.example.com:993"
+    since: datetime  # in this state since
+    attempts: int = 0  # failed attempts since it was last connected
+    last_error: str | None = None  # in plain words: "connection timed out after 10 s"
+    next_attempt: datetime | None = None  # when it tries again (RETRYING)
+    down_since: datetime | None = None  # first failure since it was last connected
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "target": self.target,
+            "since": self.since.isoformat(timespec="seconds"),
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "next_attempt": self.next_attempt.isoformat(timespec="seconds") if self.next_attempt else None,
+            "down_since": self.down_since.isoformat(timespec="seconds") if self.down_since else None,
+        }
 
 
 @dataclass
@@ -59,6 +91,13 @@ class Service(ABC):
 
     async def health(self) -> HealthReport:
         return HealthReport(healthy=True)
+
+    def link(self) -> LinkStatus | None:
+        """An integration's link to its outside server; None for a service that has none.
+
+        An integration sets `ready` as soon as its run is under way, not once connected: reaching
+        its server is its own business (with deadlines and backoff), reported here."""
+        return None
 
 
 class KeyValueStore(Protocol):

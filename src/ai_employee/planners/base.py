@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from ai_employee.model.plans import PlanProposal, PlanRequest
+from ai_employee.model.services import LinkStatus
 
 
 class Planner(ABC):
@@ -21,6 +22,12 @@ class Planner(ABC):
 
     def plan_local(self, request: PlanRequest) -> PlanProposal:
         raise NotImplementedError(f"planner {self.name} is not local")
+
+    def link(self) -> LinkStatus | None:
+        """How the model API stood at the last call (`degraded` with the reason when it could not
+        be reached); None for a planner with no API, or before its first call. Planners do not
+        retry on their own: the next message is the next attempt."""
+        return None
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release clients."""

@@ -20,9 +20,9 @@ from ai_employee.planners.llm import (
     LLMPlanner,
     ModelAnswer,
     SdkErrors,
-    call_errors,
     error_mentions,
     planner_options,
+    sdk_timeout,
 )
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -47,14 +47,16 @@ ANTHROPIC_ERRORS = SdkErrors(
 class ClaudePlanner(LLMPlanner):
     name = "claude"
     provider = "claude"
+    service = "Claude"
+    sdk_errors = ANTHROPIC_ERRORS
 
     def __init__(self, client: anthropic.AsyncAnthropic, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(base_url=str(client.base_url), deadlines=client.timeout, **kwargs)
         self._client = client
         self.force_tool_choice = not self.model.startswith(NO_FORCED_TOOL_CHOICE)
 
     async def _ask(self, system: str, user: str, tool_schema: dict[str, Any]) -> ModelAnswer:
-        with call_errors(self.label, self.settings.timeout_seconds, ANTHROPIC_ERRORS):
+        with self._call_errors():
             try:
                 message = await self._create(system, user, tool_schema)
             except anthropic.BadRequestError as error:
@@ -124,7 +126,7 @@ def create(
         client = anthropic.AsyncAnthropic(
             api_key=key.get_secret_value(),
             base_url=settings.anthropic.base_url or DEFAULT_BASE_URL,
-            timeout=settings.planner.timeout_seconds,
+            timeout=sdk_timeout(anthropic.Timeout, settings),
             max_retries=settings.planner.max_retries,
         )
     return ClaudePlanner(client, **planner_options(settings, settings.planner.claude_model, budget_store))

@@ -24,9 +24,9 @@ from ai_employee.planners.llm import (
     LLMPlanner,
     ModelAnswer,
     SdkErrors,
-    call_errors,
     error_mentions,
     planner_options,
+    sdk_timeout,
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -47,14 +47,16 @@ OPENAI_ERRORS = SdkErrors(
 class OpenAIPlanner(LLMPlanner):
     name = "openai"
     provider = "openai"
+    service = "OpenAI"
+    sdk_errors = OPENAI_ERRORS
 
     def __init__(self, client: openai.AsyncOpenAI, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(base_url=str(client.base_url), deadlines=client.timeout, **kwargs)
         self._client = client
         self.relaxed: set[str] = set()  # request options this model refused
 
     async def _ask(self, system: str, user: str, tool_schema: dict[str, Any]) -> ModelAnswer:
-        with call_errors(self.label, self.settings.timeout_seconds, OPENAI_ERRORS):
+        with self._call_errors():
             completion = await self._create_relaxing(system, user, tool_schema)
 
         usage: dict[str, int] = {}
@@ -144,7 +146,7 @@ def create(
         client = openai.AsyncOpenAI(
             api_key=key.get_secret_value(),
             base_url=settings.openai.base_url or DEFAULT_BASE_URL,
-            timeout=settings.planner.timeout_seconds,
+            timeout=sdk_timeout(openai.Timeout, settings),
             max_retries=settings.planner.max_retries,
         )
     return OpenAIPlanner(client, **planner_options(settings, settings.planner.openai_model, budget_store))
