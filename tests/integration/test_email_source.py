@@ -286,8 +286,9 @@ async def test_idle_push_takes_a_new_message_without_waiting_for_the_poll(harnes
     assert latency < 3.0, f"took {latency:.2f} s"
 
 
+@pytest.mark.parametrize("implicit_tls", [False, True], ids=["plain", "imaps"])
 async def test_mail_that_lands_just_before_idle_begins_is_taken_at_once(
-    harness: EmailHarness, monkeypatch: pytest.MonkeyPatch
+    harness: EmailHarness, monkeypatch: pytest.MonkeyPatch, implicit_tls: bool
 ) -> None:
     """Mail delivered between the last SEARCH and IDLE: Dovecot answers IDLE with "+ idling" and
     "* 2 EXISTS" together, and the EXISTS must not sit in the read buffer until the IDLE renew."""
@@ -300,11 +301,25 @@ async def test_mail_that_lands_just_before_idle_begins_is_taken_at_once(
         idle_start(mailbox)
 
     monkeypatch.setattr(Mailbox, "idle_start", deliver_then_idle)
-    source = harness.source(poll_interval_seconds=300, source_options={"idle_renew_seconds": 300})
-
-    async with running(source):
-        await eventually(lambda: bool(landed), what="the delivery just before IDLE")
-        latency = await eventually(lambda: harness.intake.refs() == landed, timeout=10, what="the mail")
+    server: DovecotServer | None = None
+    email: dict[str, object] = {"poll_interval_seconds": 300}
+    options: dict[str, object] = {"idle_renew_seconds": 300}
+    if implicit_tls:
+        server = await asyncio.to_thread(lambda: DovecotServer(tls=True).start())
+        harness.dovecot = server
+        email.update(ssl=True, port=server.tls_port)
+        options["ssl_context"] = ssl.create_default_context(cafile=str(server.cert_file))
+    source = harness.source(source_options=options, **email)
+    try:
+        async with running(source):
+            await eventually(lambda: bool(landed), what="the delivery just before IDLE")
+            latency = await eventually(lambda: harness.intake.refs() == landed, timeout=10, what="the mail")
+            await eventually(lambda: idling(source), what="IDLE again")
+            pushed = await asyncio.to_thread(harness.deliver, mail("while idle"))
+            await eventually(lambda: harness.intake.refs() == [*landed, pushed], timeout=10, what="the push")
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.close)
 
     assert latency < 3.0, f"took {latency:.2f} s"
 

@@ -582,3 +582,19 @@ async def test_wait_running_returns_once_the_named_services_run_and_gives_up_at_
     assert await orchestrator.wait_running(["pipeline"], timeout=5)
     assert not await orchestrator.wait_running(["pipeline", "never"], timeout=0.05)
     await orchestrator.stop_all()
+
+
+async def test_an_integration_trying_again_while_its_server_is_down_stays_retrying(
+    bus: InProcessEventBus, make: Callable[..., Orchestrator]
+) -> None:
+    orchestrator = make()
+    email = Integration("email", bus)
+    orchestrator.register(email)
+    await orchestrator.start_all()
+    email.outside.failed(ConnectionRefusedError(111, "Connection refused"))
+
+    email.outside.connecting()
+
+    assert orchestrator.status()["email"]["state"] == "retrying"
+    assert orchestrator.status()["email"]["attempts"] == 1
+    await orchestrator.stop_all()

@@ -113,7 +113,11 @@ class OutsideLink:
         )
 
     def connecting(self) -> None:
-        """About to reach the server (the first time, or again after a failure)."""
+        """About to reach the server: the first time, or again after it was lost. Another attempt
+        while it is down stays `retrying` (with the last reason), so that status does not flicker
+        between two states for as long as the server is away."""
+        if self._state is ServiceState.RETRYING:
+            return
         if self._state is ServiceState.RUNNING:
             self._down_since = _now()
         self._set(ServiceState.CONNECTING)

@@ -22,6 +22,7 @@ from typing import IO, Any, Final
 
 from imapclient import IMAPClient, SocketTimeout  # type: ignore[import-untyped]
 from imapclient.exceptions import LoginError  # type: ignore[import-untyped]
+from imapclient.imapclient import _parse_untagged_response  # type: ignore[import-untyped]
 
 from ai_employee.clients.link import describe_failure
 from ai_employee.config import EmailSettings
@@ -135,6 +136,32 @@ class _Client(IMAPClient):  # type: ignore[misc]
         of other commands (a SEARCH answered before a message landed, then "* 2 EXISTS") unread."""
         _, data = self._imap.response("EXISTS")
         return bool(data != [None])
+
+    def buffered_responses(self) -> list[Any]:
+        """The untagged lines already read off the socket but not yet looked at, parsed as
+        `idle_check` parses them.
+
+        Reads are buffered: Dovecot answers IDLE with "+ idling" and, for mail that landed after
+        the last SEARCH, "* 2 EXISTS" right behind it, in one segment. Reading "+ idling" takes
+        the EXISTS into imaplib's buffer, where `idle_check`, which waits on the socket, would
+        never see it: the message would wait for the next IDLE renew."""
+        responses = []
+        while self._buffered():
+            responses.append(_parse_untagged_response(self._imap._get_line()))
+        return responses
+
+    def _buffered(self) -> bool:
+        """Whether a read would return at once: bytes in imaplib's buffer (or TLS's), without
+        waiting for the socket."""
+        sock = self.socket()
+        deadline = sock.gettimeout()
+        sock.settimeout(0.0)
+        try:
+            return bool(self._imap.file.peek(1))
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return False
+        finally:
+            sock.settimeout(deadline)
 
 
 class Mailbox:
@@ -314,15 +341,20 @@ class Mailbox:
         self._client.idle()
 
     def idle_wait(self, timeout: float) -> bool:
-        """Wait up to `timeout` for news; True when new mail arrived. Raises when the line died."""
-        started = time.monotonic()
-        responses = self._client.idle_check(timeout=timeout)
+        """Wait up to `timeout` for news; True when new mail arrived. Raises when the line died.
+
+        News already read along with an earlier line is taken first (`buffered_responses`):
+        waiting on the socket would not see it."""
+        responses = self._client.buffered_responses()
+        if not responses:
+            started = time.monotonic()
+            responses = self._client.idle_check(timeout=timeout)
+            if not responses and time.monotonic() - started < timeout / 2:
+                # readable but no line: IMAPClient swallows EOF in IDLE; verify the line is alive
+                raise ConnectionLost("the connection was closed while idle")
         for response in responses:
             if len(response) >= 1 and response[0] == b"BYE":
                 raise ConnectionLost("the server ended the session")
-        if not responses and time.monotonic() - started < timeout / 2:
-            # readable but no line: IMAPClient swallows EOF in IDLE; verify the line is alive
-            raise ConnectionLost("the connection was closed while idle")
         return any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
 
     def idle_done(self) -> None:
