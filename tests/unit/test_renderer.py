@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,3 +130,15 @@ def test_the_helper_serves_only_planners_it_can_build() -> None:
     assert RenderProcess.can_render_for(TemplatePlanner())
     assert RenderProcess.can_render_for(RemotePlanner())
     assert not RenderProcess.can_render_for(PluginLocalPlanner())
+
+
+def test_the_helper_processes_import_no_pydantic() -> None:
+    """Each helper is a child Python: what its module imports is memory of every daemon (~20 MB
+    for pydantic and the settings)."""
+    code = (
+        "import sys, ai_employee.pipeline.renderer, ai_employee.vault.writer\n"
+        "print(sorted(name for name in ('pydantic', 'pydantic_settings', 'httpx') if name in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert result.stdout.strip() == "[]"

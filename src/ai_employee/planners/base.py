@@ -6,10 +6,12 @@ Planners only write plans: none of them has a way to change anything.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ai_employee.model.plans import PlanProposal, PlanRequest
-from ai_employee.model.services import LinkStatus
+
+if TYPE_CHECKING:  # the renderer helper imports this module: no pydantic there (decision 0007)
+    from ai_employee.model.services import LinkStatus
 
 
 class Planner(ABC):
