@@ -104,6 +104,8 @@ def wait_plan(vault: Path, action_id: str) -> Path:
 def quarantine_note(vault: Path, original_name: str) -> dict[str, Any]:
     def found() -> dict[str, Any] | None:
         for path in (vault / "Quarantine").glob("* (why).md"):
+            if path.name.startswith("."):  # pathlib's * matches our temp files (.aie-tmp-...) too
+                continue
             properties = frontmatter(path)
             if properties.get("original_name") == original_name:
                 return properties
