@@ -10,22 +10,19 @@ daemon within the grace.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from tests.conftest import DaemonProcess, drop, frontmatter, notes, wait_for
 from tests.fakes.outage import Mode, OutageProxy
 from tests.fakes.telegram_server import FakeTelegram
+from tests.fakes.threaded import ThreadedFake
 
-T = TypeVar("T")
 MODES: list[Mode] = ["refused", "hanging", "slow"]
 CHAT = 424242
 STARTUP_SECONDS = 2.0
@@ -42,40 +39,9 @@ REASONS = {
 }
 
 
-class TelegramThread:
-    """The fake Bot API on its own event loop in a thread; `call` runs a function on that loop."""
-
-    def __init__(self) -> None:
-        self.fake = FakeTelegram()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-telegram", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(timeout=30)
-
-    def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        done: Future[T] = Future()
-
-        def run() -> None:
-            try:
-                done.set_result(function(*args, **kwargs))
-            except BaseException as error:  # handed back to the caller
-                done.set_exception(error)
-
-        self._loop.call_soon_threadsafe(run)
-        return done.result(timeout=30)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        self._loop.close()
-
-
 @pytest.fixture
-def telegram() -> Iterator[TelegramThread]:
-    running = TelegramThread()
+def telegram() -> Iterator[ThreadedFake[FakeTelegram]]:
+    running = ThreadedFake(FakeTelegram())
     running.start()
     try:
         yield running
@@ -90,7 +56,7 @@ def mode(request: pytest.FixtureRequest) -> Mode:
 
 
 @pytest.fixture
-def bot_api_outage(telegram: TelegramThread, mode: Mode) -> Iterator[OutageProxy]:
+def bot_api_outage(telegram: ThreadedFake[FakeTelegram], mode: Mode) -> Iterator[OutageProxy]:
     """The fake Bot API behind a proxy that is down in the way `mode` says (slow: 60 s, far past
     every deadline)."""
     proxy = OutageProxy(telegram.fake.port, mode=mode, slow_seconds=60).start()
@@ -102,7 +68,7 @@ def bot_api_outage(telegram: TelegramThread, mode: Mode) -> Iterator[OutageProxy
 
 @pytest.fixture
 def bot_daemon(
-    vault: Path, daemon_env: dict[str, str], telegram: TelegramThread, bot_api_outage: OutageProxy
+    vault: Path, daemon_env: dict[str, str], telegram: ThreadedFake[FakeTelegram], bot_api_outage: OutageProxy
 ) -> Iterator[DaemonProcess]:
     env = dict(daemon_env)
     env.update(
@@ -166,7 +132,7 @@ def test_a_dropped_file_is_planned_while_the_bot_api_is_down(bot_daemon: DaemonP
 
 
 def test_status_shows_telegram_retrying_with_the_reason_while_the_bot_api_is_down(
-    bot_daemon: DaemonProcess, bot_api_outage: OutageProxy, mode: Mode, telegram: TelegramThread
+    bot_daemon: DaemonProcess, bot_api_outage: OutageProxy, mode: Mode, telegram: ThreadedFake[FakeTelegram]
 ) -> None:
     bot_daemon.start()
 
@@ -183,7 +149,7 @@ def test_status_shows_telegram_retrying_with_the_reason_while_the_bot_api_is_dow
 
 
 def test_when_the_bot_api_is_back_the_message_that_waited_becomes_exactly_one_action(
-    bot_daemon: DaemonProcess, bot_api_outage: OutageProxy, telegram: TelegramThread, vault: Path
+    bot_daemon: DaemonProcess, bot_api_outage: OutageProxy, telegram: ThreadedFake[FakeTelegram], vault: Path
 ) -> None:
     waited = telegram.call(telegram.fake.send_text, CHAT, "Sent while the Bot API was away")
     bot_daemon.start()

@@ -7,20 +7,27 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
-
-from tests.fakes.loopback import LoopbackServer
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 
 
-class ThreadedFake:
-    def __init__(self, fake: LoopbackServer) -> None:
+class _Fake(Protocol):
+    async def start(self) -> Any: ...
+
+    async def stop(self) -> None: ...
+
+
+F = TypeVar("F", bound=_Fake)
+
+
+class ThreadedFake(Generic[F]):
+    def __init__(self, fake: F) -> None:
         self.fake = fake
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="loopback-fake", daemon=True)
 
-    def start(self) -> str:
+    def start(self) -> Any:
         self._thread.start()
         return asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(timeout=30)
 
