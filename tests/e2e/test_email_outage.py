@@ -24,7 +24,6 @@ from tests.fakes.outage import Mode, OutageProxy
 
 pytestmark = pytest.mark.services
 
-MODES: list[Mode] = ["refused", "hanging", "slow"]
 STARTUP_SECONDS = 2.0
 CONNECT_TIMEOUT = 1.0
 MAX_BACKOFF = 2.0
@@ -46,12 +45,6 @@ def dovecot() -> Iterator[DovecotServer]:
         yield server
     finally:
         server.close()
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> Mode:
-    chosen: Mode = request.param
-    return chosen
 
 
 @pytest.fixture

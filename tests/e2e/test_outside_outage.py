@@ -25,7 +25,6 @@ from tests.fakes.atlas_server import AtlasFake
 from tests.fakes.outage import Mode, OutageProxy
 from tests.fakes.threaded import ThreadedFake
 
-MODES: list[Mode] = ["refused", "hanging", "slow"]
 #: from `start` to daemon.json and /readyz 200, whatever the outside world does
 STARTUP_SECONDS = 2.0
 GRACE_SECONDS = 10.0
@@ -47,12 +46,6 @@ PASSWORD = "s3cret-atlas-pass"
 API_KEY = "sk-ant-outage-e2e-0123456789abcdef"
 PUMP = "Pump 3 on line 2 is leaking oil, needs fixing today"
 SEALS = "Pump 7 on line 4 has a worn seal, please replace it this week"
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> Mode:
-    chosen: Mode = request.param
-    return chosen
 
 
 def port_of(base_url: str) -> int:

@@ -23,7 +23,6 @@ from tests.fakes.outage import Mode, OutageProxy
 from tests.fakes.telegram_server import FakeTelegram
 from tests.fakes.threaded import ThreadedFake
 
-MODES: list[Mode] = ["refused", "hanging", "slow"]
 CHAT = 424242
 STARTUP_SECONDS = 2.0
 CONNECT_TIMEOUT = 1.0
@@ -47,12 +46,6 @@ def telegram() -> Iterator[ThreadedFake[FakeTelegram]]:
         yield running
     finally:
         running.stop()
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> Mode:
-    chosen: Mode = request.param
-    return chosen
 
 
 @pytest.fixture
