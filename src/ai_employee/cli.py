@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 error (bad config, daemon failed); 2 usage; 3 no daemon
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ import httpx
 from ai_employee import __version__
 from ai_employee.config import ConfigError, Settings, load_settings
 from ai_employee.daemon import AlreadyRunning, DaemonInfo, pid_alive, run_daemon
+from ai_employee.model.services import Decider
 from ai_employee.vault.decisions import Decisions
 from ai_employee.vault.layout import HANDBOOK, VaultLayout
 
@@ -302,7 +304,7 @@ def restart(vault: Path | None, config: Path | None, services: tuple[str, ...]) 
 @config_option
 def approve(plan_id: str, vault: Path | None, config: Path | None) -> None:
     """Approve a plan: the same as moving it to Approved/."""
-    _decide(Decisions(_layout(config, vault)).approve(plan_id))
+    _decide(Decisions(_layout(config, vault)).approve(plan_id, _cli_decider()))
 
 
 @main.command()
@@ -312,7 +314,16 @@ def approve(plan_id: str, vault: Path | None, config: Path | None) -> None:
 @config_option
 def reject(plan_id: str, reason: str | None, vault: Path | None, config: Path | None) -> None:
     """Reject a plan: the same as moving it to Rejected/."""
-    _decide(Decisions(_layout(config, vault)).reject(plan_id, reason))
+    _decide(Decisions(_layout(config, vault)).reject(plan_id, reason, _cli_decider()))
+
+
+def _cli_decider() -> Decider:
+    """The person at this terminal: the OS user, through the CLI door."""
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = f"uid {os.getuid()}"
+    return Decider(who, "cli")
 
 
 def _decide(result: Any) -> None:

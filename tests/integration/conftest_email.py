@@ -19,7 +19,7 @@ import pytest
 from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import EmailSettings, ServicesSettings, Settings, VaultSettings
 from ai_employee.model.messages import IncomingMessage
-from ai_employee.model.services import DecisionResult, ServiceContext
+from ai_employee.model.services import Decider, DecisionResult, ServiceContext
 from ai_employee.sources.email import EmailSource
 from tests.fakes.dovecot import DovecotServer
 
@@ -89,10 +89,12 @@ class MemoryState:
 
 
 class _Approvals:
-    def approve(self, plan_id: str) -> DecisionResult:
+    def approve(self, plan_id: str, decider: Decider | None = None) -> DecisionResult:
         return DecisionResult("not_found", plan_id)
 
-    def reject(self, plan_id: str, reason: str | None = None) -> DecisionResult:
+    def reject(
+        self, plan_id: str, reason: str | None = None, decider: Decider | None = None
+    ) -> DecisionResult:
         return DecisionResult("not_found", plan_id)
 
 

@@ -23,7 +23,7 @@ from ai_employee.clients.retry import RetryPolicy
 from ai_employee.config import load_settings
 from ai_employee.model.events import Event, EventType
 from ai_employee.model.messages import IncomingMessage
-from ai_employee.model.services import DecisionResult, ServiceContext, ServiceState
+from ai_employee.model.services import Decider, DecisionResult, ServiceContext, ServiceState
 from ai_employee.sources.telegram import TelegramService
 from tests.conftest import eventually
 from tests.fakes.openai_transcription import FakeOpenAITranscription
@@ -95,11 +95,13 @@ class RecordingApprovals:
         self.plans: dict[str, str] = {}  # plan id -> pending_approval | approved | rejected
         self.calls: list[tuple[str, str, str | None]] = []
 
-    def approve(self, plan_id: str) -> DecisionResult:
+    def approve(self, plan_id: str, decider: Decider | None = None) -> DecisionResult:
         self.calls.append(("approve", plan_id, None))
         return self._decide(plan_id, "approved")
 
-    def reject(self, plan_id: str, reason: str | None = None) -> DecisionResult:
+    def reject(
+        self, plan_id: str, reason: str | None = None, decider: Decider | None = None
+    ) -> DecisionResult:
         self.calls.append(("reject", plan_id, reason))
         return self._decide(plan_id, "rejected")
 

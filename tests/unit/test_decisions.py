@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from ai_employee.model.services import Decider
+from ai_employee.pipeline.decisions import decider_of
 from ai_employee.vault.decisions import Decisions
 from ai_employee.vault.layout import Folder, VaultLayout
 from ai_employee.vault.notes import parse_note, render_note
@@ -129,3 +131,30 @@ def test_unreadable_notes_in_plans_do_not_stop_the_search(layout: VaultLayout) -
     (layout.folder(Folder.PLANS) / "no frontmatter.md").write_text("# hello\n")
     put_plan(layout, Folder.PLANS, "renamed.md")
     assert Decisions(layout).approve(PLAN_ID).outcome == "approved"
+
+
+def test_approve_with_a_decider_stamps_who_and_the_door_into_the_note(layout: VaultLayout) -> None:
+    put_plan(layout, Folder.PLANS, "20261121-101500 pump a1b2c3 plan.md")
+    Decisions(layout).approve(PLAN_ID, Decider("maria", "cli"))
+    note = layout.folder(Folder.APPROVED) / "20261121-101500 pump a1b2c3 plan.md"
+    properties, _ = parse_note(note.read_text())
+    assert (properties["decided_by"], properties["decided_via"]) == ("maria", "cli")
+    assert str(properties["decided_at"]).startswith("20")
+
+
+def test_reject_with_a_decider_stamps_who_the_door_and_the_reason(layout: VaultLayout) -> None:
+    put_plan(layout, Folder.PLANS, "20261121-101500 pump a1b2c3 plan.md")
+    Decisions(layout).reject(PLAN_ID, "not now", Decider("@sam", "telegram"))
+    note = layout.folder(Folder.REJECTED) / "20261121-101500 pump a1b2c3 plan.md"
+    properties, _ = parse_note(note.read_text())
+    assert (properties["decided_by"], properties["decided_via"], properties["rejection_reason"]) == (
+        "@sam",
+        "telegram",
+        "not now",
+    )
+
+
+def test_a_plan_moved_by_hand_was_decided_through_the_vault_door() -> None:
+    assert decider_of({"id": PLAN_ID}) == Decider("vault", "vault")
+    assert decider_of({"decided_by": "maria", "decided_via": "cli"}) == Decider("maria", "cli")
+    assert decider_of({"decided_by": "maria", "decided_via": "fax"}) == Decider("vault", "vault")

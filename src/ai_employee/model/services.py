@@ -110,6 +110,23 @@ class KeyValueStore(Protocol):
 
 DecisionOutcome = Literal["approved", "rejected", "already_decided", "not_found"]
 
+# Through which door a decision came in. A plan moved by hand (Obsidian, a file manager,
+# a sync tool) came through the vault; the others name the program that made the move.
+Door = Literal["vault", "cli", "slack", "telegram", "whatsapp", "email"]
+DOORS: tuple[Door, ...] = ("vault", "cli", "slack", "telegram", "whatsapp", "email")
+
+
+@dataclass(frozen=True)
+class Decider:
+    """Who decided, and through which door (kept in the plan note: `decided_by`, `decided_via`)."""
+
+    who: str  # a Slack/Telegram user, an email sender, an OS user; "vault" for a file move
+    door: Door
+
+    @classmethod
+    def vault(cls) -> Decider:
+        return cls("vault", "vault")
+
 
 @dataclass(frozen=True)
 class DecisionResult:
@@ -121,9 +138,11 @@ class DecisionResult:
 class ApprovalGateway(Protocol):
     """Approve or reject a plan by id: the same move a human makes in Obsidian."""
 
-    def approve(self, plan_id: str) -> DecisionResult: ...
+    def approve(self, plan_id: str, decider: Decider | None = None) -> DecisionResult: ...
 
-    def reject(self, plan_id: str, reason: str | None = None) -> DecisionResult: ...
+    def reject(
+        self, plan_id: str, reason: str | None = None, decider: Decider | None = None
+    ) -> DecisionResult: ...
 
 
 WebRequestHandler = Callable[[Any], Awaitable[Any]]  # aiohttp.web.Request -> aiohttp.web.StreamResponse

@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ import structlog
 from pydantic import ValidationError
 
 from ai_employee.model.jobs import ExecutionJob, Finished
+from ai_employee.model.services import DOORS, Decider
 from ai_employee.pipeline.context import StepContext
 from ai_employee.pipeline.finishing import FinishingSteps
 from ai_employee.pipeline.quarantine import Quarantined, quarantine
@@ -151,6 +152,7 @@ class DecisionSteps:
                         action_id=plan.action_id,
                         action=plan.action,
                         attempt=attempt,
+                        **decider_fields(properties),
                     )
                 ],
                 durable=False,  # nothing leaves the machine before `running`, which is durable
@@ -300,6 +302,7 @@ class DecisionSteps:
                         plan.id,
                         action_id=plan.action_id,
                         reason=str(reason) if reason else None,
+                        **decider_fields(properties),
                     )
                 ],
             )
@@ -313,3 +316,18 @@ class DecisionSteps:
             outcome.rejected.append(plan.id)
         self.ctx.commit_audit()
         return outcome
+
+
+def decider_of(properties: Mapping[str, Any]) -> Decider:
+    """Who decided a plan, from the stamp the CLI and the buttons write; a bare move is the vault's."""
+    door = properties.get("decided_via")
+    who = properties.get("decided_by")
+    if door in DOORS and isinstance(who, str) and who:
+        return Decider(who, door)
+    return Decider.vault()
+
+
+def decider_fields(properties: Mapping[str, Any]) -> dict[str, str]:
+    """The audit fields that say who decided and through which door."""
+    decider = decider_of(properties)
+    return {"by": decider.who, "door": decider.door}

@@ -19,7 +19,7 @@ from telegram.ext import ContextTypes
 from ai_employee.clients.retry import describe
 from ai_employee.model.bus import EventBus, Subscription
 from ai_employee.model.events import Event, EventType
-from ai_employee.model.services import ApprovalGateway, DecisionResult
+from ai_employee.model.services import ApprovalGateway, Decider, DecisionResult
 from ai_employee.sources.telegram_bot import LOGGER_NAME, Access, ActionInfo, BotClient
 from ai_employee.sources.telegram_content import describe_sender
 from ai_employee.sources.telegram_replies import (
@@ -101,9 +101,11 @@ class Decisions:
         try:
             try:
                 if decision == "approve":
-                    result = self._approvals.approve(plan_id)
+                    result = self._approvals.approve(plan_id, Decider(who, "telegram"))
                 else:
-                    result = self._approvals.reject(plan_id, f"rejected in Telegram by {who}")
+                    result = self._approvals.reject(
+                        plan_id, f"rejected in Telegram by {who}", Decider(who, "telegram")
+                    )
             except Exception as error:
                 log.exception("telegram.decision_failed", plan_id=plan_id, decision=decision)
                 await self._bot.answer(

@@ -7,9 +7,11 @@ only moves the note; the daemon's watcher sees the move like any other.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from ai_employee.model.services import DecisionResult
+from ai_employee.model.services import Decider, DecisionResult
 from ai_employee.vault import fs
 from ai_employee.vault.layout import Folder, VaultLayout, is_ignored_name
 from ai_employee.vault.notes import NoteError, parse_note, render_note
@@ -69,25 +71,42 @@ class Decisions:
             return DecisionResult("already_decided", plan_id, f"the plan is already in {folder.value}/")
         return path
 
-    def approve(self, plan_id: str) -> DecisionResult:
+    def approve(self, plan_id: str, decider: Decider | None = None) -> DecisionResult:
         path = self._undecided(plan_id)
         if isinstance(path, DecisionResult):
             return path
+        self._stamp(path, decider, {})
         target = fs.unique_path(self.layout.folder(Folder.APPROVED), path.stem, ".md")
         fs.move(path, target)
         return DecisionResult("approved", plan_id, f"moved to {self.layout.relative(target)}")
 
-    def reject(self, plan_id: str, reason: str | None = None) -> DecisionResult:
+    def reject(
+        self, plan_id: str, reason: str | None = None, decider: Decider | None = None
+    ) -> DecisionResult:
         path = self._undecided(plan_id)
         if isinstance(path, DecisionResult):
             return path
-        if reason:
-            try:
-                properties, body = parse_note(path.read_text(encoding="utf-8"))
-                properties["rejection_reason"] = reason
-                fs.write_durable(path, render_note(properties, body).encode("utf-8"))
-            except (OSError, NoteError):
-                pass  # the move is what counts; the reason is a courtesy
+        self._stamp(path, decider, {"rejection_reason": reason} if reason else {})
         target = fs.unique_path(self.layout.folder(Folder.REJECTED), path.stem, ".md")
         fs.move(path, target)
         return DecisionResult("rejected", plan_id, f"moved to {self.layout.relative(target)}")
+
+    @staticmethod
+    def _stamp(path: Path, decider: Decider | None, extra: dict[str, Any]) -> None:
+        """Write who decided, through which door and when into the note, before it moves.
+
+        A plan moved by hand carries none of these; the pipeline then records the vault door.
+        """
+        stamp: dict[str, Any] = dict(extra)
+        if decider is not None:
+            stamp["decided_by"] = decider.who
+            stamp["decided_via"] = decider.door
+            stamp["decided_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        if not stamp:
+            return
+        try:
+            properties, body = parse_note(path.read_text(encoding="utf-8"))
+            properties.update(stamp)
+            fs.write_durable(path, render_note(properties, body).encode("utf-8"))
+        except (OSError, NoteError):
+            pass  # the move is what counts; who decided is a courtesy
