@@ -207,6 +207,41 @@ class RedisSettings(Section):
     url: str | None = None
 
 
+class WhatsAppSettings(Section):
+    """The WhatsApp Business Cloud API input and door (docs/whatsapp.md)."""
+
+    access_token: SecretStr | None = None
+    phone_number_id: str | None = None
+    app_secret: SecretStr | None = None
+    verify_token: SecretStr | None = None
+    #: wa_ids (digits only) or business-scoped user ids ("US.1349...") whose messages are heard
+    allowed_numbers: list[str] = Field(default_factory=list)
+    api_base_url: str = "https://graph.facebook.com/v27.0"
+    #: an approved template for replies outside the 24-hour window (its body takes one parameter)
+    reply_template: str | None = None
+    reply_template_language: str = "en"
+    #: media larger than this are not fetched (the note says so)
+    max_media_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+
+    @field_validator("allowed_numbers", mode="before")
+    @classmethod
+    def _split_numbers(cls, value: Any) -> Any:
+        if isinstance(value, str | int):
+            value = str(value).split(",")
+        if isinstance(value, list):
+            cleaned = [str(part).strip().replace(" ", "") for part in value]
+            return [part.lstrip("+") for part in cleaned if part]
+        return value
+
+
+class WebhooksSettings(Section):
+    """A listener of its own for the webhook routes only (off unless `port` is set), so that a
+    reverse proxy or tunnel can expose them without /status, /tasks, /metrics or /control."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=0, le=65535)
+
+
 class ServicesSettings(Section):
     """How the daemon's services meet the outside world (docs/services.md)."""
 
@@ -247,6 +282,8 @@ class Settings(BaseSettings):
     email: EmailSettings = Field(default_factory=EmailSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    whatsapp: WhatsAppSettings = Field(default_factory=WhatsAppSettings)
+    webhooks: WebhooksSettings = Field(default_factory=WebhooksSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -305,6 +342,12 @@ NAMED_VARIABLES: dict[str, tuple[str, ...]] = {
     "SLACK_API_BASE_URL": ("slack", "api_base_url"),
     "DATABASE_URL": ("database", "url"),
     "REDIS_URL": ("redis", "url"),
+    "WHATSAPP_ACCESS_TOKEN": ("whatsapp", "access_token"),
+    "WHATSAPP_PHONE_NUMBER_ID": ("whatsapp", "phone_number_id"),
+    "WHATSAPP_APP_SECRET": ("whatsapp", "app_secret"),
+    "WHATSAPP_VERIFY_TOKEN": ("whatsapp", "verify_token"),
+    "WHATSAPP_ALLOWED_NUMBERS": ("whatsapp", "allowed_numbers"),
+    "WHATSAPP_API_BASE_URL": ("whatsapp", "api_base_url"),
 }
 # ANTHROPIC_API_KEY wins over its alias CLAUDE_API_KEY: later entries are applied first.
 _APPLY_ORDER = ["CLAUDE_API_KEY", *[name for name in NAMED_VARIABLES if name != "CLAUDE_API_KEY"]]

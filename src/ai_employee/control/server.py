@@ -179,11 +179,15 @@ class ControlServer:
             raise ValueError(f"{method} {path} is a built-in route of the control port")
         self._routes[key] = _Route(method, path, _compile(path), handler, builtin)
 
-    def _resolve(self, method: str, path: str) -> tuple[_Route, dict[str, str]]:
+    def _resolve(
+        self, method: str, path: str, *, webhooks_only: bool = False
+    ) -> tuple[_Route, dict[str, str]]:
         wanted = "GET" if method == "HEAD" else method
         allowed: set[str] = set()
         found: tuple[_Route, dict[str, str]] | None = None
         for route in self._routes.values():
+            if webhooks_only and route.builtin:
+                continue
             match = route.pattern.fullmatch(path)
             if match is None:
                 continue
@@ -198,9 +202,14 @@ class ControlServer:
             raise web.HTTPMethodNotAllowed(method, sorted(allowed))
         raise web.HTTPNotFound()
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def dispatch_webhook(self, request: web.Request) -> web.StreamResponse:
+        """Serve `request` from the routes added with `add_route` only (the webhooks), never the
+        built-in ones: what the public webhook listener (control/webhooks.py) answers with."""
+        return await self._dispatch(request, webhooks_only=True)
+
+    async def _dispatch(self, request: web.Request, *, webhooks_only: bool = False) -> web.StreamResponse:
         try:
-            route, params = self._resolve(request.method, request.path)
+            route, params = self._resolve(request.method, request.path, webhooks_only=webhooks_only)
             request[PATH_PARAMS] = params
             return await route.handler(request)
         except web.HTTPException as error:

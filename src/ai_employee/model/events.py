@@ -45,6 +45,11 @@ class EventType(StrEnum):
     TELEGRAM_UNAUTHORIZED = "telegram.unauthorized"
     TRANSCRIPTION_COMPLETED = "transcription.completed"
     TRANSCRIPTION_PENDING = "transcription.pending"
+    # whatsapp
+    WHATSAPP_MESSAGE_RECEIVED = "whatsapp.message_received"
+    WHATSAPP_MESSAGE_PROCESSED = "whatsapp.message_processed"
+    WHATSAPP_UNAUTHORIZED = "whatsapp.unauthorized"
+    WHATSAPP_REPLY_FAILED = "whatsapp.reply_failed"
     # services
     SERVICE_STARTED = "service.started"
     SERVICE_STOPPED = "service.stopped"

@@ -1,50 +1,45 @@
 """What a Telegram message carries, in the terms the intake needs.
 
 Kept apart from the service so that the rules (which file, what name, what title) read in
-one place and are tested without a bot.
+one place and are tested without a bot. The source-neutral part (Content, names, titles) is
+shared with WhatsApp in chat_content.
 """
 
 from __future__ import annotations
 
 import datetime as dtm
-import mimetypes
-import re
 import warnings
-from dataclasses import dataclass
-from typing import Literal
 
 from telegram import Message, User
 from telegram.warnings import PTBDeprecationWarning
 
-ContentKind = Literal["text", "voice", "audio", "photo", "document"]
+from ai_employee.sources.chat_content import (
+    MAX_DOWNLOAD_BYTES,
+    TITLE_CHARS,
+    Content,
+    ContentKind,
+    MediaRef,
+    first_line,
+    format_duration,
+    make_title,
+    safe_filename,
+)
+from ai_employee.sources.chat_content import extension_for as _extension
 
-#: getFile refuses larger files on the public Bot API ("file is too big").
-MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
-TITLE_CHARS = 80
-
-_UNSAFE_NAME = re.compile(r"[^\w.\- ]+", re.UNICODE)
-
-
-@dataclass(frozen=True)
-class MediaRef:
-    """A file to fetch with getFile: Telegram's id for it and the name to keep it under."""
-
-    file_id: str
-    filename: str
-    content_type: str | None
-    size: int | None
-    duration_seconds: int = 0
-
-
-@dataclass(frozen=True)
-class Content:
-    kind: ContentKind
-    text: str  # the message text or the caption; "" when there is none
-    media: MediaRef | None = None
-
-    @property
-    def is_speech(self) -> bool:
-        return self.kind in ("voice", "audio")
+__all__ = [
+    "MAX_DOWNLOAD_BYTES",
+    "TITLE_CHARS",
+    "Content",
+    "ContentKind",
+    "MediaRef",
+    "classify",
+    "describe_sender",
+    "first_line",
+    "format_duration",
+    "make_title",
+    "safe_filename",
+    "seconds_of",
+]
 
 
 def seconds_of(value: int | float | dtm.timedelta | None) -> int:
@@ -60,23 +55,6 @@ def _duration(media: object) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PTBDeprecationWarning)
         return seconds_of(getattr(media, "duration", None))
-
-
-def safe_filename(name: str | None, fallback: str) -> str:
-    """A name that is safe as the last part of a path: no folders, no control characters."""
-    if not name:
-        return fallback
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    cleaned = _UNSAFE_NAME.sub("_", base).strip(" .")
-    return cleaned[:120] or fallback
-
-
-def _extension(content_type: str | None, default: str) -> str:
-    if content_type:
-        guessed = mimetypes.guess_extension(content_type.split(";")[0].strip())
-        if guessed:
-            return ".ogg" if guessed == ".oga" else guessed
-    return default
 
 
 def classify(message: Message) -> Content | None:
@@ -143,33 +121,3 @@ def describe_sender(user: User | None, chat_title: str | None = None) -> str | N
         return chat_title
     name = user.full_name.strip() or str(user.id)
     return f"{name} (@{user.username})" if user.username else name
-
-
-def first_line(text: str, limit: int = TITLE_CHARS) -> str:
-    for line in text.splitlines():
-        stripped = " ".join(line.split())
-        if stripped:
-            return stripped if len(stripped) <= limit else stripped[: limit - 1].rstrip() + "…"
-    return ""
-
-
-def make_title(content: Content, body: str, sender: str | None) -> str:
-    """The action's title: the first line of what was said, else what kind of thing arrived."""
-    line = first_line(body)
-    if line:
-        return line
-    who = f" from {sender.split(' (@')[0]}" if sender else ""
-    if content.kind == "voice":
-        return f"Voice note{who}"
-    if content.kind == "audio":
-        return f"Audio{who}"
-    if content.kind == "photo":
-        return f"Photo{who}"
-    if content.kind == "document" and content.media is not None:
-        return f"Document {content.media.filename}{who}"
-    return f"Telegram message{who}"
-
-
-def format_duration(seconds: int) -> str:
-    minutes, rest = divmod(max(0, seconds), 60)
-    return f"{minutes}:{rest:02d}"

@@ -8,11 +8,8 @@ telegram_transcription).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dtm
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -20,43 +17,23 @@ from telegram import Message, Update
 from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
-from ai_employee.clients.retry import ServiceError
-from ai_employee.clients.whisper import AudioFile, Transcriber, Transcript, TranscriptionError
+from ai_employee.clients.whisper import Transcriber
 from ai_employee.model.events import EventType
 from ai_employee.model.messages import IncomingAttachment, IncomingMessage, IntakeSink
+from ai_employee.sources.chat_intake import Prepared, compose_body, transcribe_speech
 from ai_employee.sources.telegram_bot import LOGGER_NAME, Access, BotClient, Publish
 from ai_employee.sources.telegram_content import (
     Content,
     MediaRef,
     classify,
     describe_sender,
-    format_duration,
     make_title,
 )
 from ai_employee.sources.telegram_decisions import Decisions
 from ai_employee.sources.telegram_replies import arrival_text, unsupported_text
 from ai_employee.sources.telegram_state import ActionLink, PendingTranscription, TelegramState
-from ai_employee.sources.telegram_transcription import transcript_properties
 
 log = structlog.get_logger(LOGGER_NAME)
-
-
-@dataclass
-class Prepared:
-    """An IncomingMessage ready for the intake, plus what the reply and the records need."""
-
-    message: IncomingMessage
-    content: Content
-    transcript: Transcript | None = None
-    pending_reason: str | None = None
-    transcription_error: str | None = None
-    attachment_error: str | None = None
-    temp_files: list[Path] = field(default_factory=list)
-
-    def cleanup(self) -> None:
-        for path in self.temp_files:
-            with contextlib.suppress(OSError):
-                path.unlink()
 
 
 class MessageIntake:
@@ -188,12 +165,7 @@ class MessageIntake:
                 )
             if content.is_speech:
                 said = await self._transcribe_new(media, path, prepared)
-        body = said
-        if content.is_speech and prepared.transcript is not None and content.text:
-            body = f"{prepared.transcript.text}\n\nCaption: {content.text}"
-        if not body:
-            body = _placeholder_body(content, prepared)
-        prepared.message.body = body
+        prepared.message.body = compose_body(content, said, prepared)
         prepared.message.title = make_title(content, said, sender)
         return prepared
 
@@ -224,58 +196,4 @@ class MessageIntake:
 
     async def _transcribe_new(self, media: MediaRef, path: Path | None, prepared: Prepared) -> str:
         """Transcribe a fresh voice note; on any failure the action is still created, marked pending."""
-        properties = prepared.message.properties
-        properties["duration_seconds"] = media.duration_seconds
-        if path is None:
-            properties["transcription"] = "failed"
-            return prepared.content.text
-        transcriber = self._transcriber()
-        if transcriber is None:
-            prepared.pending_reason = "no OpenAI API key is configured"
-        else:
-            data = await asyncio.to_thread(path.read_bytes)
-            audio = AudioFile(media.filename, data, media.content_type, media.duration_seconds)
-            try:
-                prepared.transcript = await transcriber.transcribe(audio)
-            except TranscriptionError as error:  # this audio will never go through: say so, keep it
-                prepared.transcription_error = error.message
-                properties["transcription"] = "failed"
-                properties["transcription_error"] = error.message
-                log.warning(
-                    "telegram.transcription_refused",
-                    source_ref=prepared.message.source_ref,
-                    error=error.message,
-                )
-                return prepared.content.text
-            except ServiceError as error:  # the service is down or the key is wrong: try again later
-                prepared.pending_reason = f"transcription failed: {error.message}"
-                log.warning(
-                    "telegram.transcription_failed",
-                    source_ref=prepared.message.source_ref,
-                    engine=transcriber.engine,
-                    error=error.message,
-                )
-        if prepared.transcript is None:
-            properties["transcription"] = "pending"
-            return prepared.content.text
-        properties.update(transcript_properties(prepared.transcript, media.duration_seconds))
-        return prepared.transcript.text
-
-
-def _placeholder_body(content: Content, prepared: Prepared) -> str:
-    """The note's body when nothing was said: what arrived, and why there is no transcript."""
-    media = content.media
-    if content.is_speech and media is not None:
-        kind = "Voice note" if content.kind == "voice" else "Audio"
-        reason = (
-            prepared.pending_reason
-            or prepared.transcription_error
-            or prepared.attachment_error
-            or "no speech was recognised"
-        )
-        return f"{kind} ({format_duration(media.duration_seconds)}) without a transcript: {reason}."
-    if content.kind == "photo":
-        return "A photo sent without a caption."
-    if content.kind == "document" and media is not None:
-        return f"The document {media.filename}, sent without a caption."
-    return ""
+        return await transcribe_speech(self._transcriber(), media, path, prepared)

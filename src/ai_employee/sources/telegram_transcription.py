@@ -19,6 +19,7 @@ from telegram.error import BadRequest, TelegramError
 from ai_employee.clients.retry import ServiceAuthError, ServiceError, describe
 from ai_employee.clients.whisper import AudioFile, Transcriber, Transcript, TranscriptionError
 from ai_employee.model.events import EventType
+from ai_employee.sources.chat_intake import transcript_properties
 from ai_employee.sources.telegram_bot import LOGGER_NAME, ActionInfo, BotClient, Publish, sleep_unless_stopped
 from ai_employee.sources.telegram_replies import transcribed_text, truncate
 from ai_employee.sources.telegram_state import PendingTranscription, TelegramState
@@ -180,14 +181,3 @@ def _note_attachments(root: Path, note: Any) -> list[str]:
         return []
     found = properties.get("attachments")
     return [str(entry) for entry in found] if isinstance(found, list) else []
-
-
-def transcript_properties(transcript: Transcript, fallback_seconds: int) -> dict[str, Any]:
-    """The action's properties for a transcript, whether it came with the note or later."""
-    seconds = round(transcript.duration_seconds) or fallback_seconds
-    return {
-        "transcription": "done",
-        "duration_seconds": int(seconds),
-        "transcript_cost_usd": transcript.cost_usd,
-        "transcribed_by": transcript.engine,
-    }
