@@ -24,9 +24,7 @@ class WebhookListener:
     """`await start()` binds and serves; `await stop()` closes. The dispatcher decides (and
     answers 404 for anything that is not a webhook route)."""
 
-    def __init__(
-        self, dispatch: Dispatcher, *, host: str, port: int, shutdown_timeout: float = 5.0
-    ) -> None:
+    def __init__(self, dispatch: Dispatcher, *, host: str, port: int, shutdown_timeout: float = 5.0) -> None:
         self._dispatch = dispatch
         self._host = host
         self._requested_port = port
