@@ -24,6 +24,7 @@ from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import Settings
 from ai_employee.control.dashboard import DashboardService
 from ai_employee.control.server import ControlServer, new_token
+from ai_employee.control.webhooks import WebhookListener
 from ai_employee.model.events import Event, EventType
 from ai_employee.model.plugins import SERVICES_GROUP, PluginDisabled, load_factories
 from ai_employee.model.registry import ExecutorRegistry
@@ -147,6 +148,7 @@ class Daemon:
         self.planner_name = "template"
         self.planner: Planner | None = None
         self.started = datetime.now(UTC)
+        self.webhooks: WebhookListener | None = None
 
     # --- ControlHooks ------------------------------------------------------------------------
 
@@ -165,6 +167,7 @@ class Daemon:
             "services": services,
             "executors": self.registry.status() if self.registry else {},
             "vault": self.layout.counts(),
+            "webhooks": {"host": self.webhooks.host, "port": self.webhooks.port} if self.webhooks else None,
         }
 
     def _planner_link(self) -> dict[str, Any] | None:
@@ -223,6 +226,7 @@ class Daemon:
             # Visible first: the control port and daemon.json, so that status and stop find the
             # daemon before anything slow (SDK imports, plug-ins, recovery) has happened.
             port = await control.start()
+            await self._start_webhooks(control)
             DaemonInfo(
                 pid=os.getpid(),
                 port=port,
@@ -238,6 +242,8 @@ class Daemon:
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
+            if self.webhooks is not None:
+                await self.webhooks.stop()
             await control.stop()
             await bus.close()
             audit.flush()
@@ -249,6 +255,14 @@ class Daemon:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
         return 0
+
+    async def _start_webhooks(self, control: ControlServer) -> None:
+        """The public listener for the webhook routes only (`webhooks.port`; off when unset)."""
+        port = self.settings.webhooks.port
+        if port is None:
+            return
+        self.webhooks = WebhookListener(control.dispatch_webhook, host=self.settings.webhooks.host, port=port)
+        await self.webhooks.start()
 
     async def _serve(
         self,
