@@ -4,7 +4,6 @@
 - `check()`: `GET {base}/{phone-number-id}`: the token works and the number is ours;
 - `send(to, message)`: `POST {base}/{phone-number-id}/messages` (text, reply buttons, a
   template), returning the new message's `wamid`;
-- `mark_read(message_id)`;
 - `download_media(media_id, target)`: `GET {base}/{media-id}` for the URL, then the bytes from
   that URL (another host) with the same Bearer token, within a size limit; an expired URL (401
   or 404, it lives 5 minutes) is asked for again.
@@ -148,12 +147,6 @@ class WhatsAppGraph:
         if isinstance(messages, list) and messages and isinstance(messages[0], dict):
             return str(messages[0].get("id") or "")
         return ""
-
-    async def mark_read(self, message_id: str) -> None:
-        body = {"messaging_product": "whatsapp", "status": "read", "message_id": message_id}
-        await self._json(
-            "POST", f"/{self.phone_number_id}/messages", json_body=body, what="WhatsApp mark read"
-        )
 
     async def download_media(self, media_id: str, target: Path) -> Media:
         """Fetch a media file into `target` (written, fsynced). The URL is asked for again when it

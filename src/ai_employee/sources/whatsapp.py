@@ -56,6 +56,8 @@ WEBHOOK_PATH = "/whatsapp/webhook"
 TEMP_FOLDER = Path(".ai-employee") / "whatsapp" / "media"
 #: a delivery that fails this often (not a passing outage: our bug, or data we cannot take) is set aside
 MAX_DELIVERY_ATTEMPTS = 5
+#: how long a stopping service goes on sending what is queued
+DRAIN_SECONDS = 5.0
 
 
 class WhatsAppService(Service):
@@ -183,7 +185,8 @@ class WhatsAppService(Service):
                     hint="set WHATSAPP_ALLOWED_NUMBERS; every message is ignored until then",
                 )
             await self._work_the_spool()
-            await self._outbox.drain()
+            with contextlib.suppress(TimeoutError):  # what is queued goes out, unless the API is down
+                await asyncio.wait_for(self._outbox.drain(), DRAIN_SECONDS)
         finally:
             self._running = False
             for subscription in subscriptions:

@@ -74,6 +74,3 @@ class Spool:
         target = self.failed_folder / path.name
         fs.move(path, target)
         return target
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
