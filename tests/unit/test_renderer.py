@@ -142,3 +142,19 @@ def test_the_helper_processes_import_no_pydantic() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
     assert result.stdout.strip() == "[]"
+
+
+def test_an_action_note_embeds_its_images_and_links_its_other_files() -> None:
+    from ai_employee.pipeline.rendering import action_note
+
+    text = action_note(
+        action_id="act-20261121-101500-a1b2c3",
+        source="whatsapp",
+        received=datetime(2026, 11, 21, 10, 15, tzinfo=UTC),
+        title="Crack in the housing",
+        status="needs_action",
+        attachments=["Attachments/photo-1.JPG", "Attachments/manual.pdf"],
+        body_text="Crack in the housing",
+    )
+    assert "- ![[Attachments/photo-1.JPG]]" in text
+    assert "- [[Attachments/manual.pdf]]" in text

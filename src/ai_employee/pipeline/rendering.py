@@ -46,8 +46,20 @@ def action_note(
         properties.setdefault(key, value)
     lines = [f"# {title}", "", body_text.rstrip() if body_text.strip() else "_(no text)_", ""]
     if attachments:
-        lines += ["## Attachments", *[f"- {link}" for link in links], ""]
+        shown = [
+            f"- !{link}" if _is_image(path) else f"- {link}"
+            for path, link in zip(attachments, links, strict=True)
+        ]
+        lines += ["## Attachments", *shown, ""]
     return render_note(properties, "\n".join(lines))
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".svg", ".avif")
+
+
+def _is_image(path: str) -> bool:
+    """Obsidian shows an embedded image (`![[...]]`) in the note itself."""
+    return path.lower().endswith(_IMAGE_SUFFIXES)
 
 
 def plan_properties(

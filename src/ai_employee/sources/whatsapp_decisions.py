@@ -140,6 +140,7 @@ class Decisions:
                 buttons=((approve, "Approve"), (reject, "Reject")),
                 reply_to=sender.message_id,
                 on_sent=sent,
+                fallback_text=plan_text_without_buttons(plan_id, payload),
             )
         )
 

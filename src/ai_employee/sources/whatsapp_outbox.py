@@ -44,10 +44,16 @@ class Outgoing:
     buttons: tuple[tuple[str, str], ...] = ()  # (id, title): reply buttons
     reply_to: str | None = None  # the wamid this answers (shown quoted)
     on_sent: Callable[[str], None] | None = None  # given the new wamid
+    #: what a template carries instead, when buttons cannot be sent (outside the window)
+    fallback_text: str | None = None
 
     @property
     def kind(self) -> str:
         return "buttons" if self.buttons else "text"
+
+    @property
+    def plain_text(self) -> str:
+        return self.fallback_text or self.text
 
 
 def text_message(text: str, reply_to: str | None = None) -> dict[str, Any]:
@@ -145,14 +151,14 @@ class Outbox:
     async def _deliver(self, item: Outgoing) -> None:
         if not self.within_window(item.to):
             await self._outside_window(
-                item.to, item.action_id, item.text, item.kind, "the last message is older than 24 hours"
+                item.to, item.action_id, item.plain_text, item.kind, "the last message is older than 24 hours"
             )
             return
         if item.buttons:
             message = buttons_message(item.text, item.buttons, item.reply_to)
         else:
             message = text_message(item.text, item.reply_to)
-        wamid = await self._send(item.to, message, item.action_id, item.text, item.kind)
+        wamid = await self._send(item.to, message, item.action_id, item.plain_text, item.kind)
         if wamid is not None and item.on_sent is not None:
             item.on_sent(wamid)
 
@@ -177,7 +183,7 @@ class Outbox:
             await self._undeliverable(to, action_id, describe(error), code=None)
             return None
         self.sent_count += 1
-        self._state.remember_sent(Sent(wamid=wamid, to=to, kind=kind, action_id=action_id, text=text[:300]))
+        self._state.remember_sent(Sent(wamid=wamid, to=to, kind=kind, action_id=action_id, text=text[:1024]))
         return wamid
 
     async def on_status(self, status: StatusUpdate) -> None:
