@@ -269,6 +269,7 @@ async def test_outside_the_window_a_failed_status_131047_is_recorded_on_the_note
     await harness.graph.deliver(payload)
     [stored] = await harness.action_count(1)
     harness.actions.rows[stored.action_id] = {"source": "whatsapp", "note": "Needs_Action/act.md"}
+    await harness.sent_to(ALLOWED, "Saved as action")
     harness.graph.close_window(ALLOWED)  # Meta's clock says 24 h passed; ours does not know yet
 
     harness.bus.publish(_executed(stored.action_id, "plan-20261121-101500-a1b2c3"))
