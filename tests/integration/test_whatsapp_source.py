@@ -177,6 +177,27 @@ async def test_a_voice_note_is_fetched_with_the_token_transcribed_and_kept(harne
     await harness.sent_to(ALLOWED, "Transcript (0:33)")
 
 
+async def test_a_voice_note_whisper_cannot_take_now_is_stored_pending_and_transcribed_later(
+    harness: Harness,
+) -> None:
+    harness.openai.set_transcript(AUDIO, "Forklift 2 brakes are soft", seconds=12.0)
+    harness.openai.fail_next(500, times=3)  # every try of the first attempt
+    service = await harness.start()
+    await harness.graph.deliver(harness.graph.voice(ALLOWED, AUDIO))
+    [stored] = await harness.action_count(1)
+    assert stored.message.properties["transcription"] == "pending"
+    assert "without a transcript" in stored.message.body
+    await harness.sent_to(ALLOWED, "Transcription pending")
+
+    assert await service.transcribe_pending() == 1  # the audio fetched again from the Graph API
+    [completed] = harness.of_type(EventType.TRANSCRIPTION_COMPLETED)
+    assert completed.payload["transcript"] == "Forklift 2 brakes are soft"
+    assert completed.payload["source"] == "whatsapp"
+    assert completed.payload["transcript_cost_usd"] == pytest.approx(0.0012, abs=1e-6)
+    await harness.sent_to(ALLOWED, "Transcribed your voice note")
+    assert await service.transcribe_pending() == 0
+
+
 async def test_a_photo_with_a_caption_becomes_an_attachment_and_an_expired_url_is_asked_again(
     harness: Harness,
 ) -> None:
@@ -354,7 +375,7 @@ async def test_without_its_variables_the_service_stays_off_and_says_which(harnes
     context = harness.context()
     context.settings.whatsapp.app_secret = None
     context.settings.whatsapp.verify_token = None
-    with pytest.raises(PluginDisabled, match="WHATSAPP_APP_SECRET, WHATSAPP_VERIFY_TOKEN are not set"):
+    with pytest.raises(PluginDisabled, match="WHATSAPP_APP_SECRET and WHATSAPP_VERIFY_TOKEN are not set"):
         create(context)
 
 

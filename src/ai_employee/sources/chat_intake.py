@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from ai_employee.clients.retry import ServiceError
 from ai_employee.clients.whisper import AudioFile, Transcriber, Transcript, TranscriptionError
 from ai_employee.model.messages import IncomingMessage
 from ai_employee.sources.chat_content import Content, MediaRef, format_duration
+from ai_employee.vault.notes import NoteError, parse_note
 
 log = structlog.get_logger(__name__)
 
@@ -122,3 +124,42 @@ def transcript_properties(transcript: Transcript, fallback_seconds: int) -> dict
         "transcript_cost_usd": transcript.cost_usd,
         "transcribed_by": transcript.engine,
     }
+
+
+def kept_audio(vault_root: Path, info: Mapping[str, Any] | None, filename: str) -> bytes | None:
+    """A voice note's kept original, for a transcription tried again: among the ledger's
+    attachment paths of the action (`info`), else the action note's `attachments`, the one with
+    the same suffix first. None when it cannot be found inside the vault."""
+    if not info:
+        return None
+    root = vault_root.resolve()
+    entries = info.get("attachments")
+    if not isinstance(entries, list | tuple):
+        entries = _note_attachments(root, info.get("note"))
+    suffix = Path(filename).suffix.lower()
+    candidates: list[Path] = []
+    for entry in entries:
+        name = str(entry).strip().removeprefix("[[").removesuffix("]]").split("|", 1)[0]
+        path = (root / name).resolve() if name else root
+        if path != root and path.is_relative_to(root) and path.is_file():
+            candidates.append(path)
+    candidates.sort(key=lambda path: path.suffix.lower() != suffix)
+    for path in candidates:
+        with contextlib.suppress(OSError):
+            return path.read_bytes()
+    return None
+
+
+def _note_attachments(root: Path, note: Any) -> list[str]:
+    """The `attachments` property of an action note (vault-relative path), or [] if unreadable."""
+    if not isinstance(note, str) or not note:
+        return []
+    path = (root / note).resolve()
+    if not path.is_relative_to(root):
+        return []
+    try:
+        properties, _ = parse_note(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, NoteError):
+        return []
+    found = properties.get("attachments")
+    return [str(entry) for entry in found] if isinstance(found, list) else []

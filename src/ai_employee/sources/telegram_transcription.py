@@ -8,7 +8,6 @@ else from Telegram again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,10 @@ from telegram.error import BadRequest, TelegramError
 from ai_employee.clients.retry import ServiceAuthError, ServiceError, describe
 from ai_employee.clients.whisper import AudioFile, Transcriber, Transcript, TranscriptionError
 from ai_employee.model.events import EventType
-from ai_employee.sources.chat_intake import transcript_properties
+from ai_employee.sources.chat_intake import kept_audio, transcript_properties
 from ai_employee.sources.telegram_bot import LOGGER_NAME, ActionInfo, BotClient, Publish, sleep_unless_stopped
 from ai_employee.sources.telegram_replies import transcribed_text, truncate
 from ai_employee.sources.telegram_state import PendingTranscription, TelegramState
-from ai_employee.vault.notes import NoteError, parse_note
 
 log = structlog.get_logger(LOGGER_NAME)
 
@@ -128,25 +126,7 @@ class PendingTranscriptions:
 
     def _audio_from_vault(self, item: PendingTranscription) -> bytes | None:
         """The kept original: the ledger's attachment paths, else the action note's `attachments`."""
-        info = self._action_info(item.action_id)
-        if not info:
-            return None
-        root = self._vault_root.resolve()
-        entries = info.get("attachments")
-        if not isinstance(entries, list | tuple):
-            entries = _note_attachments(root, info.get("note"))
-        suffix = Path(item.filename).suffix.lower()
-        candidates: list[Path] = []
-        for entry in entries:
-            name = str(entry).strip().removeprefix("[[").removesuffix("]]").split("|", 1)[0]
-            path = (root / name).resolve() if name else root
-            if path != root and path.is_relative_to(root) and path.is_file():
-                candidates.append(path)
-        candidates.sort(key=lambda path: path.suffix.lower() != suffix)
-        for path in candidates:
-            with contextlib.suppress(OSError):
-                return path.read_bytes()
-        return None
+        return kept_audio(self._vault_root, self._action_info(item.action_id), item.filename)
 
     def _publish_transcript(self, item: PendingTranscription, transcript: Transcript) -> None:
         """TRANSCRIPTION_COMPLETED: an action stored as pending now has its transcript.
@@ -166,18 +146,3 @@ class PendingTranscriptions:
         self._state.save_transcript(item.action_id, payload)
         self._state.remove_pending(item.action_id)
         self._publish(EventType.TRANSCRIPTION_COMPLETED, item.action_id, payload)
-
-
-def _note_attachments(root: Path, note: Any) -> list[str]:
-    """The `attachments` property of an action note (vault-relative path), or [] if unreadable."""
-    if not isinstance(note, str) or not note:
-        return []
-    path = (root / note).resolve()
-    if not path.is_relative_to(root):
-        return []
-    try:
-        properties, _ = parse_note(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, NoteError):
-        return []
-    found = properties.get("attachments")
-    return [str(entry) for entry in found] if isinstance(found, list) else []

@@ -47,6 +47,7 @@ from ai_employee.sources.whatsapp_notes import NoteRemarks
 from ai_employee.sources.whatsapp_outbox import Outbox
 from ai_employee.sources.whatsapp_spool import Spool
 from ai_employee.sources.whatsapp_state import WhatsAppState
+from ai_employee.sources.whatsapp_transcription import PendingList, PendingTranscriptions
 from ai_employee.sources.whatsapp_wire import SIGNATURE_HEADER, parse_delivery, signature_valid
 
 log = structlog.get_logger("ai_employee.sources.whatsapp")
@@ -70,6 +71,7 @@ class WhatsAppService(Service):
         *,
         retry: RetryPolicy | None = None,
         transcriber_factory: Callable[[], Transcriber | None] | None = None,
+        pending_retry_seconds: float = 300.0,
     ) -> None:
         super().__init__()
         settings = ctx.settings.whatsapp
@@ -85,7 +87,8 @@ class WhatsAppService(Service):
         }
         missing = [name for name, value in needed.items() if not value]
         if missing:
-            raise PluginDisabled(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set")
+            names = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
+            raise PluginDisabled(f"{names} {'is' if len(missing) == 1 else 'are'} not set")
         self._ctx = ctx
         self._settings = settings
         self._token = needed["WHATSAPP_ACCESS_TOKEN"]
@@ -127,6 +130,20 @@ class WhatsAppService(Service):
         self._decisions = Decisions(
             state=self._state, outbox=self._outbox, approvals=ctx.approvals, action_info=self._action_info
         )
+        pending = PendingList(ctx.state)
+        self._transcriptions = PendingTranscriptions(
+            pending=pending,
+            vault_root=ctx.vault_root,
+            temp_dir=self._temp_dir,
+            graph=lambda: self._graph,
+            transcriber=lambda: self._transcriber,
+            action_info=self._action_info,
+            outbox=self._outbox,
+            publish=self._publish,
+            stop_requested=self._stop_requested,
+            retry_seconds=pending_retry_seconds,
+        )
+        self._pending = pending
         self._intake = DeliveryIntake(
             intake=ctx.intake,
             state=self._state,
@@ -137,6 +154,7 @@ class WhatsAppService(Service):
             transcriber=lambda: self._transcriber,
             publish=self._publish,
             temp_dir=self._temp_dir,
+            pending=pending,
         )
         ctx.routes.add_route("GET", WEBHOOK_PATH, self.handle_verification)
         ctx.routes.add_route("POST", WEBHOOK_PATH, self.handle_delivery)
@@ -171,6 +189,7 @@ class WhatsAppService(Service):
             tasks = [
                 asyncio.create_task(self._outbox.run(), name="whatsapp:outbox"),
                 asyncio.create_task(self._connect(), name="whatsapp:connect"),
+                asyncio.create_task(self._transcriptions.run(), name="whatsapp:pending-transcriptions"),
             ]
             log.info(
                 "whatsapp.started",
@@ -225,6 +244,7 @@ class WhatsAppService(Service):
             "replies_failed": self._outbox.failed_count,
             "unauthorized_numbers": len(self._access.unauthorized_seen),
             "transcriber": self._transcriber.engine if self._transcriber else None,
+            "pending_transcriptions": len(self._pending.items()),
             "last_delivery_at": self._last_delivery_at,
         }
         if link.last_error:
@@ -263,6 +283,10 @@ class WhatsAppService(Service):
         """Downloads of a run that crashed before handing them to the intake."""
         if self._temp_dir.is_dir():
             shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+    async def transcribe_pending(self) -> int:
+        """Transcribe every waiting voice note now; returns how many were done."""
+        return await self._transcriptions.transcribe_pending()
 
     # -- the spool ----------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@ delivers again.
 
 - The duplicate check is on the message id, in the durable store, across restarts.
 - Text goes into the body; a voice note or audio through Whisper (the same step and cost record as
-  Telegram), the audio kept under Attachments/; images and documents become attachments with
+  Telegram), the audio kept under Attachments/; one that cannot be transcribed now is stored
+  marked pending and transcribed later (whatsapp_transcription); images and documents become attachments with
   their captions. Media are fetched with the token, within the size limit.
 - A tap on Approve / Reject is a decision (whatsapp_decisions), not an action.
 - Numbers not on the list: never answered, nothing stored, logged once per number.
@@ -32,6 +33,7 @@ from ai_employee.sources.chat_replies import arrival_text, unsupported_text
 from ai_employee.sources.whatsapp_decisions import Decisions
 from ai_employee.sources.whatsapp_outbox import Outbox, Outgoing, Publish
 from ai_employee.sources.whatsapp_state import Handled, Sender, WhatsAppState
+from ai_employee.sources.whatsapp_transcription import PendingList, PendingVoice
 from ai_employee.sources.whatsapp_wire import Delivery, InboundMessage, button_reply_id, classify
 
 log = structlog.get_logger("ai_employee.sources.whatsapp")
@@ -81,6 +83,7 @@ class DeliveryIntake:
         transcriber: Callable[[], Transcriber | None],
         publish: Publish,
         temp_dir: Path,
+        pending: PendingList,
     ) -> None:
         self._intake = intake
         self._state = state
@@ -91,6 +94,7 @@ class DeliveryIntake:
         self._transcriber = transcriber
         self._publish = publish
         self._temp_dir = temp_dir
+        self._pending = pending
 
     async def process(self, delivery: Delivery) -> None:
         for reason in delivery.skipped:
@@ -139,6 +143,19 @@ class DeliveryIntake:
                 action_id = await self._intake.submit(prepared.message)
             finally:
                 prepared.cleanup()
+            if prepared.pending_reason is not None and content.media is not None:
+                # Before the message counts as handled: a redelivery then finds it pending already.
+                self._pending.put(
+                    PendingVoice(
+                        action_id=action_id,
+                        message_id=message.id,
+                        to=to,
+                        media_id=content.media.file_id,
+                        filename=content.media.filename,
+                        content_type=content.media.content_type,
+                        last_error=prepared.pending_reason,
+                    )
+                )
             self._state.remember_sender(Sender(message.id, to, message.name, action_id))
             self._state.mark_handled(message.id, Handled("action", action_id, acknowledged=True))
             self._outbox.put(
@@ -148,6 +165,7 @@ class DeliveryIntake:
                         action_id,
                         content,
                         transcript=prepared.transcript,
+                        pending_reason=prepared.pending_reason,
                         transcription_error=prepared.transcription_error,
                         attachment_error=prepared.attachment_error,
                     ),
@@ -155,7 +173,19 @@ class DeliveryIntake:
                     reply_to=message.id,
                 )
             )
-        log.info("whatsapp.action_created", action_id=action_id, message_id=message.id, kind=content.kind)
+        log.info(
+            "whatsapp.action_created",
+            action_id=action_id,
+            message_id=message.id,
+            kind=content.kind,
+            transcription="pending" if prepared.pending_reason else None,
+        )
+        if prepared.pending_reason is not None:
+            self._publish(
+                EventType.TRANSCRIPTION_PENDING,
+                action_id,
+                {"action_id": action_id, "source_ref": message.id, "reason": prepared.pending_reason},
+            )
         self._publish(
             EventType.WHATSAPP_MESSAGE_PROCESSED,
             action_id,
@@ -185,12 +215,6 @@ class DeliveryIntake:
                 )
             if content.is_speech:
                 said = await transcribe_speech(self._transcriber(), media, path, prepared)
-                if prepared.pending_reason is not None:
-                    # No later try for WhatsApp voice notes: the audio is kept, the note says why.
-                    prepared.transcription_error = prepared.pending_reason
-                    prepared.message.properties["transcription"] = "failed"
-                    prepared.message.properties["transcription_error"] = prepared.pending_reason
-                    prepared.pending_reason = None
         prepared.message.body = compose_body(content, said, prepared)
         prepared.message.title = make_title(content, said, sender, label="WhatsApp message")
         return prepared
