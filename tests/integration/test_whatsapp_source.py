@@ -318,6 +318,12 @@ async def test_outside_the_window_the_reply_template_is_used_when_set(harness: H
     assert template["template"]["language"] == {"code": "en_US"}
     assert harness.graph.refused and harness.graph.refused[-1]["type"] == "text"
 
+    # Should the template fail too, that is recorded, and nothing is sent again: no loop.
+    errors = [{"code": 131047, "title": "Re-engagement message"}]
+    await harness.graph.deliver(harness.graph.status(template["id"], ALLOWED, "failed", errors))
+    await eventually(lambda: harness.of_type(EventType.WHATSAPP_REPLY_FAILED), timeout=DEADLINE)
+    assert len([m for m in harness.graph.sent if m["type"] == "template"]) == 1
+
 
 async def test_our_own_record_of_the_window_sends_nothing_free_form_after_24_hours(harness: Harness) -> None:
     await harness.start()

@@ -100,7 +100,7 @@ class DeliveryIntake:
         for reason in delivery.skipped:
             log.info("whatsapp.delivery_part_skipped", reason=reason)
         for status in delivery.statuses:
-            await self._outbox.on_status(status)
+            self._outbox.on_status(status)
         for message in delivery.messages:
             await self.on_message(message)
 

@@ -46,6 +46,9 @@ class Outgoing:
     on_sent: Callable[[str], None] | None = None  # given the new wamid
     #: what a template carries instead, when buttons cannot be sent (outside the window)
     fallback_text: str | None = None
+    #: (code, reason): a message Meta refused after the fact (a `failed` status), dealt with in
+    #: the queue's order so that the spool worker never waits for the Graph API
+    refused: tuple[int | None, str] | None = None
 
     @property
     def kind(self) -> str:
@@ -149,6 +152,13 @@ class Outbox:
         return seen is not None and self._now() - seen < WINDOW_SECONDS
 
     async def _deliver(self, item: Outgoing) -> None:
+        if item.refused is not None:
+            code, reason = item.refused
+            if code == OUTSIDE_WINDOW and item.text:  # the reply again, by template if there is one
+                await self._outside_window(item.to, item.action_id, item.text, item.kind, reason)
+            else:
+                await self._undeliverable(item.to, item.action_id, reason, code=code)
+            return
         if not self.within_window(item.to):
             await self._outside_window(
                 item.to, item.action_id, item.plain_text, item.kind, "the last message is older than 24 hours"
@@ -186,18 +196,20 @@ class Outbox:
         self._state.remember_sent(Sent(wamid=wamid, to=to, kind=kind, action_id=action_id, text=text[:1024]))
         return wamid
 
-    async def on_status(self, status: StatusUpdate) -> None:
-        """A receipt for a message we sent. `failed` is recorded; 131047 falls back to the template."""
+    def on_status(self, status: StatusUpdate) -> None:
+        """A receipt for a message we sent. `failed` is recorded; 131047 falls back to the template
+        (never for a template that failed: nothing loops)."""
         if status.status != "failed":
             return
         sent = self._state.sent(status.id)
         to = sent.to if sent else (status.recipient_id or "")
         action_id = sent.action_id if sent else None
         reason = status.error_text()
-        if OUTSIDE_WINDOW in status.error_codes() and sent is not None and sent.kind != "template":
-            await self._outside_window(to, action_id, sent.text, sent.kind, reason)
+        codes = status.error_codes()
+        if OUTSIDE_WINDOW in codes and sent is not None and sent.kind != "template":
+            self.put(Outgoing(to, sent.text, action_id, refused=(OUTSIDE_WINDOW, reason)))
             return
-        await self._undeliverable(to, action_id, reason, code=next(iter(status.error_codes()), None))
+        self.put(Outgoing(to, "", action_id, refused=(next(iter(codes), None), reason)))
 
     async def _outside_window(
         self, to: str, action_id: str | None, text: str, kind: str, reason: str
