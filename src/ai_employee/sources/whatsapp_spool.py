@@ -7,8 +7,8 @@ after the 200 leaves the file, and the next run processes it; a SIGKILL before t
 most a temp file (removed at start), and Meta delivers again. Processing is idempotent per message
 id, so a file processed halfway before a crash is simply processed again.
 
-The writes run on a thread of their own, so that a busy default executor (the pipeline's file
-work) never holds up the answer to Meta.
+The writes run on threads of their own (four: concurrent deliveries fsync in parallel), so that a
+busy default executor (the pipeline's file work) never holds up the answer to Meta.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Spool:
         self.folder = vault_root / SPOOL_FOLDER
         self.failed_folder = vault_root / FAILED_FOLDER
         self._counter = itertools.count()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whatsapp-spool")
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="whatsapp-spool")
         self.arrived = asyncio.Event()
 
     async def put(self, body: bytes) -> Path:
