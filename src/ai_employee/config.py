@@ -229,8 +229,10 @@ class WhatsAppSettings(Section):
         if isinstance(value, str | int):
             value = str(value).split(",")
         if isinstance(value, list):
-            cleaned = [str(part).strip().replace(" ", "") for part in value]
-            return [part.lstrip("+") for part in cleaned if part]
+            cleaned = (str(part).strip() for part in value)
+            # a number as people write it ("+49 151-123") becomes its wa_id ("49151123"); a user id stays
+            ids = (part if "." in part else "".join(ch for ch in part if ch.isdigit()) for part in cleaned)
+            return [part for part in ids if part]
         return value
 
 

@@ -132,5 +132,5 @@ def test_replies_keep_to_metas_limits() -> None:
 
 
 def test_allowed_numbers_are_read_as_digits() -> None:
-    settings = load_settings(environ={"WHATSAPP_ALLOWED_NUMBERS": "+49 151 123, 4915, US.1349"})
+    settings = load_settings(environ={"WHATSAPP_ALLOWED_NUMBERS": "+49 151-123, (4915), US.1349"})
     assert settings.whatsapp.allowed_numbers == ["49151123", "4915", "US.1349"]
