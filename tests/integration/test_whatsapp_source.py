@@ -244,6 +244,7 @@ async def test_a_plan_is_sent_with_approve_and_reject_buttons_and_a_tap_decides_
 
     buttons = await harness.sent_to(ALLOWED, f"Plan {plan_id} waits for your approval", kind="interactive")
     interactive = buttons["interactive"]
+    assert "Title: Fix pump 3" in interactive["body"]["text"]
     assert "Will send:" in interactive["body"]["text"]
     titles = [button["reply"]["title"] for button in interactive["action"]["buttons"]]
     ids = [button["reply"]["id"] for button in interactive["action"]["buttons"]]

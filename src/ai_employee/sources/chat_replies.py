@@ -86,14 +86,16 @@ def transcribed_text(transcript: Transcript) -> str:
 def plan_text(plan_id: str, payload: Mapping[str, Any]) -> str:
     """What waits for a decision: enough to decide from the chat (the full plan is in Plans/)."""
     lines = [f"Plan {plan_id} waits for your approval."]
+    params = payload.get("params")
+    # the plan event names its title in the action's parameters (a work order's title)
+    named = params.get("title") if isinstance(params, Mapping) else None
     for label, key in (("Title", "title"), ("Action", "action"), ("Risk", "risk")):
-        value = payload.get(key)
+        value = payload.get(key) or (named if key == "title" else None)
         if isinstance(value, str) and value:
             lines.append(f"{label}: {_quote(value)}")
     summary = payload.get("summary")
     if isinstance(summary, str) and summary.strip():
         lines.append(_quote(summary))
-    params = payload.get("params")
     if isinstance(params, Mapping) and params:
         lines.append("Will send: " + truncate(json.dumps(params, ensure_ascii=False, default=str), 1500))
     return truncate("\n".join(lines))
