@@ -123,6 +123,22 @@ async def test_a_delivery_repeated_by_meta_makes_one_action_across_a_restart(har
     assert len([m for m in harness.graph.messages_to(ALLOWED) if "Saved as action" in str(m)]) == 1
 
 
+async def test_a_write_cut_short_before_the_200_is_dropped_and_a_signed_body_that_is_not_json_set_aside(
+    harness: Harness,
+) -> None:
+    spool = harness.vault / ".ai-employee" / "whatsapp" / "spool"
+    spool.mkdir(parents=True)
+    (spool / ".aie-tmp-abc123-00000000000000000001-1-000000.json").write_bytes(b'{"object":')
+    await harness.start()
+    answer = await harness.graph.post(b"{not json")
+    assert answer.status == 200  # signed by Meta: stored first, judged after
+    failed = harness.vault / ".ai-employee" / "whatsapp" / "failed"
+    await eventually(lambda: list(failed.glob("*.json")), timeout=DEADLINE, message="the delivery set aside")
+    assert [path.read_bytes() for path in failed.glob("*.json")] == [b"{not json"]
+    assert not list(spool.iterdir())
+    assert harness.intake.calls == 0
+
+
 async def test_one_delivery_may_carry_several_messages(harness: Harness) -> None:
     await harness.start()
     first = harness.graph.text(ALLOWED, "first")
