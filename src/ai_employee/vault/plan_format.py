@@ -256,7 +256,9 @@ def replace_section(body: str, heading: str, section: str, *, before: str | None
     if found is not None:
         start, end = found
         tail = body[end:]
-        return body[:start] + section + ("\n" if tail and section else "") + tail
+        return (
+            body[:start] + section + ("\n" if tail and section and not tail.startswith("\n") else "") + tail
+        )
     if before is not None:
         anchor = find_section(body, before)
         if anchor is not None:
