@@ -13,7 +13,7 @@ from watchdog.events import FileClosedEvent, FileCreatedEvent, FileMovedEvent
 from ai_employee.model.executor import ActionParams, validate_params
 from ai_employee.vault.fs import TEMP_PREFIX
 from ai_employee.vault.layout import Folder
-from ai_employee.vault.notes import parse_note, render_note
+from ai_employee.vault.notes import parse_note, render_note, wikilink
 from ai_employee.vault.plan_format import param_properties, params_of, replace_section, result_summary
 from ai_employee.vault.watcher import _PlanEditRouter
 
@@ -104,3 +104,12 @@ def test_the_plans_watch_hints_edits_but_not_our_own_writes(tmp_path: Path) -> N
     router.on_any_event(FileMovedEvent(f"{plans}/{TEMP_PREFIX}ab-x.md", f"{plans}/ours too.md"))
     router.on_any_event(FileCreatedEvent(f"{plans}/new.md"))
     assert [name for _, name, _ in hints] == ["edited in obsidian.md", "synced.md"]
+
+
+def test_links_to_names_with_spaces_are_wikilinks_and_names_obsidian_cannot_wikilink_are_encoded() -> None:
+    assert wikilink("Plans/20261121 pump 3 a1b2c3 plan.md") == "[[Plans/20261121 pump 3 a1b2c3 plan]]"
+    assert wikilink("Attachments/x/pump 3.pdf") == "[[Attachments/x/pump 3.pdf]]"
+    # '#' would open a heading, '|' cut the label, ']' end the link: a Markdown link instead
+    assert wikilink("Quarantine/report #2 [v1].txt") == (
+        "[report #2 \\[v1\\].txt](Quarantine/report%20%232%20%5Bv1%5D.txt)"
+    )
