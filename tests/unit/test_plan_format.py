@@ -94,16 +94,15 @@ def test_the_decide_paragraph_is_replaced_without_what_a_person_wrote_after_it()
     assert replaced == "# Plan\n\n## Decision\nApproved by alice\n\nMy own note.\n"
 
 
-def test_the_plans_watch_hints_edits_but_not_our_own_writes(tmp_path: Path) -> None:
+def test_the_plans_watch_hints_edits_in_place_but_not_our_own_writes(tmp_path: Path) -> None:
     plans = tmp_path / "Plans"
     hints: list[tuple[Folder, str, bool]] = []
     router = _PlanEditRouter({str(plans): Folder.PLANS}, lambda *hint: hints.append(hint))
     router.on_any_event(FileClosedEvent(f"{plans}/edited in obsidian.md"))
-    router.on_any_event(FileMovedEvent(f"{plans}/.syncthing.x.tmp", f"{plans}/synced.md"))
+    router.on_any_event(FileClosedEvent(f"{plans}/{TEMP_PREFIX}ab-x.md"))  # a temp file of ours
     router.on_any_event(FileMovedEvent("", f"{plans}/written by the daemon.md"))
-    router.on_any_event(FileMovedEvent(f"{plans}/{TEMP_PREFIX}ab-x.md", f"{plans}/ours too.md"))
     router.on_any_event(FileCreatedEvent(f"{plans}/new.md"))
-    assert [name for _, name, _ in hints] == ["edited in obsidian.md", "synced.md"]
+    assert [name for _, name, _ in hints] == ["edited in obsidian.md"]
 
 
 def test_links_to_names_with_spaces_are_wikilinks_and_names_obsidian_cannot_wikilink_are_encoded() -> None:

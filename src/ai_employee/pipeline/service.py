@@ -324,9 +324,8 @@ class PipelineService(Service):
             names = list(_take(self._approved, self.settings.vault.batch_size))
             decided = await self._timed("approval", self.steps.examine_approved, names)
             self._after_decisions(decided)
-        if self._plans:
-            names = list(self._plans)
-            self._plans.clear()
+        if self._plans:  # last, a batch at a time: a person's decisions and new input go first
+            names = list(_take(self._plans, self.settings.vault.batch_size))
             await self._timed("plan_refresh", self.steps.refresh_plans, names)
 
     def _intake_next(self) -> asyncio.Future[IntakeOutcome]:
