@@ -4,7 +4,8 @@ A plan's parameters are flat, typed properties, one per parameter, next to the p
 properties, so that Obsidian's Properties panel edits them. Which property is which:
 
 - the plan's own keys (`PLAN_KEYS`), the keys starting with a reserved prefix
-  (`planner_`, `decided_`, `result_`, `executed_`), the result summaries (`SUMMARY_KEYS`) and
+  (`RESERVED_PREFIXES`: `planner_`, `decided_`, `result_`, `executed_`, `aie_` and the doors'
+  `slack_`, `telegram_`, `whatsapp_`, `email_`), the result summaries (`SUMMARY_KEYS`) and
   Obsidian's own (`tags`, `aliases`, `cssclasses`) are never parameters;
 - every other property is a parameter of the action, so a misspelt one is refused at
   execution (the executors' params refuse unknown names) instead of being silently ignored;
@@ -51,7 +52,19 @@ PLAN_KEYS = frozenset(
 OBSIDIAN_KEYS = frozenset({"tags", "aliases", "cssclasses"})
 #: Flat summaries of a result (besides the `result_*` ones).
 SUMMARY_KEYS = frozenset({"work_order", "manus_task"})
-RESERVED_PREFIXES = ("planner_", "decided_", "result_", "executed_")
+#: Prefixes of properties the daemon and its doors keep in a plan note (`slack_ts`, ...): a new
+#: property of ours takes one of these, or a name in PLAN_KEYS, or it is read as a parameter.
+RESERVED_PREFIXES = (
+    "planner_",
+    "decided_",
+    "result_",
+    "executed_",
+    "aie_",
+    "slack_",
+    "telegram_",
+    "whatsapp_",
+    "email_",
+)
 #: What a parameter whose name is reserved is written as.
 PARAM_PREFIX = "param_"
 #: The decision stamps: who, through which door, when.

@@ -57,14 +57,14 @@ def resolve_plan(layout: VaultLayout, ref: str, folders: tuple[Folder, ...] = PL
         return by_path
     if _FULL.fullmatch(text):
         plan_id = plan_id_for(text.removeprefix("act-")) if text.startswith("act-") else text
-        found = _find_id(layout, plan_id, folders)
+        found = find_plan(layout, plan_id, folders)
         if found is None:
             raise PlanRefError(f"no plan with id {plan_id} in {_names(folders)}")
         return found
     short = text.lower()
     if _SHORT.fullmatch(short):
         return _by_short_id(layout, short, folders)
-    found = _find_id(layout, text, folders)  # an id of another shape (a plan written by hand)
+    found = find_plan(layout, text, folders)  # an id of another shape (a plan written by hand)
     if found is None:
         raise PlanRefError(
             f"no plan named {text!r}: give its id (plan-...), its 6-character short id"
@@ -90,7 +90,7 @@ def _by_path(layout: VaultLayout, text: str, folders: tuple[Folder, ...]) -> Pla
             ident = str(properties.get("id") or "")
             if properties.get("type") == "action" and ident:
                 plan_id = str(properties.get("plan_id") or plan_id_for(ident.removeprefix("act-")))
-                found = _find_id(layout, plan_id, folders)
+                found = find_plan(layout, plan_id, folders)
                 if found is None:
                     raise PlanRefError(f"the action {ident} has no plan in {_names(folders)}")
                 return found
@@ -99,7 +99,7 @@ def _by_path(layout: VaultLayout, text: str, folders: tuple[Folder, ...]) -> Pla
             folder = _folder_of(layout, path)
             if folder is not None:
                 return PlanRef(ident, folder, path.resolve())
-            found = _find_id(layout, ident, folders)  # a copy elsewhere: the vault's note is meant
+            found = find_plan(layout, ident, folders)  # a copy elsewhere: the vault's note is meant
             if found is None:
                 raise PlanRefError(f"the plan {ident} ({path}) is not in {_names(folders)} of {layout.root}")
             return found
@@ -143,8 +143,11 @@ def _by_short_id(layout: VaultLayout, short: str, folders: tuple[Folder, ...]) -
     return next(iter(found.values()))
 
 
-def _find_id(layout: VaultLayout, plan_id: str, folders: tuple[Folder, ...]) -> PlanRef | None:
-    """By the short id in the names first, then every note of the small folders (renamed notes)."""
+def find_plan(
+    layout: VaultLayout, plan_id: str, folders: tuple[Folder, ...] = PLAN_FOLDERS
+) -> PlanRef | None:
+    """A plan by its exact id: names holding its short id first, then every note of the small
+    folders (a note renamed in Obsidian keeps its id); Done/ and Rejected/ by name alone."""
     short = short_id(plan_id)
     for folder in folders:
         names = _note_names(layout, folder)
