@@ -174,6 +174,18 @@ def test_refreshing_keeps_the_persons_frontmatter_byte_for_byte(vault: Vault) ->
     assert '"folder": "Facilities"' in sent_block(plan)
 
 
+def test_a_plan_decided_while_its_note_was_refreshed_leaves_no_copy_in_plans(vault: Vault) -> None:
+    """The move to Approved/ came between the refresh's read and its write (the rename recreated it)."""
+    steps = intake_one(vault)
+    plan = the_plan(vault)
+    edit_properties(plan, title="Badge printer ribbons")
+    approved = vault.folder(Folder.APPROVED) / plan.name
+    approved.write_bytes(plan.read_bytes())  # the person's move, as the refresh's write lands
+    steps.refresh_plans([plan.name])
+    assert not plan.exists()
+    assert frontmatter(approved)["title"] == "Badge printer ribbons"
+
+
 # --- the decision in the note ---------------------------------------------------------------------
 
 

@@ -105,11 +105,28 @@ class PlanRefresh:
             return 0
         if path.read_bytes() != data:  # edited again meanwhile: its own hint follows
             return 0
-        fs.write_durable(path, new_text.encode("utf-8"), temp_dir=self.ctx.layout.state_dir)
+        written = new_text.encode("utf-8")
+        fs.write_durable(path, written, temp_dir=self.ctx.layout.state_dir)
+        if self._decided_meanwhile(name, written):
+            return 0
         after = os.lstat(path)
         self._remember(name, (after.st_ino, after.st_mtime_ns, after.st_size))
         log.info("plan note's 'What will be sent' made again", file=name, plan_id=properties.get("id"))
         return 1
+
+    def _decided_meanwhile(self, name: str, written: bytes) -> bool:
+        """The note was moved to Approved/ or Rejected/ between our last read and our write: our
+        write made a stale copy in Plans/, which goes (the decided note is the person's)."""
+        layout = self.ctx.layout
+        if not any((layout.folder(folder) / name).exists() for folder in (Folder.APPROVED, Folder.REJECTED)):
+            return False
+        path = self.ctx.path(Folder.PLANS, name)
+        if path.read_bytes() == written:
+            path.unlink()
+            fs.fsync_dir(layout.folder(Folder.PLANS))
+            log.info("plan decided while its note was refreshed; the stale copy removed", file=name)
+        self._seen.pop(name, None)
+        return True
 
     def _remember(self, name: str, key: tuple[int, int, int]) -> None:
         if len(self._seen) >= _SEEN_MAX:
