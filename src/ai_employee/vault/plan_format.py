@@ -106,11 +106,6 @@ def _flat_value(value: Any) -> Any:
     return value
 
 
-def is_old_form(properties: Mapping[str, Any]) -> bool:
-    """A note written before decision 0009: nested `params` (or a nested `result`)."""
-    return isinstance(properties.get("params"), Mapping) or isinstance(properties.get("result"), Mapping)
-
-
 def params_of(properties: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters a plan note carries, in either form; empty properties left out."""
     nested = properties.get("params")
