@@ -24,6 +24,8 @@ from ai_employee.vault.notes import NoteError, parse_note, render_note
 from ai_employee.vault.plan_format import (
     DECIDE_HEADING,
     DECISION_HEADING,
+    SENT_INTRO,
+    SENT_INTRO_RAN,
     replace_section,
     result_summary,
     without_decision,
@@ -56,6 +58,7 @@ class FinishingSteps:
             updated["error"] = row.error
         else:
             updated.update(result_summary(row.result))
+        body = body.replace(SENT_INTRO, SENT_INTRO_RAN, 1)
         new_body = _strip_outcome(with_decision(body, properties, approved=True)) + rendering.outcome_section(
             status=status, dry_run=row.dry_run, result=row.result, error=row.error, when=when
         )

@@ -192,6 +192,12 @@ def without_decision(properties: Mapping[str, Any]) -> dict[str, Any]:
 # --- body sections -----------------------------------------------------------------------
 
 SENT_HEADING = "## What will be sent"
+SENT_INTRO = (
+    "_Made from the properties above each time the plan changes: edit the properties, not this"
+    " block. This is what runs when the plan is approved._"
+)
+#: what the intro says once the plan has run
+SENT_INTRO_RAN = "_What ran: the properties above, as they were approved._"
 DECIDE_HEADING = "## Decide"
 DECISION_HEADING = "## Decision"
 
@@ -200,8 +206,7 @@ def sent_section(params: Mapping[str, Any], problem: str | None = None) -> str:
     """The "What will be sent" section: made from the properties, never read back."""
     lines = [
         SENT_HEADING,
-        "_Made from the properties above each time the plan changes: edit the properties, not this"
-        " block. This is what runs when the plan is approved._",
+        SENT_INTRO,
         "",
         json_block(dict(params)),
     ]
