@@ -1,7 +1,7 @@
 """The `ai-employee` command line (CONTRACT.md section 4).
 
 Exit codes: 0 success; 1 error (bad config, daemon failed); 2 usage; 3 no daemon running;
-4 no plan with that id; 5 the plan was already decided.
+4 no plan with that id (or a short id naming several); 5 the plan was already decided.
 """
 
 from __future__ import annotations
