@@ -79,6 +79,10 @@ def test_text_that_is_not_json_for_a_mapping_is_refused_with_the_parameters_name
         validate_params(ToyParams, {"title": "t", "where": "building B2"})
 
 
+def test_a_number_typed_into_a_text_property_is_taken_as_text() -> None:
+    assert validate_params(ToyParams, {"title": 42}).title == "42"  # type: ignore[attr-defined]
+
+
 def test_the_old_nested_params_are_still_read() -> None:
     assert params_of({"params": {"title": "t", "due": None}, "title": "ignored"}) == {"title": "t"}
 

@@ -22,7 +22,8 @@ from ai_employee.model.services import LinkStatus
 class ActionParams(BaseModel):
     """Base for every executor's params: unknown keys are refused, so what runs is what was shown."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # a number typed into a text property is read by YAML as a number (`asset: 3`): taken as text
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, coerce_numbers_to_str=True)
 
 
 class ExecutionError(Exception):
