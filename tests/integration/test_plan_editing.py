@@ -236,6 +236,21 @@ def test_a_failed_plan_forgets_its_approver_so_a_retry_is_not_credited_to_them(v
     assert "Approved by **alice** via cli" in failed.read_text()  # the story stays in the body
 
 
+async def test_a_failed_plan_retried_shows_the_new_decision_once_and_the_latest_outcome(vault: Vault) -> None:
+    steps = intake_one(vault)
+    edit_properties(the_plan(vault), title="")
+    plan_id = str(frontmatter(the_plan(vault))["id"])
+    Decisions(vault.layout).approve(plan_id, Decider("alice", "cli"))
+    steps.examine_approved([the_plan(vault, Folder.APPROVED).name])
+    edit_properties(the_plan(vault, Folder.FAILED), title="Fixed title")
+    Decisions(vault.layout).approve(plan_id, Decider("bob", "telegram"))
+    await run(vault, steps, the_plan(vault, Folder.APPROVED).name)
+    text = the_plan(vault, Folder.DONE).read_text()
+    assert text.count("## Decision\n") == 1 and "Approved by **bob** via telegram" in text
+    assert "alice" not in text
+    assert text.count("## Result\n") == 1 and "## Error" not in text
+
+
 def test_a_plan_returned_after_an_edit_forgets_its_approver(vault: Vault) -> None:
     steps = intake_one(vault)
     plan_id = str(frontmatter(the_plan(vault))["id"])

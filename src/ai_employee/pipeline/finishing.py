@@ -26,6 +26,7 @@ from ai_employee.vault.plan_format import (
     DECISION_HEADING,
     SENT_INTRO,
     SENT_INTRO_RAN,
+    find_section,
     replace_section,
     result_summary,
     without_decision,
@@ -59,7 +60,7 @@ class FinishingSteps:
         else:
             updated.update(result_summary(row.result))
         body = body.replace(SENT_INTRO, SENT_INTRO_RAN, 1)
-        new_body = _strip_outcome(with_decision(body, properties, approved=True)) + rendering.outcome_section(
+        new_body = with_decision(_strip_outcome(body), properties, approved=True) + rendering.outcome_section(
             status=status, dry_run=row.dry_run, result=row.result, error=row.error, when=when
         )
         if failed:  # a retry is a new decision: not credited to this one (the body keeps its story)
@@ -162,7 +163,8 @@ def with_decision(body: str, properties: dict[str, Any], *, approved: bool) -> s
         when=str(properties["decided_at"]) if properties.get("decided_at") else None,
         reason=str(reason) if reason else None,
     )
-    body = replace_section(body, DECISION_HEADING, "")
+    if find_section(body, DECISION_HEADING) is not None:  # a retry: the new decision in its place
+        return replace_section(body, DECISION_HEADING, section)
     return replace_section(body, DECIDE_HEADING, section)
 
 
