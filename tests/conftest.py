@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -220,3 +221,14 @@ def daemon(vault: Path, daemon_env: dict[str, str]) -> Iterator[DaemonProcess]:
 
 def rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def note_result(path: Path) -> dict[str, Any] | None:
+    """The full result of an executed plan: the JSON under its "## Result" heading (decision 0009:
+    the result is read in the body; the properties hold flat summaries)."""
+    text = path.read_text(encoding="utf-8")
+    heading = text.rfind("\n## Result\n")
+    if heading < 0:
+        return None
+    match = re.search(r"```json\n(.*?)\n```", text[heading:], re.DOTALL)
+    return None if match is None else dict(json.loads(match.group(1)))

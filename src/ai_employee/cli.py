@@ -1,7 +1,7 @@
 """The `ai-employee` command line (CONTRACT.md section 4).
 
 Exit codes: 0 success; 1 error (bad config, daemon failed); 2 usage; 3 no daemon running;
-4 no plan with that id; 5 the plan was already decided.
+4 no plan with that id (or a short id naming several); 5 the plan was already decided.
 """
 
 from __future__ import annotations
@@ -21,10 +21,13 @@ import httpx
 
 from ai_employee import __version__
 from ai_employee.config import ConfigError, Settings, load_settings
-from ai_employee.daemon import AlreadyRunning, DaemonInfo, pid_alive, run_daemon
+from ai_employee.daemon import STATE_DB, AlreadyRunning, DaemonInfo, pid_alive, run_daemon
 from ai_employee.model.services import Decider
 from ai_employee.vault.decisions import Decisions
 from ai_employee.vault.layout import HANDBOOK, VaultLayout
+from ai_employee.vault.ledger import Ledger
+from ai_employee.vault.migrations import migrate_vault
+from ai_employee.vault.plan_refs import PlanRefError, resolve_plan, waiting_plans
 
 EXIT_ERROR = 1
 EXIT_NOT_RUNNING = 3
@@ -303,8 +306,11 @@ def restart(vault: Path | None, config: Path | None, services: tuple[str, ...]) 
 @vault_option
 @config_option
 def approve(plan_id: str, vault: Path | None, config: Path | None) -> None:
-    """Approve a plan: the same as moving it to Approved/."""
-    _decide(Decisions(_layout(config, vault)).approve(plan_id, _cli_decider()))
+    """Approve a plan: the same as moving it to Approved/.
+
+    PLAN_ID: the full id, the 6-character short id in the file name, or the note's file name or path."""
+    layout = _layout(config, vault)
+    _decide(Decisions(layout).approve(_plan_id(layout, plan_id), _cli_decider()))
 
 
 @main.command()
@@ -313,8 +319,20 @@ def approve(plan_id: str, vault: Path | None, config: Path | None) -> None:
 @vault_option
 @config_option
 def reject(plan_id: str, reason: str | None, vault: Path | None, config: Path | None) -> None:
-    """Reject a plan: the same as moving it to Rejected/."""
-    _decide(Decisions(_layout(config, vault)).reject(plan_id, reason, _cli_decider()))
+    """Reject a plan: the same as moving it to Rejected/.
+
+    PLAN_ID: the full id, the 6-character short id in the file name, or the note's file name or path."""
+    layout = _layout(config, vault)
+    _decide(Decisions(layout).reject(_plan_id(layout, plan_id), reason, _cli_decider()))
+
+
+def _plan_id(layout: VaultLayout, ref: str) -> str:
+    """The plan a person named (full id, short id, file name or path); exit 4 when none or several."""
+    try:
+        return resolve_plan(layout, ref).plan_id
+    except PlanRefError as error:
+        click.echo(str(error), err=True)
+        sys.exit(EXIT_NOT_FOUND)
 
 
 def _cli_decider() -> Decider:
@@ -332,6 +350,80 @@ def _decide(result: Any) -> None:
         return
     click.echo(f"{result.plan_id}: {result.detail}", err=True)
     sys.exit(EXIT_NOT_FOUND if result.outcome == "not_found" else EXIT_ALREADY_DECIDED)
+
+
+@main.command(name="list")
+@vault_option
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_plans(vault: Path | None, config: Path | None, as_json: bool) -> None:
+    """What waits for a decision: plans in Plans/ (and failed ones in Failed/, to retry).
+
+    Works with the daemon stopped; reads only Plans/ and Failed/."""
+    layout = _layout(config, vault)
+    now = datetime.now(UTC)
+    plans = waiting_plans(layout)
+    if as_json:
+        click.echo(json.dumps([plan.as_json(layout, now) for plan in plans], indent=2, ensure_ascii=False))
+        return
+    if not plans:
+        click.echo(f"Nothing waits for a decision in {layout.root}.")
+        return
+    rows = [("SHORT", "AGE", "ACTION", "RISK", "TITLE")]
+    for plan in plans:
+        title = plan.title if plan.folder.value == "Plans" else f"{plan.title} (failed: retry or leave)"
+        rows.append((plan.short_id, _age(plan.age_seconds(now)), plan.action, plan.risk, title))
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    for row in rows:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        )
+    click.echo(
+        "\nDecide: ai-employee approve SHORT  |  ai-employee reject SHORT --reason '...'  (or move the note)"
+    )
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+@main.command()
+@vault_option
+@config_option
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+def migrate(vault: Path | None, config: Path | None, dry_run: bool) -> None:
+    """Bring notes written by older versions to the current format (the daemon does it at start).
+
+    Rewrites the notes of Plans/, Approved/ and Failed/ that need it (docs/decisions/)."""
+    layout = _layout(config, vault)
+    if not layout.root.is_dir():
+        raise click.ClickException(f"no vault at {layout.root}")
+    in_flight: set[str] = set()
+    database = layout.state_dir / STATE_DB
+    if database.is_file():  # a plan on its way to running keeps the note that was approved
+        ledger = Ledger(database)
+        try:
+            in_flight = {execution.plan_id for execution in ledger.open_executions()}
+        finally:
+            ledger.close()
+    notes = migrate_vault(layout, dry_run=dry_run, in_flight=in_flight.__contains__)
+    for note in notes:
+        verb = "would change" if dry_run and note.skipped is None else "changed"
+        if note.skipped is not None:
+            verb = f"left as it is ({note.skipped})"
+        click.echo(f"{note.path}: {verb}")
+        for change in note.changes:
+            click.echo(f"  - {change}")
+    done = sum(1 for note in notes if note.skipped is None)
+    if dry_run:
+        click.echo(f"{done} note(s) would be migrated; nothing was changed (without --dry-run to do it).")
+    else:
+        click.echo(f"{done} note(s) migrated.")
 
 
 DEFAULT_CONFIG = """\

@@ -7,7 +7,7 @@ import os
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import DaemonProcess, audit_lines, drop, frontmatter, notes, wait_for
+from tests.conftest import DaemonProcess, audit_lines, drop, frontmatter, note_result, notes, wait_for
 
 
 def _plan_for(vault: Path, text: str) -> Path:
@@ -63,7 +63,8 @@ def test_drop_approve_reject_and_stop_through_the_cli(vault: Path, daemon: Daemo
     for plan in plans_done:
         properties = frontmatter(plan)
         assert properties["status"] == "done"
-        assert "result" in properties and "executed_at" in properties
+        assert "executed_at" in properties and "result" not in properties  # the result: in the body
+        assert note_result(plan) is not None
     actions_done = [path for path in done if not path.name.endswith(" plan.md")]
     assert {frontmatter(path)["status"] for path in actions_done} == {"done"}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DaemonProcess, drop, frontmatter, notes, wait_for
+from tests.conftest import DaemonProcess, drop, frontmatter, note_result, notes, wait_for
 from tests.fakes.atlas_server import AtlasFake
 from tests.fakes.manus_server import ManusFake
 from tests.fakes.threaded import ThreadedFake
@@ -68,7 +68,7 @@ def done_plan(vault: Path, plan_id: str) -> dict[str, object]:
         for path in notes(vault / "Done") + notes(vault / "Failed"):
             properties = frontmatter(path)
             if properties.get("id") == plan_id:
-                return properties
+                return {**properties, "result": note_result(path)}  # the full result: in the body
         return None
 
     properties: dict[str, object] = wait_for(found, timeout=60, message=f"{plan_id} executed")

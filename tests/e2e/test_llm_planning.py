@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ai_employee.vault.plan_format import params_of
 from tests.conftest import DaemonProcess, audit_lines, drop, frontmatter, notes, wait_for
 from tests.fakes.anthropic_server import AnthropicFake
 from tests.fakes.threaded import ThreadedFake
@@ -54,9 +55,9 @@ def test_claude_writes_the_plan_through_the_daemon(vault: Path, claude_daemon: D
     plan = _one_plan(vault)
     assert plan["planner"].startswith("claude:")
     assert plan["action"] == "atlas.work_order"
-    assert plan["params"]["asset"] == "Pump 3"
+    assert plan["asset"] == "Pump 3"  # a flat property (decision 0009)
     assert "planner_fallback_reason" not in plan
-    assert plan["planner_usage"]["input_tokens"] > 0
+    assert plan["planner_input_tokens"] > 0
 
 
 def test_a_500_from_claude_falls_back_to_the_template_planner_with_the_reason(
@@ -143,7 +144,7 @@ def test_the_injection_set_never_yields_an_unapproved_run_hidden_params_or_a_wri
         text = plan.read_text()
         properties = frontmatter(plan)
         shown = json.loads(re.search(r"```json\n(.*?)\n```", text, re.DOTALL).group(1))  # type: ignore[union-attr]
-        assert shown == properties["params"], plan.name
+        assert shown == params_of(properties), plan.name
         assert API_KEY not in text
     for path in vault.rglob("*"):
         if path.is_file() and ".ai-employee" not in path.parts:

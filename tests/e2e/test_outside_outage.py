@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess, drop, frontmatter, notes, wait_for
+from tests.conftest import DaemonProcess, drop, frontmatter, note_result, notes, wait_for
 from tests.fakes.anthropic_server import AnthropicFake
 from tests.fakes.atlas_server import AtlasFake
 from tests.fakes.outage import Mode, OutageProxy
@@ -159,7 +159,9 @@ def test_atlas_down_shows_in_status_and_a_failed_plan_retried_once_it_is_back_ma
         result = frontmatter(done)
         assert result["status"] == "done", result.get("error")
         orders = atlas.call(lambda: list(atlas.fake.work_orders.values()))  # type: ignore[attr-defined]
-        assert len(orders) == 1 and result["result"]["work_order_id"] == orders[0]["id"]
+        shown = note_result(done)
+        assert len(orders) == 1 and shown is not None and shown["work_order_id"] == orders[0]["id"]
+        assert result["work_order"] == str(shown["custom_id"] or shown["work_order_id"])  # flat summary
         assert status(daemon)[0]["executors"]["atlas.work_order"]["state"] == "running"
 
         stop_within_the_grace(daemon)

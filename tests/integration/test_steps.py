@@ -22,6 +22,7 @@ from ai_employee.vault.audit import AuditLog
 from ai_employee.vault.fs import TEMP_PREFIX
 from ai_employee.vault.layout import Folder, VaultLayout
 from ai_employee.vault.ledger import ActionRow, AuditRecord, Ledger
+from ai_employee.vault.notes import json_block
 from tests.conftest import audit_lines, frontmatter, notes
 
 TEXT = "Please file this: the visitor badge printer needs new ribbons.\n"
@@ -406,7 +407,14 @@ async def test_approved_plan_runs_and_lands_in_done_with_its_action_note(vault: 
     assert os.listdir(vault.folder(Folder.APPROVED)) == []
     [plan_note] = [path for path in notes(vault.folder(Folder.DONE)) if frontmatter(path)["type"] == "plan"]
     properties = frontmatter(plan_note)
-    assert (properties["status"], properties["result"]) == ("done", result)
+    # the result is read in the body; the properties hold flat summaries of it (decision 0009)
+    assert (properties["status"], properties["result_note"], properties["result_path"]) == (
+        "done",
+        result["note"],
+        result["path"],
+    )
+    assert "result" not in properties
+    assert json_block(result) in plan_note.read_text(encoding="utf-8")
     assert notes(vault.folder(Folder.NEEDS_ACTION)) == []  # the action note joined its plan
     assert (vault.root / result["path"]).is_file()
     assert [line["id"] for line in events(vault, "plan.executed")] == [job.plan_id]

@@ -21,6 +21,7 @@ from ai_employee.model.services import HealthReport, Service
 from ai_employee.vault.fs import write_durable
 from ai_employee.vault.layout import Folder, VaultLayout, is_ignored_name
 from ai_employee.vault.ledger import Ledger
+from ai_employee.vault.notes import wikilink
 
 log = structlog.get_logger(__name__)
 
@@ -108,7 +109,7 @@ class DashboardService(Service):
         if not pending:
             lines.append("Nothing is waiting for you.")
         for name in pending[:MAX_LISTED]:
-            lines.append(f"- [[{Folder.PLANS.value}/{name[:-3]}|{_label(name)}]]")
+            lines.append(f"- {wikilink(f'{Folder.PLANS.value}/{name}', _label(name).replace('|', '-'))}")
         if len(pending) > MAX_LISTED:
             lines.append(f"- … and {len(pending) - MAX_LISTED} more in `Plans/`")
         lines += ["", "Approve: move a plan to `Approved/`. Reject: move it to `Rejected/`.", ""]

@@ -7,13 +7,14 @@ requests it would send, secrets masked) and `execute`.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ai_employee.model.services import LinkStatus
 
@@ -21,7 +22,8 @@ from ai_employee.model.services import LinkStatus
 class ActionParams(BaseModel):
     """Base for every executor's params: unknown keys are refused, so what runs is what was shown."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # a number typed into a text property is read by YAML as a number (`asset: 3`): taken as text
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, coerce_numbers_to_str=True)
 
 
 class ExecutionError(Exception):
@@ -85,7 +87,7 @@ class Executor(ABC):
         return None
 
     def validate(self, params: Mapping[str, Any]) -> ActionParams:
-        return self.params_model.model_validate(dict(params))
+        return validate_params(self.params_model, params)
 
     @abstractmethod
     def render_dry_run(self, params: ActionParams, ctx: ExecutionContext) -> dict[str, Any]:
@@ -97,3 +99,33 @@ class Executor(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release clients."""
+
+
+#: What pydantic says when a mapping or a list was given as text.
+_STRUCTURE_ERRORS = frozenset(
+    {"dict_type", "list_type", "tuple_type", "set_type", "model_type", "model_attributes_type"}
+)
+
+
+def validate_params(model: type[ActionParams], params: Mapping[str, Any]) -> ActionParams:
+    """Validate a plan's params. A nested value is written in a plan note as one text property
+    holding its JSON (decision 0009): it is decoded where the params expect a mapping or a list."""
+    values = dict(params)
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        decoded = dict(values)
+        for item in error.errors():
+            name = item["loc"][0] if item["loc"] else None
+            if (
+                item["type"] in _STRUCTURE_ERRORS
+                and isinstance(name, str)
+                and isinstance(values.get(name), str)
+            ):
+                try:
+                    decoded[name] = json.loads(values[name])
+                except ValueError:
+                    continue
+        if decoded == values:
+            raise
+        return model.model_validate(decoded)

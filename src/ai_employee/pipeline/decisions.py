@@ -19,16 +19,27 @@ import structlog
 from pydantic import ValidationError
 
 from ai_employee.model.jobs import ExecutionJob, Finished
-from ai_employee.model.services import DOORS, Decider
-from ai_employee.pipeline.context import StepContext
-from ai_employee.pipeline.finishing import FinishingSteps
+from ai_employee.pipeline.context import StepContext, utcnow
+from ai_employee.pipeline.finishing import FinishingSteps, with_decision
+from ai_employee.pipeline.plan_refresh import PlanRefresh
 from ai_employee.pipeline.quarantine import Quarantined, quarantine
+from ai_employee.pipeline.rendering import decide_section
 from ai_employee.vault import fs
 from ai_employee.vault.audit import audit_record
+from ai_employee.vault.deciders import decider_of, stamp_hand_decision
 from ai_employee.vault.layout import Folder, is_ignored_name, unsafe_reason
 from ai_employee.vault.ledger import ExecutionRow
+from ai_employee.vault.migrations import upgrade
 from ai_employee.vault.note_models import PlanNote, describe_validation, read_plan
 from ai_employee.vault.notes import NoteError, render_note
+from ai_employee.vault.plan_format import (
+    DECIDE_HEADING,
+    DECISION_HEADING,
+    replace_section,
+    without_decision,
+)
+
+__all__ = ["DecisionOutcome", "DecisionSteps", "decider_fields", "decider_of"]
 
 log = structlog.get_logger(__name__)
 
@@ -48,9 +59,12 @@ class DecisionOutcome:
 
 
 class DecisionSteps:
-    def __init__(self, ctx: StepContext, finishing: FinishingSteps) -> None:
+    def __init__(
+        self, ctx: StepContext, finishing: FinishingSteps, refresh: PlanRefresh | None = None
+    ) -> None:
         self.ctx = ctx
         self.finishing = finishing
+        self.refresh = refresh or PlanRefresh(ctx)
 
     # --- Approved/ -------------------------------------------------------------------------
 
@@ -97,6 +111,8 @@ class DecisionSteps:
             return
         if plan.type != "plan":
             return
+        # a move by hand carries no stamp: the vault's door, seen now (the file is not touched)
+        stamp_hand_decision(properties, utcnow().isoformat(timespec="seconds"))
         previous = self.ctx.ledger.execution(plan.id)
         if previous is not None and previous.state == "done":
             # our own finalize never leaves a copy behind once the ledger says done (see leave_approved)
@@ -239,9 +255,15 @@ class DecisionSteps:
     def revoke(
         self, name: str, plan: PlanNote, properties: dict[str, Any], body: str, previous: ExecutionRow
     ) -> str:
-        """Changed after approval: back to Plans/ for a fresh approval."""
-        updated = dict(properties)
+        """Changed after approval: back to Plans/ for a fresh approval (the old approval's stamp
+        taken out, "What will be sent" made from the edited note)."""
+        updated, body, _ = upgrade(without_decision(properties), body)
         updated["status"] = "pending_approval"
+        if DECISION_HEADING in body:
+            body = replace_section(body, DECISION_HEADING, "")
+        if DECIDE_HEADING not in body:
+            body = replace_section(body, DECIDE_HEADING, decide_section(plan.id))
+        body = self.refresh.sent_body(updated, body)
         target = self.finishing.leave_approved(name, Folder.PLANS, plan.id, render_note(updated, body))
         self.ctx.ledger.upsert_execution(
             ExecutionRow(
@@ -306,9 +328,11 @@ class DecisionSteps:
                     )
                 ],
             )
-            if properties.get("status") != "rejected":
-                updated = dict(properties)
+            if properties.get("status") != "rejected" or DECISION_HEADING not in body:
+                updated, body, _ = upgrade(dict(properties), body)
+                stamp_hand_decision(updated, utcnow().isoformat(timespec="seconds"))
                 updated["status"] = "rejected"
+                body = with_decision(body, updated, approved=False)
                 fs.write_durable(
                     path, render_note(updated, body).encode("utf-8"), temp_dir=self.ctx.layout.state_dir
                 )
@@ -316,15 +340,6 @@ class DecisionSteps:
             outcome.rejected.append(plan.id)
         self.ctx.commit_audit()
         return outcome
-
-
-def decider_of(properties: Mapping[str, Any]) -> Decider:
-    """Who decided a plan, from the stamp the CLI and the buttons write; a bare move is the vault's."""
-    door = properties.get("decided_via")
-    who = properties.get("decided_by")
-    if door in DOORS and isinstance(who, str) and who:
-        return Decider(who, door)
-    return Decider.vault()
 
 
 def decider_fields(properties: Mapping[str, Any]) -> dict[str, str]:

@@ -16,9 +16,22 @@ from ai_employee.model.jobs import Finished
 from ai_employee.pipeline import rendering
 from ai_employee.pipeline.context import StepContext, utcnow
 from ai_employee.vault import fs
+from ai_employee.vault.deciders import decider_of
 from ai_employee.vault.layout import Folder
 from ai_employee.vault.ledger import ExecutionRow
+from ai_employee.vault.migrations import upgrade
 from ai_employee.vault.notes import NoteError, parse_note, render_note
+from ai_employee.vault.plan_format import (
+    DECIDE_HEADING,
+    DECISION_HEADING,
+    SENT_INTRO,
+    SENT_INTRO_RAN,
+    find_section,
+    replace_section,
+    result_summary,
+    without_decision,
+    without_outcome,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -36,20 +49,22 @@ class FinishingSteps:
         failed = row.error is not None
         status = "failed" if failed else "done"
         when = utcnow()
-        updated = dict(properties)
+        properties, body, _ = upgrade(dict(properties), body)  # a note in an older format
+        updated = without_outcome(properties)
         updated["status"] = status
         updated["executed_at"] = when.isoformat(timespec="seconds")
         if row.dry_run is not None:
             updated["dry_run"] = row.dry_run
-        updated.pop("error", None)
-        updated.pop("result", None)
         if failed:
             updated["error"] = row.error
         else:
-            updated["result"] = row.result or {}
-        new_body = _strip_outcome(body) + rendering.outcome_section(
+            updated.update(result_summary(row.result))
+        body = body.replace(SENT_INTRO, SENT_INTRO_RAN, 1)
+        new_body = with_decision(_strip_outcome(body), properties, approved=True) + rendering.outcome_section(
             status=status, dry_run=row.dry_run, result=row.result, error=row.error, when=when
         )
+        if failed:  # a retry is a new decision: not credited to this one (the body keeps its story)
+            updated = without_decision(updated)
         target_folder = Folder.FAILED if failed else Folder.DONE
         target = self.leave_approved(name, target_folder, plan_id, render_note(updated, new_body))
         final_rel = self.ctx.layout.relative(target)
@@ -135,6 +150,22 @@ class FinishingSteps:
             fs.move(source, target, source_watched=False)
             note_rel = layout.relative(target)
         ledger.set_action_state([(action_id, status, note_rel)])
+
+
+def with_decision(body: str, properties: dict[str, Any], *, approved: bool) -> str:
+    """The body with the decision (who, when, door) where the "Decide" instructions were."""
+    decider = decider_of(properties)
+    reason = properties.get("rejection_reason")
+    section = rendering.decision_section(
+        approved=approved,
+        who=decider.who,
+        door=decider.door,
+        when=str(properties["decided_at"]) if properties.get("decided_at") else None,
+        reason=str(reason) if reason else None,
+    )
+    if find_section(body, DECISION_HEADING) is not None:  # a retry: the new decision in its place
+        return replace_section(body, DECISION_HEADING, section)
+    return replace_section(body, DECIDE_HEADING, section)
 
 
 def _strip_outcome(body: str) -> str:

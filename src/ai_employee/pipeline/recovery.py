@@ -15,6 +15,7 @@ from ai_employee.pipeline.renderer import NewAction
 from ai_employee.vault import fs
 from ai_employee.vault.layout import Folder
 from ai_employee.vault.ledger import ActionRow, ExecutionRow
+from ai_employee.vault.migrations import migrate_vault
 from ai_employee.vault.notes import NoteError, parse_note
 
 log = structlog.get_logger(__name__)
@@ -37,6 +38,7 @@ class RecoverySteps:
             if directory.is_dir():
                 fs.remove_stale_temps(directory)
         ctx.flush_audit()
+        self.migrate_notes()
         to_plan: list[NewAction] = []
         for row in ctx.ledger.unfinished_actions():
             item = self._recover_action(row)
@@ -54,6 +56,18 @@ class RecoverySteps:
         for action_id, state in ctx.ledger.actions_behind_executions():
             self.finishing.update_action_note(action_id, state)
         return to_plan, approved
+
+    def migrate_notes(self) -> None:
+        """Notes in an older format, in the folders where they may still be acted on, rewritten
+        (`vault.migrations`); a plan already on its way to running is left as it was approved."""
+        in_flight = {execution.plan_id for execution in self.ctx.ledger.open_executions()}
+        for note in migrate_vault(self.ctx.layout, in_flight=in_flight.__contains__):
+            log.info(
+                "note migrated" if note.skipped is None else "note not migrated",
+                note=note.path,
+                changes=note.changes,
+                reason=note.skipped,
+            )
 
     def _recover_moved_plan(self, execution: ExecutionRow, name: str) -> None:
         """The plan reached Done/ or Failed/ but the crash came before the ledger said so."""

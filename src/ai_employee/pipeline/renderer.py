@@ -155,6 +155,7 @@ class ActionRenderer:
             subject=item.subject,
             intent=item.planned.intent if item.planned else None,
             extra=dict(row.extra),
+            plan_rel=row.plan_rel if status != "needs_action" else None,
         )
 
     def plan_write(self, row: ActionRow, proposal: PlanProposal) -> tuple[str, bytes]:

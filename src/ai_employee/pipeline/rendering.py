@@ -5,8 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from ai_employee.model.ids import short_id
 from ai_employee.model.plans import PlanProposal
 from ai_employee.vault.notes import json_block, render_note, wikilink
+from ai_employee.vault.plan_format import (
+    DECIDE_HEADING,
+    DECISION_HEADING,
+    param_properties,
+    sent_section,
+)
 
 
 def action_note(
@@ -23,7 +30,9 @@ def action_note(
     subject: str | None = None,
     intent: str | None = None,
     extra: dict[str, Any] | None = None,
+    plan_rel: str | None = None,
 ) -> str:
+    """`plan_rel`: the plan note made for it, linked from the body once it exists."""
     links = [wikilink(path) for path in attachments]
     properties: dict[str, Any] = {
         "id": action_id,
@@ -44,7 +53,10 @@ def action_note(
         properties["intent"] = intent
     for key, value in (extra or {}).items():
         properties.setdefault(key, value)
-    lines = [f"# {title}", "", body_text.rstrip() if body_text.strip() else "_(no text)_", ""]
+    lines = [f"# {title}", ""]
+    if plan_rel:
+        lines += [f"Plan: {wikilink(plan_rel.rpartition('/')[2])}", ""]
+    lines += [body_text.rstrip() if body_text.strip() else "_(no text)_", ""]
     if attachments:
         shown = [
             f"- !{link}" if _is_image(path) else f"- {link}"
@@ -70,7 +82,7 @@ def plan_properties(
         "type": "plan",
         "action_id": action_id,
         "action": proposal.action,
-        "params": proposal.params,
+        **param_properties(proposal.params),
         "status": "pending_approval",
         "planner": proposal.planner,
         "risk": proposal.risk,
@@ -80,8 +92,8 @@ def plan_properties(
     }
     if proposal.fallback_reason:
         properties["planner_fallback_reason"] = proposal.fallback_reason
-    if proposal.usage:
-        properties["planner_usage"] = dict(proposal.usage)
+    for name, count in (proposal.usage or {}).items():
+        properties[f"planner_{name}"] = count  # planner_input_tokens, planner_output_tokens
     if proposal.cost_usd is not None:
         properties["planner_cost_usd"] = round(proposal.cost_usd, 6)
     return properties
@@ -98,18 +110,36 @@ def plan_body(*, proposal: PlanProposal, plan_id: str, action_note_stem: str) ->
         "## Steps",
         *[f"{number}. {step}" for number, step in enumerate(steps, 1)],
         "",
-        "## What will be sent",
-        "The `params` property above, exactly as it stands when the plan runs (edit it before approving"
-        " if it is wrong):",
-        "",
-        json_block(proposal.params),
-        "",
-        "## Decide",
-        f"Approve: move this note to `Approved/` (or `ai-employee approve {plan_id}`)."
-        f" Reject: move it to `Rejected/` (or `ai-employee reject {plan_id}`).",
-        "",
+        sent_section({name: value for name, value in proposal.params.items() if value is not None}),
+        decide_section(plan_id),
     ]
     return "\n".join(lines)
+
+
+def decide_section(plan_id: str) -> str:
+    short = short_id(plan_id)
+    return (
+        f"{DECIDE_HEADING}\n"
+        f"Approve: move this note to `Approved/` (or `ai-employee approve {short}`)."
+        f" Reject: move it to `Rejected/` (or `ai-employee reject {short} --reason '...'`).\n"
+    )
+
+
+def decision_section(
+    *, approved: bool, who: str, door: str, when: str | None, reason: str | None = None
+) -> str:
+    """Who decided, when and through which door: what a decided note shows instead of "Decide"."""
+    verb = "Approved" if approved else "Rejected"
+    if door == "vault":
+        line = f"{verb} in the vault: the note was moved to `{'Approved' if approved else 'Rejected'}/`"
+    else:
+        line = f"{verb} by **{who}** via {door}"
+    if when:
+        line += f" · {when}"
+    lines = [DECISION_HEADING, line]
+    if not approved:
+        lines += ["", f"Reason: {reason}" if reason else "No reason was given."]
+    return "\n".join(lines) + "\n"
 
 
 def outcome_section(
@@ -119,8 +149,25 @@ def outcome_section(
     lines = ["", heading, f"_{when.isoformat(timespec='seconds')}_"]
     if dry_run:
         lines.append("Dry run: nothing was sent. This is exactly what a live run would send:")
+    summary = result_lines(result)
+    if summary:
+        lines += ["", *summary]
     if result is not None:
         lines += ["", json_block(result)]
     if error:
         lines += ["", f"> [!error] {error}"]
     return "\n".join(lines) + "\n"
+
+
+def result_lines(result: dict[str, Any] | None) -> list[str]:
+    """The result's scalar facts as a list a person reads (the full result follows as JSON)."""
+    if not result:
+        return []
+    lines = []
+    for key, value in result.items():
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value).strip():
+            text = str(value)
+            if "\n" in text or len(text) > 300:
+                continue
+            lines.append(f"- **{key.replace('_', ' ')}**: {text}")
+    return lines

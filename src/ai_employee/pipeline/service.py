@@ -90,6 +90,8 @@ class PipelineService(Service):
         self._inbox: dict[str, bool] = {}  # name -> arrived by rename
         self._approved: dict[str, None] = {}
         self._rejected: dict[str, None] = {}
+        self._plans: dict[str, None] = {}  # Plans/ notes edited (settled) to refresh
+        self._plan_timers: dict[str, asyncio.TimerHandle] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._wake = asyncio.Event()
         self._incoming: list[tuple[Folder, str, bool]] = []
@@ -114,9 +116,28 @@ class PipelineService(Service):
             self._approved[name] = None
         elif folder == Folder.REJECTED:
             self._rejected[name] = None
+        elif folder == Folder.PLANS:
+            self._plan_edited(name)
+            return
         else:
             return
         self._wake.set()
+
+    def _plan_edited(self, name: str) -> None:
+        """A plan note written in Plans/: refresh it once it has been still for the settle time
+        (a person typing in Obsidian saves every few seconds)."""
+        timer = self._plan_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+
+        def settled() -> None:
+            self._plan_timers.pop(name, None)
+            self._plans[name] = None
+            self._wake.set()
+
+        self._plan_timers[name] = asyncio.get_running_loop().call_later(
+            self.settings.vault.settle_seconds, settled
+        )
 
     def hint_threadsafe(self, folder: Folder, name: str, renamed: bool = False) -> None:
         """From the watcher's thread. Hints are collected and handed over in bulk: one wake-up of the
@@ -142,13 +163,19 @@ class PipelineService(Service):
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(lambda: self._spawn(self.reconcile()))
 
-    async def reconcile(self) -> int:
-        """List the watched folders and hint every entry; O(entries in those folders), not O(vault)."""
-        found = await self._in_thread(self._list_watched)
+    async def reconcile(self, plans: bool = True) -> int:
+        """List the watched folders and hint every entry; O(entries in those folders), not O(vault).
+
+        `plans`: Plans/ too (at start and when the watcher (re)starts: edits nobody saw); its notes
+        are read again only if they changed since they were last looked at."""
+        found = await self._in_thread(self._list_watched, plans)
         total = 0
         for folder, names in found.items():
             for name in names:
-                self.hint(folder, name)
+                if folder == Folder.PLANS:
+                    self._plans[name] = None
+                else:
+                    self.hint(folder, name)
             total += len(names)
             if names:
                 self.metrics.reconcile_found.labels(folder=folder.value).inc(len(names))
@@ -156,9 +183,9 @@ class PipelineService(Service):
         self.announce.publish(EventType.RECONCILE_COMPLETED, {"found": total})
         return total
 
-    def _list_watched(self) -> dict[Folder, list[str]]:
+    def _list_watched(self, plans: bool = False) -> dict[Folder, list[str]]:
         found: dict[Folder, list[str]] = {}
-        for folder in WATCHED:
+        for folder in (*WATCHED, Folder.PLANS) if plans else WATCHED:
             try:
                 with os.scandir(self.steps.layout.folder(folder)) as entries:
                     found[folder] = [entry.name for entry in entries if not is_ignored_name(entry.name)]
@@ -221,9 +248,10 @@ class PipelineService(Service):
         self._stopping = True
         if self._reconcile_handle is not None:
             self._reconcile_handle.cancel()
-        for timer in self._timers.values():
+        for timer in [*self._timers.values(), *self._plan_timers.values()]:
             timer.cancel()
         self._timers.clear()
+        self._plan_timers.clear()
         self._wake.set()
 
     async def health(self) -> HealthReport:
@@ -250,7 +278,7 @@ class PipelineService(Service):
 
         def fire() -> None:
             if not self._stopping:
-                self._spawn(self.reconcile())
+                self._spawn(self.reconcile(plans=False))
                 self._schedule_reconcile()
 
         self._reconcile_handle = loop.call_later(self.settings.vault.reconcile_interval_seconds, fire)
@@ -266,7 +294,9 @@ class PipelineService(Service):
         from the preparer to the worker's queue; the loop only hands out names and takes results."""
         in_flight: deque[asyncio.Future[IntakeOutcome]] = deque()
         try:
-            while not self._stopping and (self._inbox or self._approved or self._rejected or in_flight):
+            while not self._stopping and (
+                self._inbox or self._approved or self._rejected or self._plans or in_flight
+            ):
                 self._hand_out(in_flight)
                 if self.steps.audit_dirty and time.monotonic() - self._last_audit_flush > AUDIT_FLUSH_SECONDS:
                     self._spawn(self._flush_audit())  # queued on the worker behind the batches
@@ -294,6 +324,9 @@ class PipelineService(Service):
             names = list(_take(self._approved, self.settings.vault.batch_size))
             decided = await self._timed("approval", self.steps.examine_approved, names)
             self._after_decisions(decided)
+        if self._plans:  # last, a batch at a time: a person's decisions and new input go first
+            names = list(_take(self._plans, self.settings.vault.batch_size))
+            await self._timed("plan_refresh", self.steps.refresh_plans, names)
 
     def _intake_next(self) -> asyncio.Future[IntakeOutcome]:
         """Hand the next batch of Inbox names to the intake flow; its outcome once written."""

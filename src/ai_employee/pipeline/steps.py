@@ -3,6 +3,7 @@ step tests) hold. Each step lives in a room of its own and can be read in one si
 
 - `pipeline.intake`: Inbox files and messages become action notes;
 - `pipeline.planning`: an action becomes a plan note;
+- `pipeline.plan_refresh`: a plan edited while it waits in `Plans/` shows what would run;
 - `pipeline.decisions`: what is in `Approved/` and `Rejected/` is examined;
 - `pipeline.execution`: an approved job is checked, run and its result recorded once;
 - `pipeline.finishing`: notes move to `Done/` or `Failed/`;
@@ -21,6 +22,7 @@ from ai_employee.pipeline.decisions import DecisionSteps
 from ai_employee.pipeline.execution import ExecutionSteps
 from ai_employee.pipeline.finishing import FinishingSteps
 from ai_employee.pipeline.intake import IntakeSteps
+from ai_employee.pipeline.plan_refresh import PlanRefresh
 from ai_employee.pipeline.planning import PlanningSteps
 from ai_employee.pipeline.recovery import RecoverySteps
 from ai_employee.pipeline.renderer import IntakeRenderer
@@ -47,7 +49,8 @@ class VaultSteps:
         self.intake = IntakeSteps(self.ctx, committer, intake_renderer)
         self.planning = PlanningSteps(self.ctx, self.intake.renderer)
         self.finishing = FinishingSteps(self.ctx)
-        self.decisions = DecisionSteps(self.ctx, self.finishing)
+        self.plan_refresh = PlanRefresh(self.ctx)
+        self.decisions = DecisionSteps(self.ctx, self.finishing, self.plan_refresh)
         self.execution = ExecutionSteps(self.ctx, self.decisions, self.finishing)
         self.recovery = RecoverySteps(self.ctx, self.intake, self.finishing)
         # the step API, as the service and the tests call it
@@ -67,6 +70,7 @@ class VaultSteps:
         self.plan_request = self.planning.plan_request
         self.write_plans = self.planning.write_plans
         self.apply_transcript = self.planning.apply_transcript
+        self.refresh_plans = self.plan_refresh.refresh_plans
         self.examine_approved = self.decisions.examine_approved
         self.examine_rejected = self.decisions.examine_rejected
         self.start_job = self.execution.start_job

@@ -6,15 +6,15 @@ only moves the note; the daemon's watcher sees the move like any other.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ai_employee.model.services import Decider, DecisionResult
 from ai_employee.vault import fs
-from ai_employee.vault.layout import Folder, VaultLayout, is_ignored_name
+from ai_employee.vault.layout import Folder, VaultLayout
 from ai_employee.vault.notes import NoteError, parse_note, render_note
+from ai_employee.vault.plan_refs import find_plan
 
 _SEARCH_ORDER = (Folder.PLANS, Folder.FAILED, Folder.APPROVED, Folder.REJECTED, Folder.DONE)
 
@@ -24,42 +24,10 @@ class Decisions:
         self.layout = layout
 
     def find(self, plan_id: str, folders: tuple[Folder, ...] = _SEARCH_ORDER) -> tuple[Folder, Path] | None:
-        """Find a plan note by id: names carrying its short id first, then every note's frontmatter.
-
-        Reads only the small folders a decision concerns; Done/ is searched by name alone.
-        """
-        plan_id = plan_id.strip()
-        short = plan_id.rsplit("-", 1)[-1]
-        for folder in folders:
-            directory = self.layout.folder(folder)
-            try:
-                names = sorted(
-                    entry.name
-                    for entry in os.scandir(directory)
-                    if entry.name.endswith(".md") and not is_ignored_name(entry.name)
-                )
-            except FileNotFoundError:
-                continue
-            likely = [name for name in names if short in name]
-            for name in likely:
-                if self._id_of(directory / name) == plan_id:
-                    return folder, directory / name
-            if folder in (Folder.PLANS, Folder.FAILED):
-                for name in names:
-                    if name not in likely and self._id_of(directory / name) == plan_id:
-                        return folder, directory / name
-        return None
-
-    @staticmethod
-    def _id_of(path: Path) -> str | None:
-        try:
-            with path.open("r", encoding="utf-8", errors="replace") as handle:
-                head = handle.read(70 * 1024)
-            properties, _ = parse_note(head)
-        except (OSError, NoteError):
-            return None
-        value = properties.get("id")
-        return str(value) if value is not None else None
+        """Find a plan note by its exact id (`vault.plan_refs.find_plan`; for what a person types,
+        a short id or a file name, see `vault.plan_refs.resolve_plan`)."""
+        found = find_plan(self.layout, plan_id.strip(), folders)
+        return None if found is None else (found.folder, found.path)
 
     def _undecided(self, plan_id: str) -> Path | DecisionResult:
         """The plan's note if it still waits for a decision (Plans/, or Failed/ for a retry)."""

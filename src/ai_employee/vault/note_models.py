@@ -6,9 +6,10 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ai_employee.vault.notes import NoteError, parse_note
+from ai_employee.vault.plan_format import params_of
 
 ActionStatus = Literal["needs_action", "planned", "done", "rejected", "failed"]
 PlanStatus = Literal["pending_approval", "approved", "running", "done", "failed", "rejected"]
@@ -45,15 +46,23 @@ class PlanNote(_Note):
     type: Literal["plan"] = "plan"
     action_id: str
     action: str = Field(min_length=1, max_length=100)
-    params: dict[str, Any]
+    #: the action's parameters, from the flat properties (or the old nested `params`): decision 0009
+    params: dict[str, Any] = Field(default_factory=dict)
     status: PlanStatus
     planner: str
     risk: Literal["low", "medium", "high"]
     created: datetime
     executed_at: datetime | None = None
     dry_run: bool | None = None
-    result: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None  # the old nested form; now the result is in the body
     error: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_params(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (isinstance(data.get("params"), dict) or "params" not in data):
+            return {**data, "params": params_of(data)}
+        return data  # a `params` that is not a mapping: refused with its own message
 
 
 def read_plan(text: str) -> tuple[PlanNote, dict[str, Any], str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -256,9 +257,18 @@ def render_note(properties: dict[str, Any], body: str) -> str:
     return f"{FENCE}\n{dump_yaml(properties)}{FENCE}\n{body}"
 
 
-def wikilink(vault_relative: str) -> str:
+#: Characters a wikilink's target cannot hold (Obsidian reads them as its own syntax).
+_NOT_IN_WIKILINK = re.compile(r"[\[\]|#^]")
+
+
+def wikilink(vault_relative: str, label: str | None = None) -> str:
+    """A link Obsidian opens: `[[path]]` (a note without its .md), or, for a name holding one of
+    `[ ] | # ^`, a Markdown link with the path percent-encoded (what Obsidian writes itself)."""
+    if _NOT_IN_WIKILINK.search(vault_relative):
+        text = (label or vault_relative.rpartition("/")[2]).replace("[", "\\[").replace("]", "\\]")
+        return f"[{text}]({quote(vault_relative, safe='/')})"
     target = vault_relative[:-3] if vault_relative.endswith(".md") else vault_relative
-    return f"[[{target}]]"
+    return f"[[{target}|{label}]]" if label else f"[[{target}]]"
 
 
 def json_block(value: Any) -> str:

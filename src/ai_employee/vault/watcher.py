@@ -1,4 +1,5 @@
-"""The watcher: a watchdog observer on Inbox/, Approved/ and Rejected/, supervised.
+"""The watcher: a watchdog observer on Inbox/, Approved/ and Rejected/ (arrivals) and on Plans/
+(a person's edits of a waiting plan), supervised.
 
 It only hints the pipeline ("look at this name"); the reconciler makes up for whatever it
 misses. watchdog drops events silently on an inotify queue overflow (it only logs a
@@ -18,6 +19,7 @@ import structlog
 from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
+    FileClosedEvent,
     FileCreatedEvent,
     FileMovedEvent,
     FileSystemEvent,
@@ -29,7 +31,7 @@ from ai_employee.model.bus import EventBus
 from ai_employee.model.events import Event, EventType
 from ai_employee.model.services import HealthReport, Service
 from ai_employee.observability.metrics import Metrics
-from ai_employee.vault.layout import WATCHED, Folder, VaultLayout
+from ai_employee.vault.layout import WATCHED, Folder, VaultLayout, is_ignored_name
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +69,21 @@ class _Router(FileSystemEventHandler):
             self._route(event.dest_path, True)
         elif isinstance(event, (FileCreatedEvent, DirCreatedEvent)):
             self._route(event.src_path, False)
+
+
+# Plans/: a person's edits only. Obsidian (and most editors) write a note in place: IN_CLOSE_WRITE.
+# Moves are not watched there: every plan the daemon writes arrives by rename, and watchdog spends
+# ~90 us of Python per event (+0.9 s of CPU in a 10,000-file burst, measured); an edit that arrives
+# by rename (a sync tool) is seen at the next rescan (start, watcher restart). Decision 0010.
+_PLAN_EDIT_EVENTS: list[type[FileSystemEvent]] = [FileClosedEvent]
+
+
+class _PlanEditRouter(_Router):
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if isinstance(event, FileClosedEvent):
+            path = os.fsdecode(event.src_path)
+            if not is_ignored_name(path.rpartition("/")[2]):  # our temp files are dot-files
+                self._route(path, False)
 
 
 class _OverflowListener(logging.Handler):
@@ -124,6 +141,13 @@ class WatcherService(Service):
         router = _Router(folders, self._hint)
         for path in folders:
             observer.schedule(router, path, recursive=False, event_filter=_WATCHED_EVENTS)
+        plans = str(self.layout.folder(Folder.PLANS))
+        observer.schedule(
+            _PlanEditRouter({plans: Folder.PLANS}, self._hint),
+            plans,
+            recursive=False,
+            event_filter=_PLAN_EDIT_EVENTS,
+        )
         listener = _OverflowListener(self._overflowed)
         # the overflow warning must reach us whatever level the user's logging is at
         watchdog_log = logging.getLogger("watchdog.observers.inotify_c")
@@ -156,7 +180,7 @@ class WatcherService(Service):
         for emitter in list(observer.emitters):
             if not emitter.is_alive():
                 return f"the watch on {emitter.watch.path} stopped"
-        for folder in WATCHED:
+        for folder in (*WATCHED, Folder.PLANS):
             if not self.layout.folder(folder).is_dir():
                 return f"{folder.value}/ disappeared"
         return None
@@ -171,6 +195,6 @@ class WatcherService(Service):
         problem = self._problem(observer)
         return HealthReport(
             healthy=problem is None,
-            detail=problem or "watching " + ", ".join(f.value for f in WATCHED),
+            detail=problem or "watching " + ", ".join(f.value for f in (*WATCHED, Folder.PLANS)),
             data={"overflows": self.overflows, "starts": self._starts},
         )
