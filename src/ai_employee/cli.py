@@ -25,6 +25,7 @@ from ai_employee.daemon import AlreadyRunning, DaemonInfo, pid_alive, run_daemon
 from ai_employee.model.services import Decider
 from ai_employee.vault.decisions import Decisions
 from ai_employee.vault.layout import HANDBOOK, VaultLayout
+from ai_employee.vault.ledger import LedgerTooNew
 
 EXIT_ERROR = 1
 EXIT_NOT_RUNNING = 3
@@ -124,7 +125,7 @@ def start(
         return
     try:
         code = run_daemon(settings, argv=argv)
-    except AlreadyRunning as error:
+    except (AlreadyRunning, LedgerTooNew) as error:
         raise click.ClickException(str(error)) from error
     sys.exit(code)
 
