@@ -21,8 +21,9 @@ import httpx
 
 from ai_employee import __version__
 from ai_employee.config import ConfigError, Settings, load_settings
-from ai_employee.daemon import AlreadyRunning, DaemonInfo, pid_alive, run_daemon
+from ai_employee.daemon import LOCK_FILE, AlreadyRunning, DaemonInfo, pid_alive, run_daemon
 from ai_employee.model.services import Decider
+from ai_employee.vault.backup import BackupError, backup_state, default_archive_name, restore_state
 from ai_employee.vault.decisions import Decisions
 from ai_employee.vault.layout import HANDBOOK, VaultLayout
 from ai_employee.vault.ledger import LedgerTooNew
@@ -333,6 +334,51 @@ def _decide(result: Any) -> None:
         return
     click.echo(f"{result.plan_id}: {result.detail}", err=True)
     sys.exit(EXIT_NOT_FOUND if result.outcome == "not_found" else EXIT_ALREADY_DECIDED)
+
+
+@main.command()
+@vault_option
+@config_option
+@click.option(
+    "--to",
+    "target",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Archive to write (default: ai-employee-backup-<vault>-<time>.tar.gz here).",
+)
+def backup(vault: Path | None, config: Path | None, target: Path | None) -> None:
+    """Back up the daemon's state (.ai-employee/); safe while the daemon runs."""
+    layout = _layout(config, vault)
+    archive = target or Path(default_archive_name(layout.root))
+    try:
+        result = backup_state(layout.state_dir, archive, version=__version__)
+    except BackupError as error:
+        raise click.ClickException(str(error)) from error
+    counts = f"{len(result.databases)} database(s) and {len(result.files)} file(s)"
+    click.echo(f"backed up {counts} to {result.archive}")
+    for name in result.skipped:
+        click.echo(f"  left out (too large to be state): {name}", err=True)
+
+
+@main.command()
+@click.argument("archive", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@vault_option
+@config_option
+def restore(archive: Path, vault: Path | None, config: Path | None) -> None:
+    """Restore the daemon's state from a backup; refused while the daemon runs."""
+    layout = _layout(config, vault)
+    running = _running(layout)
+    if running is not None:
+        raise click.ClickException(
+            f"a daemon is running on {layout.root} (pid {running.pid}): stop it first (ai-employee stop)"
+        )
+    try:
+        result = restore_state(archive, layout.state_dir, lock_path=layout.state_dir / LOCK_FILE)
+    except BackupError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"restored {len(result.restored)} file(s) into {layout.state_dir}")
+    if result.set_aside is not None:
+        click.echo(f"the state it replaced is kept in {result.set_aside}")
 
 
 DEFAULT_CONFIG = """\
