@@ -381,6 +381,22 @@ def restore(archive: Path, vault: Path | None, config: Path | None) -> None:
         click.echo(f"the state it replaced is kept in {result.set_aside}")
 
 
+@main.command()
+@vault_option
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--timeout", type=float, default=10.0, show_default=True, help="Seconds each outside service may take."
+)
+def doctor(vault: Path | None, config: Path | None, as_json: bool, timeout: float) -> None:
+    """Check the machine, the vault, the config and every configured service; exit 1 if one fails."""
+    from ai_employee.doctor import run_doctor  # the SDKs it calls take seconds to import: only here
+
+    report = run_doctor(config, vault, seconds=timeout)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
+    sys.exit(EXIT_ERROR if report.failed else 0)
+
+
 DEFAULT_CONFIG = """\
 # ai-employee configuration. ${{VAR}} and ${{VAR:-default}} come from the environment;
 # AIE_* variables override (nested with __, e.g. AIE_EXECUTION__DRY_RUN=false).
