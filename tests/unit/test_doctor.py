@@ -144,3 +144,14 @@ def test_doctor_json_exits_1_when_a_check_fails_and_0_otherwise(
     result = runner.invoke(main, ["doctor", "--vault", str(layout.root), "--config", str(bad)])
     assert result.exit_code == 1
     assert "fail  config" in result.output and "fix:" in result.output
+
+
+def test_other_state_databases_report_their_schema_revision(layout: VaultLayout) -> None:
+    assert host.state_databases(layout).detail == "no other database in .ai-employee/ yet"
+    db = sqlite3.connect(layout.state_dir / "audit.sqlite")
+    db.execute("CREATE TABLE alembic_version (version_num TEXT PRIMARY KEY)")
+    db.execute("INSERT INTO alembic_version VALUES ('0003_interventions')")
+    db.commit()
+    db.close()
+    check = host.state_databases(layout)
+    assert check.status is Status.OK and check.detail == "audit.sqlite at revision 0003_interventions"

@@ -15,6 +15,7 @@ from pathlib import Path
 from ai_employee.config import Settings
 from ai_employee.daemon import STATE_DB, DaemonInfo, pid_alive
 from ai_employee.doctor.report import Check
+from ai_employee.vault.backup import is_sqlite
 from ai_employee.vault.layout import HANDBOOK, Folder, VaultLayout
 from ai_employee.vault.ledger import SCHEMA_VERSION, schema_version
 
@@ -242,3 +243,46 @@ def ledger_schema(layout: VaultLayout) -> Check:
             schema_version=version,
         )
     return Check.ok("ledger", f"schema version {version} (current)", schema_version=version)
+
+
+def state_databases(layout: VaultLayout) -> Check:
+    """The other SQLite databases of `.ai-employee/` (the audit store's, by default): readable,
+    whole, and the schema revision their migrations recorded (`alembic_version`), if any."""
+    state = layout.state_dir
+    found = (
+        [
+            path
+            for path in sorted(state.glob("*"))
+            if path.name != STATE_DB and path.is_file() and is_sqlite(path)
+        ]
+        if state.is_dir()
+        else []
+    )
+    if not found:
+        return Check.ok("state-databases", "no other database in .ai-employee/ yet")
+    described: list[str] = []
+    for path in found:
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+            try:
+                verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+                has_alembic = db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+                ).fetchone()
+                revision = (
+                    db.execute("SELECT version_num FROM alembic_version").fetchone() if has_alembic else None
+                )
+            finally:
+                db.close()
+        except sqlite3.Error as error:
+            return Check.fail(
+                "state-databases", f"{path.name} cannot be read: {error}", "restore the last backup"
+            )
+        if verdict != "ok":
+            return Check.fail(
+                "state-databases", f"{path.name} is damaged: {verdict}", "restore the last backup"
+            )
+        described.append(
+            f"{path.name} at revision {revision[0]}" if revision else f"{path.name} (no revision)"
+        )
+    return Check.ok("state-databases", "; ".join(described))

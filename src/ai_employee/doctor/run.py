@@ -36,6 +36,7 @@ def run_doctor(
         host.disk_space(layout),
         host.inotify_watches(layout),
         host.ledger_schema(layout),
+        host.state_databases(layout),
         host.ocr_engine(),
         host.control_port(settings, layout),
         host.daemon_state(layout),
