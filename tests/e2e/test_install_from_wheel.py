@@ -84,7 +84,19 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env() -> dict[str, str]:
-    keep = {key: value for key, value in os.environ.items() if not key.startswith(("AIE_", "PYTHON"))}
+    outside = (
+        "AIE_",
+        "PYTHON",
+        "ANTHROPIC",
+        "CLAUDE",
+        "OPENAI",
+        "ATLAS",
+        "MANUS",
+        "TELEGRAM",
+        "IMAP",
+        "SLACK",
+    )
+    keep = {key: value for key, value in os.environ.items() if not key.startswith(outside)}
     return {**keep, "AIE_VAULT__SETTLE_SECONDS": "0.3", "PYTHONUNBUFFERED": "1"}
 
 
