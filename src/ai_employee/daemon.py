@@ -160,6 +160,7 @@ class Daemon:
         self.planner_name = "template"
         self.planner: Planner | None = None
         self.started = datetime.now(UTC)
+        self._integrations_registered = False  # readiness waits for them when services.required names any
 
     # --- ControlHooks ------------------------------------------------------------------------
 
@@ -187,6 +188,8 @@ class Daemon:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         if self.orchestrator is None:
             return False, {"reason": "starting"}
+        if self.settings.services.required and not self._integrations_registered:
+            return False, {"reason": "loading the integrations named in services.required"}
         ready = self.orchestrator.is_ready()
         return ready, {name: service["state"] for name, service in self.orchestrator.status().items()}
 
@@ -339,6 +342,7 @@ class Daemon:
                 orchestrator, context, *await asyncio.to_thread(load_factories, SERVICES_GROUP)
             )
             await orchestrator.launch_all()
+            self._integrations_registered = True
             bus.publish(Event(type=EventType.SYSTEM_STARTED, payload={"pid": os.getpid(), "port": port}))
             log.info(
                 "daemon started",
