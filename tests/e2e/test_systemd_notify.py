@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import socket
-import time
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,41 +19,57 @@ from tests.conftest import DaemonProcess
 
 
 class NotifyListener:
+    """Reads every datagram as it arrives, from a thread, as systemd does."""
+
     def __init__(self) -> None:
         self.name = f"aie-notify-test-{secrets.token_hex(6)}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind("\0" + self.name)
+        self.sock.settimeout(0.2)
         self.messages: list[dict[str, str]] = []
+        self._arrived = threading.Condition()
+        self._closed = False
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def receive_until(self, done: Callable[[], bool], timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not done():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"timed out after {timeout}s; got {self.messages}")
-            self.sock.settimeout(remaining)
+    def _read(self) -> None:
+        while not self._closed:
             try:
                 data = self.sock.recv(4096)
             except TimeoutError:
                 continue
-            self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines()))
+            except OSError:
+                return
+            with self._arrived:
+                self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines()))
+                self._arrived.notify_all()
+
+    def receive_until(self, done: Callable[[], bool], timeout: float = 60.0) -> None:
+        with self._arrived:
+            if not self._arrived.wait_for(done, timeout=timeout):
+                raise AssertionError(f"timed out after {timeout}s; got {self.messages}")
 
     def first(self, key: str) -> dict[str, str]:
         self.receive_until(lambda: self.count(key) > 0)
         return next(message for message in self.messages if key in message)
 
     def count(self, key: str) -> int:
-        return sum(1 for message in self.messages if key in message)
+        return sum(1 for message in list(self.messages) if key in message)
 
     def index(self, key: str) -> int:
         return next(i for i, message in enumerate(self.messages) if key in message)
+
+    def close(self) -> None:
+        self._closed = True
+        self._reader.join(timeout=5)
+        self.sock.close()
 
 
 @pytest.fixture
 def listener() -> Iterator[NotifyListener]:
     notify = NotifyListener()
     yield notify
-    notify.sock.close()
+    notify.close()
 
 
 def test_daemon_tells_systemd_ready_then_watchdog_pings_then_stopping(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -97,3 +99,19 @@ def test_a_full_listener_queue_does_not_block_the_sender(path_socket: tuple[str,
     notifier = Notifier(address)
     results = [notifier.watchdog() for _ in range(1000)]  # nobody reads: the queue fills up
     assert results[0] and not results[-1]
+    started = time.monotonic()
+    assert not notifier.send("STATUS=still full", wait=0.2)  # waits a little for room, no more
+    assert 0.15 < time.monotonic() - started < 2
+
+
+def test_stopping_waits_for_room_in_a_queue_that_is_being_read(
+    path_socket: tuple[str, socket.socket],
+) -> None:
+    address, sock = path_socket
+    notifier = Notifier(address)
+    while notifier.watchdog():
+        pass  # the queue is full now
+    reader = threading.Timer(0.2, lambda: sock.recv(1024))
+    reader.start()
+    assert notifier.stopping()  # not dropped: sent once the reader made room
+    reader.join()

@@ -25,6 +25,8 @@ log = structlog.get_logger(__name__)
 
 #: what readiness returns: whether the daemon is ready, and each service's state by name
 Readiness = Callable[[], tuple[bool, Mapping[str, Any]]]
+#: how long READY=1, STATUS= or STOPPING=1 may wait for room in a listener's full queue
+SEND_WAIT_SECONDS = 1.0
 
 
 class Notifier:
@@ -51,16 +53,18 @@ class Notifier:
     def enabled(self) -> bool:
         return self.address is not None
 
-    def send(self, *lines: str) -> bool:
-        """Send `KEY=value` lines as one message; False if there is no socket or it failed."""
+    def send(self, *lines: str, wait: float = SEND_WAIT_SECONDS) -> bool:
+        """Send `KEY=value` lines as one message; False if there is no socket or it failed.
+
+        A listener whose queue is full makes the send wait at most `wait` seconds (0: not at all),
+        so the event loop is never held for long; a watchdog ping is not worth waiting for."""
         if self.address is None:
             return False
         target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
         message = "\n".join(line.replace("\n", " ") for line in lines).encode("utf-8")
         try:
-            # Non-blocking: a listener whose queue is full must not stall the event loop.
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.setblocking(False)
+                sock.settimeout(wait if wait > 0 else 0.0)
                 sock.sendto(message, target)
         except OSError as error:
             if not self._warned:
@@ -76,7 +80,7 @@ class Notifier:
         return self.send(f"STATUS={status}")
 
     def watchdog(self) -> bool:
-        return self.send("WATCHDOG=1")
+        return self.send("WATCHDOG=1", wait=0)
 
     def stopping(self, status: str = "stopping: letting in-flight work finish") -> bool:
         return self.send("STOPPING=1", f"STATUS={status}")
