@@ -29,9 +29,11 @@ REDIS_MINIMUM = (6, 2)
 OFF = "not configured: stays off"
 
 
-def _unreachable(name: str, error: BaseException, seconds: float, what: str) -> Check:
+def _unreachable(name: str, error: BaseException, seconds: float, what: str, setting: str) -> Check:
     return Check.fail(
-        name, f"cannot reach {what}: {describe_failure(error, timeout=seconds)}", f"check {what}"
+        name,
+        f"cannot reach {what}: {describe_failure(error, timeout=seconds)}",
+        f"check that the server is up and reachable from here, and {setting}",
     )
 
 
@@ -56,7 +58,7 @@ async def atlas(settings: Settings, seconds: float) -> Check:
             "atlas", str(error), f"check that ATLAS_BASE_URL ({config.base_url}) is Atlas's API root"
         )
     except httpx.HTTPError as error:
-        return _unreachable("atlas", error, seconds, f"Atlas at {config.base_url}")
+        return _unreachable("atlas", error, seconds, f"Atlas at {config.base_url}", "ATLAS_BASE_URL")
     finally:
         await client.aclose()
     who = me.get("email") if isinstance(me, dict) else None
@@ -81,7 +83,7 @@ async def manus(settings: Settings, seconds: float) -> Check:
     except ServiceError as error:
         return Check.fail("manus", str(error), f"check MANUS_BASE_URL ({config.base_url})")
     except httpx.HTTPError as error:
-        return _unreachable("manus", error, seconds, f"Manus at {config.base_url}")
+        return _unreachable("manus", error, seconds, f"Manus at {config.base_url}", "MANUS_BASE_URL")
     finally:
         await client.aclose()
     return Check.ok("manus", f"the API key works at {config.base_url}")
@@ -113,7 +115,7 @@ async def telegram(settings: Settings, seconds: float) -> Check:
             "telegram", "the Bot API refused the token", "set TELEGRAM_BOT_TOKEN to the token @BotFather gave"
         )
     except NetworkError as error:
-        return _unreachable("telegram", error, seconds, f"the Bot API at {root}")
+        return _unreachable("telegram", error, seconds, f"the Bot API at {root}", "TELEGRAM_API_BASE_URL")
     except TelegramError as error:
         return Check.fail(
             "telegram", f"getMe failed: {error}", "check TELEGRAM_BOT_TOKEN and TELEGRAM_API_BASE_URL"
@@ -185,7 +187,7 @@ async def slack(settings: Settings, seconds: float) -> Check:
             "set SLACK_BOT_TOKEN to the app's xoxb- bot token",
         )
     except Exception as error:
-        return _unreachable("slack", error, seconds, f"Slack at {config.api_base_url}")
+        return _unreachable("slack", error, seconds, f"Slack at {config.api_base_url}", "SLACK_API_BASE_URL")
     finally:
         session = getattr(client, "session", None)
         if session is not None:
@@ -219,7 +221,9 @@ async def anthropic_models(settings: Settings, seconds: float) -> Check:
             f"check ANTHROPIC_BASE_URL ({base_url})",
         )
     except anthropic.APIConnectionError as error:
-        return _unreachable("anthropic", error, seconds, f"the Anthropic API at {base_url}")
+        return _unreachable(
+            "anthropic", error, seconds, f"the Anthropic API at {base_url}", "ANTHROPIC_BASE_URL"
+        )
     finally:
         await client.close()
     return _model_listed("anthropic", settings.planner.claude_model, models, "planner.claude_model")
@@ -247,7 +251,7 @@ async def openai_models(settings: Settings, seconds: float) -> Check:
             "openai", f"listing models answered {error.status_code}", f"check OPENAI_BASE_URL ({base_url})"
         )
     except openai.APIConnectionError as error:
-        return _unreachable("openai", error, seconds, f"the OpenAI API at {base_url}")
+        return _unreachable("openai", error, seconds, f"the OpenAI API at {base_url}", "OPENAI_BASE_URL")
     finally:
         await client.close()
     wanted = (
