@@ -5,6 +5,11 @@ if ! command -v dovecot >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null) \
     || echo "services: could not install dovecot-imapd" >&2
 fi
+# The deploy files' checks: systemd-analyze (systemd) and docker-compose (`docker compose config`).
+if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    systemd docker-compose >/dev/null) || echo "services: could not install systemd and docker-compose" >&2
+fi
 # Dovecot's packaged instance is not needed: the tests start their own on loopback.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop dovecot >/dev/null 2>&1 || true; fi
 if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then

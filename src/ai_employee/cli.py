@@ -21,11 +21,12 @@ import httpx
 
 from ai_employee import __version__
 from ai_employee.config import ConfigError, Settings, load_settings
-from ai_employee.daemon import STATE_DB, AlreadyRunning, DaemonInfo, pid_alive, run_daemon
+from ai_employee.daemon import LOCK_FILE, STATE_DB, AlreadyRunning, DaemonInfo, pid_alive, run_daemon
 from ai_employee.model.services import Decider
+from ai_employee.vault.backup import BackupError, backup_state, default_archive_name, restore_state
 from ai_employee.vault.decisions import Decisions
 from ai_employee.vault.layout import HANDBOOK, VaultLayout
-from ai_employee.vault.ledger import Ledger
+from ai_employee.vault.ledger import Ledger, LedgerTooNew
 from ai_employee.vault.migrations import migrate_vault
 from ai_employee.vault.plan_refs import PlanRefError, resolve_plan, waiting_plans
 
@@ -127,7 +128,7 @@ def start(
         return
     try:
         code = run_daemon(settings, argv=argv)
-    except AlreadyRunning as error:
+    except (AlreadyRunning, LedgerTooNew) as error:
         raise click.ClickException(str(error)) from error
     sys.exit(code)
 
@@ -395,6 +396,51 @@ def _age(seconds: float | None) -> str:
 @main.command()
 @vault_option
 @config_option
+@click.option(
+    "--to",
+    "target",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Archive to write (default: ai-employee-backup-<vault>-<time>.tar.gz here).",
+)
+def backup(vault: Path | None, config: Path | None, target: Path | None) -> None:
+    """Back up the daemon's state (.ai-employee/); safe while the daemon runs."""
+    layout = _layout(config, vault)
+    archive = target or Path(default_archive_name(layout.root))
+    try:
+        result = backup_state(layout.state_dir, archive, version=__version__)
+    except BackupError as error:
+        raise click.ClickException(str(error)) from error
+    counts = f"{len(result.databases)} database(s) and {len(result.files)} file(s)"
+    click.echo(f"backed up {counts} to {result.archive}")
+    for name in result.skipped:
+        click.echo(f"  left out (too large to be state): {name}", err=True)
+
+
+@main.command()
+@click.argument("archive", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@vault_option
+@config_option
+def restore(archive: Path, vault: Path | None, config: Path | None) -> None:
+    """Restore the daemon's state from a backup; refused while the daemon runs."""
+    layout = _layout(config, vault)
+    running = _running(layout)
+    if running is not None:
+        raise click.ClickException(
+            f"a daemon is running on {layout.root} (pid {running.pid}): stop it first (ai-employee stop)"
+        )
+    try:
+        result = restore_state(archive, layout.state_dir, lock_path=layout.state_dir / LOCK_FILE)
+    except BackupError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"restored {len(result.restored)} file(s) into {layout.state_dir}")
+    if result.set_aside is not None:
+        click.echo(f"the state it replaced is kept in {result.set_aside}")
+
+
+@main.command()
+@vault_option
+@config_option
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 def migrate(vault: Path | None, config: Path | None, dry_run: bool) -> None:
     """Bring notes written by older versions to the current format (the daemon does it at start).
@@ -424,6 +470,22 @@ def migrate(vault: Path | None, config: Path | None, dry_run: bool) -> None:
         click.echo(f"{done} note(s) would be migrated; nothing was changed (without --dry-run to do it).")
     else:
         click.echo(f"{done} note(s) migrated.")
+
+
+@main.command()
+@vault_option
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--timeout", type=float, default=10.0, show_default=True, help="Seconds each outside service may take."
+)
+def doctor(vault: Path | None, config: Path | None, as_json: bool, timeout: float) -> None:
+    """Check the machine, the vault, the config and every configured service; exit 1 if one fails."""
+    from ai_employee.doctor import run_doctor  # the SDKs it calls take seconds to import: only here
+
+    report = run_doctor(config, vault, seconds=timeout)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
+    sys.exit(EXIT_ERROR if report.failed else 0)
 
 
 DEFAULT_CONFIG = """\

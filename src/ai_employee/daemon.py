@@ -31,6 +31,7 @@ from ai_employee.model.registry import ExecutorRegistry
 from ai_employee.model.services import ServiceContext
 from ai_employee.observability.logging import configure_logging, register_settings_secrets
 from ai_employee.observability.metrics import Metrics
+from ai_employee.observability.service_manager import Notifier, ServiceManagerReporter
 from ai_employee.orchestrator import Orchestrator
 from ai_employee.pipeline.renderer import start_intake_renderer
 from ai_employee.pipeline.service import PipelineService
@@ -51,6 +52,18 @@ log = structlog.get_logger(__name__)
 DAEMON_FILE = "daemon.json"
 LOCK_FILE = "daemon.lock"
 STATE_DB = "state.db"
+#: the events after which readiness may have changed: the service manager hears of it at once
+_READINESS_EVENTS = (
+    EventType.SERVICE_STARTED,
+    EventType.SERVICE_STOPPED,
+    EventType.SERVICE_FAILED,
+    EventType.SERVICE_RESTARTED,
+    EventType.SERVICE_CONNECTING,
+    EventType.SERVICE_CONNECTED,
+    EventType.SERVICE_RETRYING,
+    EventType.HEALTH_CHANGED,
+    EventType.SYSTEM_STARTED,
+)
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 VAULT_FIRST_SECONDS = 3.0
 
@@ -149,6 +162,7 @@ class Daemon:
         self.planner: Planner | None = None
         self.started = datetime.now(UTC)
         self.webhooks: WebhookListener | None = None
+        self._integrations_registered = False  # readiness waits for them when services.required names any
 
     # --- ControlHooks ------------------------------------------------------------------------
 
@@ -177,6 +191,8 @@ class Daemon:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         if self.orchestrator is None:
             return False, {"reason": "starting"}
+        if self.settings.services.required and not self._integrations_registered:
+            return False, {"reason": "loading the integrations named in services.required"}
         ready = self.orchestrator.is_ready()
         return ready, {name: service["state"] for name, service in self.orchestrator.status().items()}
 
@@ -316,11 +332,13 @@ class Daemon:
             required=self.settings.services.required,
         )
         self.orchestrator = orchestrator
+        reporter = self._report_to_service_manager(bus)
         try:
             orchestrator.register(pipeline)
             orchestrator.register(watcher)
             orchestrator.register(DashboardService(self.layout, ledger, bus, self.status))
             await orchestrator.launch_all()
+            reporter.start()
             # The vault path first: plug-ins import their SDKs (a second of CPU) once it runs, or
             # after VAULT_FIRST_SECONDS (a large vault's recovery holds up no integration longer).
             await orchestrator.wait_running((pipeline.name, watcher.name), VAULT_FIRST_SECONDS)
@@ -338,6 +356,7 @@ class Daemon:
                 orchestrator, context, *await asyncio.to_thread(load_factories, SERVICES_GROUP)
             )
             await orchestrator.launch_all()
+            self._integrations_registered = True
             bus.publish(Event(type=EventType.SYSTEM_STARTED, payload={"pid": os.getpid(), "port": port}))
             log.info(
                 "daemon started",
@@ -349,15 +368,26 @@ class Daemon:
             )
             await self._stop_requested.wait()
             log.info("stopping: letting in-flight work finish")
+            reporter.stopping()
             bus.publish(Event(type=EventType.SYSTEM_STOPPING))
             started = time.monotonic()
             await orchestrator.stop_all()
             bus.publish(Event(type=EventType.SYSTEM_STOPPED))
             log.info("daemon stopped", seconds=round(time.monotonic() - started, 3))
         finally:
+            reporter.stopping()
+            await reporter.aclose()
             await registry.aclose()
             await planner.aclose()
             pipeline.close()
+
+    def _report_to_service_manager(self, bus: InProcessEventBus) -> ServiceManagerReporter:
+        """systemd's Type=notify (deploy/systemd): READY=1 when /readyz first says ready, STATUS=,
+        WATCHDOG=1, STOPPING=1. Nothing is sent without NOTIFY_SOCKET."""
+        reporter = ServiceManagerReporter(Notifier.from_environ(os.environ), self.readiness)
+        for event_type in _READINESS_EVENTS:
+            bus.subscribe(event_type, lambda _event: reporter.poke(), name="service-manager")
+        return reporter
 
     def _register_plugins(
         self,

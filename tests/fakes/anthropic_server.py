@@ -51,10 +51,13 @@ class AnthropicFake(LoopbackServer):
         self.refuse_forced_tool_choice = {"claude-sonnet-5-5", "claude-opus-5-5", "claude-fable-5-1"}
         #: answer with a thinking block before the tool call, as models with adaptive thinking do
         self.thinking = False
+        #: what GET /v1/models lists
+        self.models = ["claude-sonnet-4-6", "claude-opus-4-6", "claude-haiku-4-5"]
         super().__init__()
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_get("/v1/models", self._models)
 
     def fault_body(self, status: int) -> Any:
         return error_body(status, f"injected {status}")
@@ -68,6 +71,24 @@ class AnthropicFake(LoopbackServer):
         if request.headers.get("x-api-key") == self.api_key:
             return True
         return request.headers.get("Authorization") == f"Bearer {self.api_key}"
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        """`GET /v1/models` (`limit`, newest first): `{data, has_more, first_id, last_id}`."""
+        if not self._authorized(request):
+            return web.json_response(error_body(401, "invalid x-api-key"), status=401)
+        limit = int(request.query.get("limit", "20"))
+        data = [
+            {"type": "model", "id": model, "display_name": model, "created_at": "2026-01-01T00:00:00Z"}
+            for model in self.models[:limit]
+        ]
+        return web.json_response(
+            {
+                "data": data,
+                "has_more": len(self.models) > limit,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
+        )
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         if not self._authorized(request):

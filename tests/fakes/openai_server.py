@@ -61,10 +61,13 @@ class OpenAIFake(LoopbackServer):
         self.script = ModelScript()
         #: model -> request options it refuses with 400 "unsupported_parameter" (reasoning models did)
         self.unsupported: dict[str, set[str]] = {}
+        #: what GET /v1/models lists
+        self.models = ["gpt-4.1-mini", "gpt-4.1", "whisper-1", "gpt-4o-transcribe"]
         super().__init__()
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat_completions)
+        app.router.add_get("/v1/models", self._models)
 
     @property
     def sdk_base_url(self) -> str:
@@ -75,6 +78,16 @@ class OpenAIFake(LoopbackServer):
 
     def _authorized(self, request: web.Request) -> bool:
         return request.headers.get("Authorization") == f"Bearer {self.api_key}"
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        """`GET /v1/models`: `{object: "list", data: [{id, object: "model", created, owned_by}]}`."""
+        if not self._authorized(request):
+            return error_response(401, "Incorrect API key provided.", code="invalid_api_key")
+        data = [
+            {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "openai"}
+            for model in self.models
+        ]
+        return web.json_response({"object": "list", "data": data})
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         if not self._authorized(request):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -87,6 +87,60 @@ CREATE TABLE IF NOT EXISTS costs (
 """
 
 
+class LedgerTooNew(RuntimeError):
+    """The ledger was written by a newer ai-employee: this one cannot know its schema."""
+
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _create_tables(db: sqlite3.Connection) -> None:
+    """0 -> 1: the tables of 0.1.0. A ledger from before schema versions has them already."""
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+#: MIGRATIONS[n] takes a ledger from schema version n to n + 1 (`PRAGMA user_version`). Append only:
+#: a released migration is never changed, and each runs in the transaction that records its number.
+MIGRATIONS: tuple[Migration, ...] = (_create_tables,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
+    """Bring the ledger up to `len(migrations)`, one version per transaction; the versions reached.
+
+    A crash between two migrations leaves a ledger at a version it had, which the next start
+    carries on from. A ledger newer than this code is refused, never downgraded."""
+    reached: list[int] = []
+    current = schema_version(db)
+    if current > len(migrations):
+        raise LedgerTooNew(
+            f"the ledger {_path_of(db)} has schema version {current}, newer than this ai-employee knows"
+            f" ({len(migrations)}): upgrade ai-employee, or restore a backup made by this version"
+        )
+    for version in range(current, len(migrations)):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            migrations[version](db)
+            db.execute(f"PRAGMA user_version = {version + 1:d}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        reached.append(version + 1)
+    return reached
+
+
+def _path_of(db: sqlite3.Connection) -> str:
+    row = db.execute("PRAGMA database_list").fetchone()
+    return str(row[2]) if row is not None else "(memory)"
+
+
 #: json.dumps(value, default=str) with one encoder, not one built per call (intake writes thousands of rows)
 _encode_default_str = json.JSONEncoder(default=str).encode
 
@@ -142,7 +196,11 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        try:
+            migrate(self._db)
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
