@@ -7,6 +7,7 @@ holds a pending entry."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -119,6 +121,15 @@ def _executed(vault: Path) -> list[dict[str, Any]]:
     return [line for line in audit_lines(vault) if line["event"] in ("plan.executed", "plan.failed")]
 
 
+def _status(daemon: DaemonProcess) -> dict[str, Any]:
+    result = daemon.cli("status", "--json", "--vault", str(daemon.vault))
+    try:
+        data: dict[str, Any] = json.loads(result.stdout)
+    except ValueError:
+        return {}
+    return data
+
+
 def _approve_waiting(vault: Path) -> None:
     """Plans the daemon wrote but did not get to auto-approve before it was killed: a human moves
     them to Approved/, as in Obsidian."""
@@ -136,9 +147,24 @@ def test_chaos_every_item_planned_once_and_every_approved_plan_executed_once(
 ) -> None:
     env = distributed_env(daemon_env, private_redis, claude, atlas)
     rng = random.Random(15)
-    daemon = DaemonProcess(vault, env, ["--live"]).start()
+    # The daemon has no model key: a Claude plan can only come from a worker.
+    daemon_only = {key: value for key, value in env.items() if key != "ANTHROPIC_API_KEY"}
+    daemon = DaemonProcess(vault, daemon_only, ["--live"]).start()
     workers = [WorkerProcess(env, tmp_path / f"worker-{n}.log").start() for n in range(3)]
     try:
+        status = wait_for(
+            lambda: (
+                len((_status(daemon).get("distributed") or {}).get("workers", [])) == 3 and _status(daemon)
+            ),
+            message="three workers in the daemon's status",
+            timeout=60,
+        )
+        assert all(
+            worker["up"] and worker["steps"] == ["plan", "execute"]
+            for worker in status["distributed"]["workers"]
+        )
+        metrics = httpx.get(f"http://127.0.0.1:{daemon.info()['port']}/metrics").text  # type: ignore[index]
+        assert 'aie_stream_lag{step="plan"}' in metrics and "aie_worker_up{" in metrics
         for n in range(ITEMS):
             drop(vault, f"item-{n:03d}.txt", f"Pump 3 on line 2 is leaking oil, ticket {n}, please fix")
         # Chaos at moments picked by progress (plans created so far), each a little random.
@@ -157,15 +183,20 @@ def test_chaos_every_item_planned_once_and_every_approved_plan_executed_once(
                 daemon.start()
             else:
                 private_redis.restart()
-        wait_for(lambda: len({line["action_id"] for line in _created(vault)}) >= ITEMS, timeout=60, message="plans")
+        wait_for(
+            lambda: len({line["action_id"] for line in _created(vault)}) >= ITEMS, timeout=60, message="plans"
+        )
         _approve_waiting(vault)
-        wait_for(lambda: len({line["id"] for line in _executed(vault)}) >= ITEMS, timeout=60, message="executions")
+        wait_for(
+            lambda: len({line["id"] for line in _executed(vault)}) >= ITEMS, timeout=60, message="executions"
+        )
         for worker in workers:
             assert worker.terminate() == 0
         daemon.terminate()
 
         created = Counter(line["action_id"] for line in _created(vault))
         assert len(created) == ITEMS and set(created.values()) == {1}, "one plan per item"
+        assert {line["planner"] for line in _created(vault)} == {"claude:claude-sonnet-4-6"}
         executed = _executed(vault)
         assert all(line["event"] == "plan.executed" and line["dry_run"] is False for line in executed)
         runs = Counter(line["id"] for line in executed)

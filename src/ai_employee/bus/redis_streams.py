@@ -29,8 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
+from redis import Redis as SyncRedis
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry as SyncRetry
 
 log = structlog.get_logger(__name__)
 
@@ -209,9 +213,40 @@ class _Scripts:
     loaded: bool = field(default=False)
 
 
+#: connections one process opens at most; more callers wait for a free one (not an error)
+MAX_CONNECTIONS = 32
+
+
+#: a call rides out a Redis restart of up to about this long before it raises (the callers retry)
+RIDE_OUT_SECONDS = 30.0
+
+
+def ride_out(*, sync: bool = False) -> dict[str, Any]:
+    """Client options: retry a call over a restart (connection refused, loading the AOF)."""
+    retries = int(RIDE_OUT_SECONDS / 0.5)
+    backoff = ExponentialBackoff(cap=0.5, base=0.02)
+    return {
+        "retry": SyncRetry(backoff, retries) if sync else Retry(backoff, retries),
+        "retry_on_error": [
+            redis_errors.ConnectionError,
+            redis_errors.TimeoutError,
+            redis_errors.BusyLoadingError,
+        ],
+        "socket_connect_timeout": 5.0,
+    }
+
+
 def connect(url: str) -> Any:
-    """An asyncio client; its calls raise on a lost connection (the callers retry)."""
-    return Redis.from_url(url, socket_connect_timeout=5.0, health_check_interval=15)
+    """An asyncio client whose calls ride out a short Redis restart."""
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=None, health_check_interval=15, **ride_out()
+    )
+    return Redis(connection_pool=pool)
+
+
+def connect_sync(url: str) -> Any:
+    """A blocking client (the executors' journal is synchronous), as patient as `connect`."""
+    return SyncRedis.from_url(url, **ride_out(sync=True))
 
 
 def new_worker_id() -> str:

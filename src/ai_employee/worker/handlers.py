@@ -33,7 +33,7 @@ from ai_employee.config import Settings
 from ai_employee.executors.run import run_job
 from ai_employee.model.executor import ExecutionContext
 from ai_employee.model.jobs import ExecutionJob
-from ai_employee.model.plugins import PLANNERS_GROUP, load_factory
+from ai_employee.model.plugins import PLANNERS_GROUP, PluginDisabled, load_factory
 from ai_employee.model.registry import ExecutorRegistry
 from ai_employee.planners.base import Planner
 from ai_employee.planners.fallback import FallbackPlanner
@@ -59,24 +59,39 @@ class RedisJournal:
         self._token = token
         self._ttl_ms = ttl_ms
         self._put = client.register_script(JOURNAL_PUT_SCRIPT)
+        self.trouble: Exception | None = None
 
     def get(self, key: str) -> dict[str, Any] | None:
-        raw: Any = self._client.hget(self._key, key)
+        try:
+            raw: Any = self._client.hget(self._key, key)
+        except redis.RedisError as error:
+            self.trouble = error
+            raise
         if raw is None:
             return None
         value = json.loads(raw)
         return value if isinstance(value, dict) else None
 
     def put(self, key: str, value: Mapping[str, Any]) -> None:
-        written = self._put(
-            keys=[self._fence, self._key], args=[self._token, key, json.dumps(dict(value)), self._ttl_ms]
-        )
+        try:
+            written = self._put(
+                keys=[self._fence, self._key], args=[self._token, key, json.dumps(dict(value)), self._ttl_ms]
+            )
+        except redis.RedisError as error:
+            self.trouble = error
+            raise
         if not written:
-            raise LeaseLost(f"the lease of {self._fence} moved on: another worker runs this job now")
+            self.trouble = LeaseLost(f"the lease of {self._fence} moved on: another worker runs this job now")
+            raise self.trouble
 
 
 class LeaseLost(Exception):
     """This worker's token is no longer the fence's: it must not act on the job any more."""
+
+
+class JobInterrupted(Exception):
+    """The run lost Redis or its lease on the way: its outcome is not an answer. The message stays
+    pending; whoever takes it over resumes from the journal."""
 
 
 class RedisBudgetStore:
@@ -107,7 +122,13 @@ def build_worker_planner(settings: Settings, budget: RedisBudgetStore) -> Planne
     if factory is None:
         log.error("no such planner; the template planner plans", planner=kind)
         return template
-    primary: Planner = factory(settings, budget_store=budget)
+    try:
+        primary: Planner = factory(settings, budget_store=budget)
+    except PluginDisabled as reason:
+        log.warning(
+            "planner off on this worker; the template planner plans", planner=kind, reason=str(reason)
+        )
+        return template
     return FallbackPlanner(primary, template, secrets=collect_secrets(settings))
 
 
@@ -159,19 +180,20 @@ class StepHandlers:
         folder = self.scratch / message.job_key.replace(":", "_")
         try:
             files = await self._materialize(job, folder)
+            journal = RedisJournal(
+                self.sync,
+                self.streams.keys,
+                job.plan_id,
+                message.job_key,
+                token,
+                int(self.settings.bus.result_ttl * 1000),
+            )
             ctx = ExecutionContext(
                 plan_id=job.plan_id,
                 action_id=job.action_id,
                 vault_root=folder,
                 live=job.live,
-                journal=RedisJournal(
-                    self.sync,
-                    self.streams.keys,
-                    job.plan_id,
-                    message.job_key,
-                    token,
-                    int(self.settings.bus.result_ttl * 1000),
-                ),
+                journal=journal,
                 action_files=files,
                 action_title=job.action_title,
                 progress=lambda text, data: log.info("progress", plan_id=job.plan_id, message=text),
@@ -190,6 +212,8 @@ class StepHandlers:
                 attachments=[ref.name for ref in job.attachments],
             )
             result = await run_job(execution, ctx, dry_run=job.dry_run)
+            if journal.trouble is not None:
+                raise JobInterrupted(f"{type(journal.trouble).__name__}: {journal.trouble}")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return "done", encode_result(result)

@@ -18,7 +18,6 @@ import signal
 import socket
 import time
 
-import redis
 import structlog
 
 from ai_employee.bus.redis_streams import (
@@ -27,13 +26,14 @@ from ai_employee.bus.redis_streams import (
     RedisStreams,
     WorkerInfo,
     WorkMessage,
+    connect_sync,
     new_worker_id,
     retrying,
 )
 from ai_employee.bus.work_codec import WireError
 from ai_employee.config import Settings
 from ai_employee.observability.logging import configure_logging, register_settings_secrets
-from ai_employee.worker.handlers import Handler, StepHandlers
+from ai_employee.worker.handlers import Handler, JobInterrupted, StepHandlers
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +57,7 @@ class Worker:
         self.concurrency = concurrency
         self.worker_id = new_worker_id()
         self.streams = RedisStreams(settings.redis.url, self.namespace)
-        self.sync = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=5.0)
+        self.sync = connect_sync(settings.redis.url)
         self.handlers: dict[str, Handler] = {}
         self._step_handlers = StepHandlers(settings, self.streams, self.sync)
         self._running: dict[str, tuple[WorkMessage, int]] = {}  # entry id -> (message, token)
@@ -80,12 +80,10 @@ class Worker:
         self._slot_free.set()
 
     async def run(self) -> int:
-        self.handlers = await asyncio.to_thread(self._step_handlers.build, self.steps)
+        heartbeats = asyncio.create_task(self._heartbeats(), name="aie-worker-heartbeat")
+        self.handlers = await asyncio.to_thread(self._step_handlers.build, self.steps)  # SDK imports
         await retrying(lambda: self.streams.ensure_work_groups(self.steps), what="create the stream groups")
-        loops = [
-            asyncio.create_task(self._heartbeats(), name="aie-worker-heartbeat"),
-            asyncio.create_task(self._reclaims(), name="aie-worker-reclaim"),
-        ]
+        loops = [heartbeats, asyncio.create_task(self._reclaims(), name="aie-worker-reclaim")]
         log.info(
             "worker started",
             worker=self.worker_id,
@@ -101,8 +99,8 @@ class Worker:
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            with contextlib.suppress(*TRANSIENT):
-                await self.streams.forget_worker(self.worker_id)
+            with contextlib.suppress(*TRANSIENT, TimeoutError):  # Redis away: the entry goes stale
+                await asyncio.wait_for(self.streams.forget_worker(self.worker_id), 2.0)
             await self._step_handlers.aclose()
             await self.streams.close()
             self.sync.close()
@@ -174,9 +172,14 @@ class Worker:
             except WireError as error:
                 await self._dead(message, str(error))
                 return
+            except JobInterrupted as error:  # left pending: taken over after claim_idle, journal intact
+                bound.warning("the job is left for a retry", reason=str(error))
+                return
             except Exception as error:  # a bug in the work: the daemon decides (template fallback, failed)
                 bound.exception("the work raised")
                 kind, body = "error", {"error": f"{type(error).__name__}: {error}"}
+            finally:
+                self._running.pop(message.entry_id, None)  # the lease ends with the answer
             sent = await retrying(
                 lambda: self.streams.send(message, token, kind, body, ttl_ms=self.ttl_ms),
                 what="send a result",

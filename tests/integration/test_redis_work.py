@@ -1,0 +1,273 @@
+"""Distributed work over Redis Streams, in one process: the daemon's side (`RedisWork`) and a
+worker (`Worker`) against a real Redis on loopback, each test in a namespace of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from ai_employee.bus.redis_streams import WORK_GROUP, RedisStreams
+from ai_employee.bus.redis_work import RedisWork
+from ai_employee.bus.work_codec import encode_plan_request, plan_job_key
+from ai_employee.config import Settings, load_settings
+from ai_employee.model.plans import PlanProposal, PlanRequest
+from ai_employee.observability.metrics import Metrics
+from ai_employee.pipeline.work import InProcessWork
+from ai_employee.planners.template import TemplatePlanner
+from tests.conftest import skip_or_fail
+from tests.fakes.redis_server import PrivateRedis
+
+SHARED_REDIS = os.environ.get("AIE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    client = redis.Redis.from_url(SHARED_REDIS, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        skip_or_fail(f"Redis is not reachable at {SHARED_REDIS}: {error}")
+    finally:
+        client.close()
+    return SHARED_REDIS
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    name = f"i15-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"aie:{{{name}}}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def make_settings(url: str, namespace: str, **bus: Any) -> Settings:
+    overrides: dict[tuple[str, ...], Any] = {
+        ("redis", "url"): url,
+        ("bus", "namespace"): namespace,
+        ("bus", "claim_idle"): 0.6,
+        ("bus", "heartbeat_seconds"): 0.1,
+        ("planner", "kind"): "template",
+    }
+    overrides.update({("bus", key): value for key, value in bus.items()})
+    return load_settings(environ={}, overrides=overrides)
+
+
+def request(action_id: str = "act-1", text: str = "Pump 3 on line 2 is leaking oil") -> PlanRequest:
+    return PlanRequest(
+        action_id=action_id,
+        title=text,
+        text=text,
+        source="file",
+        sender=None,
+        received=datetime(2026, 12, 7, tzinfo=UTC),
+        attachments=[],
+        handbook="# Handbook",
+        actions=[],
+    )
+
+
+def daemon_work(settings: Settings, metrics: Metrics | None = None) -> RedisWork:
+    template = TemplatePlanner()
+
+    def template_plan(plan_request: PlanRequest, reason: str) -> PlanProposal:
+        return dataclasses.replace(template.plan_local(plan_request), fallback_reason=reason)
+
+    assert settings.redis.url is not None
+    return RedisWork(
+        RedisStreams(settings.redis.url, settings.bus.namespace),
+        settings.bus,
+        daemon_id="test-daemon",
+        local=InProcessWork(template),
+        template_plan=template_plan,
+        plan_remotely=True,
+        metrics=metrics,
+    )
+
+
+@pytest.fixture
+async def work(redis_url: str, namespace: str) -> AsyncIterator[RedisWork]:
+    runner = daemon_work(make_settings(redis_url, namespace), Metrics(process_metrics=False))
+    await runner.start()
+    yield runner
+    await runner.close()
+
+
+class RunningWorker:
+    def __init__(self, settings: Settings, steps: list[str]) -> None:
+        from ai_employee.worker.service import Worker
+
+        self.worker = Worker(settings, steps=steps, concurrency=4)
+        self.task: asyncio.Task[int] | None = None
+
+    async def __aenter__(self) -> RunningWorker:
+        self.task = asyncio.create_task(self.worker.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.worker.request_stop()
+        assert self.task is not None
+        assert await asyncio.wait_for(self.task, 10) == 0
+
+
+async def test_a_plan_published_by_the_daemon_is_planned_by_a_worker_and_handed_back(
+    work: RedisWork, redis_url: str, namespace: str
+) -> None:
+    async with RunningWorker(make_settings(redis_url, namespace), ["plan"]) as running:
+        proposal = await asyncio.wait_for(work.plan(request()), 10)
+    assert proposal.action and proposal.planner == "template" and proposal.fallback_reason is None
+    assert running.worker.done == 1
+
+
+async def test_a_dead_workers_job_is_taken_over_after_claim_idle(
+    work: RedisWork, redis_url: str, namespace: str
+) -> None:
+    streams = RedisStreams(redis_url, namespace)
+    planning = asyncio.create_task(work.plan(request()))
+    # a worker that reads the job and dies before answering
+    taken = await eventually_async(lambda: streams.read_work("ghost", ["plan"], count=1, block_ms=100))
+    assert taken[0].job_key == plan_job_key(request())
+    async with RunningWorker(make_settings(redis_url, namespace), ["plan"]):
+        proposal = await asyncio.wait_for(planning, 10)
+    assert proposal.fallback_reason is None
+    assert (await streams.redis.xpending(streams.keys.work("plan"), WORK_GROUP))["pending"] == 0
+    await streams.close()
+
+
+async def test_a_late_worker_cannot_record_a_result_once_its_lease_moved_on(
+    redis_url: str, namespace: str
+) -> None:
+    streams = RedisStreams(redis_url, namespace)
+    await streams.ensure_work_groups(["plan"])
+    reply = streams.keys.results("fence-test")
+    await streams.ensure_group(reply, "daemon")
+    await streams.publish("plan", "plan:act-1:x", reply, encode_plan_request(request()))
+    (message,) = await streams.read_work("late", ["plan"], count=1, block_ms=100)
+    late = await streams.acquire(message, lease_ms=60_000, ttl_ms=60_000)
+    assert late.state == "ok"
+    assert (await streams.acquire(message, lease_ms=60_000, ttl_ms=60_000)).state == "busy"
+    await streams.redis.delete(streams.keys.lease("plan:act-1:x"))  # its lease lapsed: it stalled
+    current = await streams.acquire(message, lease_ms=5_000, ttl_ms=60_000)
+    assert current.state == "ok" and current.token > late.token
+    assert await streams.send(message, current.token, "done", {"who": "current"}, ttl_ms=60_000)
+    assert not await streams.send(message, late.token, "done", {"who": "late"}, ttl_ms=60_000)
+    stored = await streams.stored_result("plan:act-1:x")
+    assert stored is not None and stored.body == {"who": "current"} and stored.token == current.token
+    results = await streams.read_results(reply, pending=False, block_ms=100)
+    assert [result.body["who"] for result in results] == ["current"]
+    await streams.close()
+
+
+async def test_a_job_published_again_is_answered_from_its_stored_result_without_running_twice(
+    work: RedisWork, redis_url: str, namespace: str
+) -> None:
+    settings = make_settings(redis_url, namespace)
+    async with RunningWorker(settings, ["plan"]) as running:
+        first = await asyncio.wait_for(work.plan(request()), 10)
+        second = await asyncio.wait_for(work.plan(request()), 10)  # a restarted daemon asks again
+    assert first == second
+    assert running.worker.done == 1
+
+
+async def test_a_message_delivered_more_than_max_deliveries_goes_to_the_dead_letter_stream_with_a_note(
+    redis_url: str, namespace: str
+) -> None:
+    settings = make_settings(redis_url, namespace, max_deliveries=1)
+    runner = daemon_work(settings)
+    await runner.start()
+    streams = RedisStreams(redis_url, namespace)
+    try:
+        planning = asyncio.create_task(runner.plan(request()))
+        await eventually_async(lambda: streams.read_work("ghost", ["plan"], count=1, block_ms=100))
+        async with RunningWorker(settings, ["plan"]):
+            proposal = await asyncio.wait_for(planning, 10)
+        assert proposal.planner == "template"
+        assert proposal.fallback_reason is not None and "dead" in proposal.fallback_reason
+        total, dead = await streams.dead_letters()
+        assert total == 1 and dead[0].step == "plan" and "delivered 2 times" in dead[0].note
+        assert (await streams.redis.xpending(streams.keys.work("plan"), WORK_GROUP))["pending"] == 0
+    finally:
+        await runner.close()
+        await streams.close()
+
+
+async def test_trimming_drops_only_acknowledged_entries(redis_url: str, namespace: str) -> None:
+    streams = RedisStreams(redis_url, namespace)
+    await streams.ensure_work_groups(["plan"])
+    for n in range(300):
+        await streams.publish("plan", f"plan:{n}", "reply", {"n": n})
+    read = await streams.read_work("w", ["plan"], count=200, block_ms=100)
+    for message in read[:150]:
+        await streams.ack_work(message)
+    await streams.trim_acknowledged(streams.keys.work("plan"), WORK_GROUP, maxlen=100)
+    left = await streams.redis.xrange(streams.keys.work("plan"))
+    kept = {entry_id.decode() for entry_id, _ in left}
+    assert {message.entry_id for message in read[150:]} <= kept, "pending entries stay"
+    assert len(left) >= 150, "unread entries stay"
+    assert len(left) < 300, "acknowledged entries go"
+    await streams.close()
+
+
+async def test_status_and_metrics_list_workers_stream_lag_and_dead_letters(
+    work: RedisWork, redis_url: str, namespace: str
+) -> None:
+    streams = RedisStreams(redis_url, namespace)
+    for n in range(3):
+        await streams.publish("execute", f"execute:{n}", "reply", {})
+    async with RunningWorker(make_settings(redis_url, namespace), ["plan"]):
+        await eventually_async(lambda: streams.workers())
+        await work._refresh_status()
+        status = work.status()
+        assert status is not None
+        (worker,) = status["workers"]
+        assert worker["up"] and worker["steps"] == ["plan"] and worker["pid"] == os.getpid()
+        assert status["streams"]["execute"]["lag"] == 3
+        assert status["dead_letters"]["count"] == 0
+        assert work.metrics is not None
+        text = work.metrics.lag.collect()[0].samples
+        assert any(sample.labels == {"step": "execute"} and sample.value == 3 for sample in text)
+        up = work.metrics.worker_up.collect()[0].samples
+        assert [sample.value for sample in up] == [1.0]
+    assert await streams.workers() == [], "a worker that stops leaves the list"
+    await streams.close()
+
+
+async def test_publishing_waits_while_redis_is_down_and_nothing_is_lost(tmp_path: Path) -> None:
+    server = PrivateRedis(tmp_path / "redis").start()
+    try:
+        settings = make_settings(server.url, "restart")
+        runner = daemon_work(settings)
+        await runner.start()
+        server.kill()
+        planning = asyncio.create_task(runner.plan(request()))
+        await asyncio.sleep(0.3)  # the publish is retrying against a dead server
+        assert not planning.done()
+        server.start()
+        async with RunningWorker(settings, ["plan"]):
+            proposal = await asyncio.wait_for(planning, 15)
+        assert proposal.fallback_reason is None
+        await runner.close()
+    finally:
+        server.stop()
+
+
+async def eventually_async(call: Any, timeout: float = 5.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await call()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.01)
