@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import Gauge
+from redis.exceptions import ResponseError
 
 from ai_employee.bus.redis_streams import (
     RESULTS_GROUP,
@@ -179,7 +180,7 @@ class RedisWork:
     async def plan(self, request: PlanRequest) -> PlanProposal:
         if not self.plan_remotely:
             return await self.local.plan(request)
-        kind, body = await self._submit(PLAN, plan_job_key(request), encode_plan_request(request))
+        kind, body = await self.submit(PLAN, plan_job_key(request), encode_plan_request(request))
         if kind == "done":
             try:
                 return decode_proposal(body)
@@ -205,7 +206,7 @@ class RedisWork:
             return await self.local.execute(job, ctx, dry_run=dry_run)
         await self._store_blobs(attachments)
         body = encode_job(job, live=ctx.live, dry_run=False, attachments=[ref for ref, _ in attachments])
-        kind, answer = await self._submit(EXECUTE, execute_job_key(job), body)
+        kind, answer = await self.submit(EXECUTE, execute_job_key(job), body)
         if kind == "done":
             return decode_result(answer)
         reason = str(answer.get("error") or "no reason given")
@@ -251,7 +252,9 @@ class RedisWork:
 
     # --- publishing and results ------------------------------------------------------------------
 
-    async def _submit(self, step: str, job_key: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    async def submit(self, step: str, job_key: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Publish one job to `step`'s stream and wait for its answer: (`done`, result body), or
+        (`error`/`dead`, `{"error": why}`). The same `job_key` asked twice runs once."""
         waiter = self._waiting.get(job_key)
         if waiter is not None:  # the same job asked for twice (recovery and a hint): one run
             return await asyncio.shield(waiter.future)
@@ -290,6 +293,11 @@ class RedisWork:
             except TRANSIENT as error:
                 self._status["redis"] = f"unreachable: {error}"
                 await asyncio.sleep(0.5)
+            except ResponseError as error:  # Redis lost its data (no AOF): the groups start afresh
+                log.warning("the result stream is gone; making it again", error=str(error))
+                await retrying(
+                    self._ensure_groups, what="create the stream groups", stop=lambda: self._stopping
+                )
             except Exception:
                 log.exception("reading results failed")
                 await asyncio.sleep(0.5)

@@ -39,12 +39,22 @@ log = structlog.get_logger(__name__)
 
 #: the lease is a little shorter than `claim_idle`, so that a reclaimed message finds it expired
 LEASE_SHARE = 0.8
+#: how long one read waits for work: the longest a graceful stop waits for the reader
+READ_BLOCK_MS = 250
 
 
 class Worker:
     def __init__(
-        self, settings: Settings, *, steps: list[str], concurrency: int, namespace: str | None = None
+        self,
+        settings: Settings,
+        *,
+        steps: list[str],
+        concurrency: int,
+        namespace: str | None = None,
+        handlers: dict[str, Handler] | None = None,
     ) -> None:
+        """`handlers`: the work of steps given by the caller instead of the built-in ones (the
+        benchmark's CPU-bound extractor); the others are built from the settings."""
         if not settings.redis.url:
             raise ValueError("a worker needs REDIS_URL (or redis.url in the config)")
         unknown = sorted(set(steps) - set(STEPS))
@@ -58,7 +68,7 @@ class Worker:
         self.worker_id = new_worker_id()
         self.streams = RedisStreams(settings.redis.url, self.namespace)
         self.sync = connect_sync(settings.redis.url)
-        self.handlers: dict[str, Handler] = {}
+        self.handlers: dict[str, Handler] = dict(handlers or {})
         self._step_handlers = StepHandlers(settings, self.streams, self.sync)
         self._running: dict[str, tuple[WorkMessage, int]] = {}  # entry id -> (message, token)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -81,7 +91,8 @@ class Worker:
 
     async def run(self) -> int:
         heartbeats = asyncio.create_task(self._heartbeats(), name="aie-worker-heartbeat")
-        self.handlers = await asyncio.to_thread(self._step_handlers.build, self.steps)  # SDK imports
+        built = [step for step in self.steps if step not in self.handlers]
+        self.handlers.update(await asyncio.to_thread(self._step_handlers.build, built))  # SDK imports
         await retrying(lambda: self.streams.ensure_work_groups(self.steps), what="create the stream groups")
         loops = [heartbeats, asyncio.create_task(self._reclaims(), name="aie-worker-reclaim")]
         log.info(
@@ -118,7 +129,9 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             try:
-                messages = await self.streams.read_work(self.worker_id, self.steps, count=free, block_ms=1000)
+                messages = await self.streams.read_work(
+                    self.worker_id, self.steps, count=free, block_ms=READ_BLOCK_MS
+                )
             except TRANSIENT as error:
                 log.warning(
                     "redis unreachable; reading again shortly", error=str(error) or type(error).__name__
