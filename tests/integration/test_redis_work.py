@@ -271,3 +271,97 @@ async def eventually_async(call: Any, timeout: float = 5.0) -> Any:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("timed out")
         await asyncio.sleep(0.01)
+
+
+async def test_at_most_max_in_flight_jobs_are_in_the_streams_and_the_rest_wait_in_the_daemon(
+    redis_url: str, namespace: str
+) -> None:
+    runner = daemon_work(make_settings(redis_url, namespace, max_in_flight=2))
+    await runner.start()
+    try:
+        waiting = [asyncio.create_task(runner.plan(request(f"act-{n}", f"text {n}"))) for n in range(5)]
+        await eventually_async(lambda: runner.streams.redis.xlen(runner.streams.keys.work("plan")))
+        await asyncio.sleep(0.2)  # the other three stay in the daemon however long we look
+        assert await runner.streams.redis.xlen(runner.streams.keys.work("plan")) == 2
+        async with RunningWorker(make_settings(redis_url, namespace), ["plan"]):
+            proposals = await asyncio.wait_for(asyncio.gather(*waiting), 15)
+        assert all(proposal.fallback_reason is None for proposal in proposals)
+    finally:
+        await runner.close()
+
+
+async def test_an_unreadable_message_goes_to_the_dead_letter_stream_at_once(
+    work: RedisWork, redis_url: str, namespace: str
+) -> None:
+    answer = asyncio.create_task(work.submit("plan", "plan:broken:1", {"action_id": "act-9"}))
+    async with RunningWorker(make_settings(redis_url, namespace), ["plan"]):
+        kind, body = await asyncio.wait_for(answer, 10)
+    assert kind == "dead" and "unreadable plan request" in body["error"]
+    total, dead = await work.streams.dead_letters()
+    assert total == 1 and dead[0].deliveries == 1
+
+
+def test_attachments_travel_inside_redis_when_small_and_through_the_shared_folder_when_large(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    from ai_employee.bus.redis_work import AttachmentTooLarge
+    from ai_employee.bus.work_codec import RemoteJob
+    from ai_employee.model.executor import ExecutionContext
+    from ai_employee.model.jobs import ExecutionJob
+    from ai_employee.worker.handlers import StepHandlers
+
+    vault = tmp_path / "vault"
+    (vault / "Attachments").mkdir(parents=True)
+    small, large = vault / "Attachments" / "small.txt", vault / "Attachments" / "large.bin"
+    small.write_bytes(b"small file")
+    large.write_bytes(os.urandom(3000))
+    shared = tmp_path / "shared"
+    job = ExecutionJob(
+        plan_id="plan-1",
+        action_id="act-1",
+        name="p.md",
+        digest="d",
+        properties={},
+        body="",
+        executor=None,  # type: ignore[arg-type]
+        params=None,  # type: ignore[arg-type]
+        attempt=1,
+        attachments=["Attachments/small.txt", "Attachments/large.bin"],
+    )
+    ctx = ExecutionContext(
+        plan_id="plan-1",
+        action_id="act-1",
+        vault_root=vault,
+        live=True,
+        journal=None,
+        action_files=[small, large],  # type: ignore[arg-type]
+    )
+
+    async def round_trip() -> list[bytes]:
+        settings = make_settings(redis_url, namespace, inline_attachment_bytes=1000, shared_path=str(shared))
+        runner = daemon_work(settings)
+        packed = runner._pack_attachments(job, ctx)
+        assert [ref.where for ref, _ in packed] == ["blob", "shared"]
+        await runner._store_blobs(packed)
+        handlers = StepHandlers(settings, runner.streams, redis.Redis.from_url(redis_url))
+        remote = RemoteJob("plan-1", "act-1", "x", {}, 1, True, False, attachments=[ref for ref, _ in packed])
+        files = await handlers._materialize(remote, tmp_path / "scratch")
+        assert vault not in files[0].parents, "the worker reads its own copy, not the vault"
+        contents = [path.read_bytes() for path in files]
+        await handlers.aclose()
+        await runner.streams.close()
+        return contents
+
+    assert asyncio.run(round_trip()) == [b"small file", large.read_bytes()]
+    without_share = daemon_work(make_settings(redis_url, namespace, inline_attachment_bytes=1000))
+    with pytest.raises(AttachmentTooLarge, match=r"no bus\.shared_path"):
+        without_share._pack_attachments(job, ctx)
+
+
+def test_the_worker_command_refuses_to_start_without_redis_url() -> None:
+    from click.testing import CliRunner
+
+    from ai_employee.cli import main
+
+    result = CliRunner().invoke(main, ["worker"], env={"REDIS_URL": "", "AIE_CONFIG": ""})
+    assert result.exit_code != 0 and "needs REDIS_URL" in result.output

@@ -136,6 +136,7 @@ class RedisWork:
             "redis": "connecting",
         }
         self._known_workers: set[str] = set()
+        self._local_limits: dict[str, asyncio.Semaphore] = {}
 
     @property
     def ttl_ms(self) -> int:
@@ -172,7 +173,15 @@ class RedisWork:
         """Up to `bus.max_in_flight` jobs out at once: the workers decide how many run."""
         if step == PLAN and not self.plan_remotely:
             return default
+        self._local_limits[step] = asyncio.Semaphore(default)  # what still runs here keeps its limit
         return max(default, self.settings.max_in_flight)
+
+    async def _run_here(self, job: ExecutionJob, ctx: ExecutionContext, *, dry_run: bool) -> ExecutionResult:
+        limit = self._local_limits.get(EXECUTE)
+        if limit is None:
+            return await self.local.execute(job, ctx, dry_run=dry_run)
+        async with limit:
+            return await self.local.execute(job, ctx, dry_run=dry_run)
 
     def status(self) -> dict[str, Any] | None:
         return {**self._status, "in_flight": len(self._waiting)}
@@ -196,14 +205,14 @@ class RedisWork:
 
     async def execute(self, job: ExecutionJob, ctx: ExecutionContext, *, dry_run: bool) -> ExecutionResult:
         if dry_run or job.executor.name not in self.settings.remote_actions:
-            return await self.local.execute(job, ctx, dry_run=dry_run)
+            return await self._run_here(job, ctx, dry_run=dry_run)
         try:
             attachments = await asyncio.to_thread(self._pack_attachments, job, ctx)
         except AttachmentTooLarge as error:
             log.warning(
                 "runs in the daemon: an attachment cannot travel", plan_id=job.plan_id, reason=str(error)
             )
-            return await self.local.execute(job, ctx, dry_run=dry_run)
+            return await self._run_here(job, ctx, dry_run=dry_run)
         await self._store_blobs(attachments)
         body = encode_job(job, live=ctx.live, dry_run=False, attachments=[ref for ref, _ in attachments])
         kind, answer = await self.submit(EXECUTE, execute_job_key(job), body)
