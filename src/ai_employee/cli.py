@@ -365,9 +365,9 @@ def _decide(result: Any) -> None:
 )
 @click.option(
     "--steps",
-    default="plan,execute",
+    default="extract,plan,execute",
     show_default=True,
-    help="Comma-separated steps to run: extract, transcribe, plan, execute.",
+    help="Comma-separated steps to run: extract, plan, execute (transcribe: not yet).",
 )
 @click.option(
     "--concurrency", type=click.IntRange(1, 1024), default=4, show_default=True, help="Jobs at once."

@@ -160,7 +160,7 @@ def test_chaos_every_item_planned_once_and_every_approved_plan_executed_once(
             timeout=60,
         )
         assert all(
-            worker["up"] and worker["steps"] == ["plan", "execute"]
+            worker["up"] and worker["steps"] == ["extract", "plan", "execute"]
             for worker in status["distributed"]["workers"]
         )
         metrics = httpx.get(f"http://127.0.0.1:{daemon.info()['port']}/metrics").text  # type: ignore[index]

@@ -37,11 +37,13 @@ from ai_employee.bus.redis_streams import (
 )
 from ai_employee.bus.work_codec import (
     EXECUTE,
+    EXTRACT,
     PLAN,
     AttachmentRef,
     WireError,
     decode_proposal,
     decode_result,
+    encode_extract,
     encode_job,
     encode_plan_request,
     execute_job_key,
@@ -56,7 +58,7 @@ from ai_employee.observability.metrics import PREFIX, Metrics
 
 log = structlog.get_logger(__name__)
 
-REMOTE_STEPS = (PLAN, EXECUTE)
+REMOTE_STEPS = (EXTRACT, PLAN, EXECUTE)
 #: how often lost entries are looked for, streams trimmed and the status refreshed (at most)
 HOUSEKEEPING_SECONDS = 5.0
 
@@ -221,14 +223,34 @@ class RedisWork:
         reason = str(answer.get("error") or "no reason given")
         return ExecutionResult(dry_run=False, error=f"the worker could not run it ({kind}): {reason}")
 
+    async def extract(self, path: Path, name: str, *, limit: int) -> tuple[str, str] | None:
+        """An Inbox file's (title, text) from a worker's `extract` step (the file travels by
+        content); None when no worker could, so that the caller extracts in process."""
+        try:
+            ((ref, data),) = await asyncio.to_thread(self._pack, [(name, path)])
+        except (AttachmentTooLarge, ValueError, OSError) as error:
+            log.warning("extracts in the daemon: the file cannot travel", file=name, reason=str(error))
+            return None
+        await self._store_blobs([(ref, data)])
+        kind, answer = await self.submit(
+            EXTRACT, f"extract:{ref.sha256}:{limit}", encode_extract(ref, limit=limit)
+        )
+        if kind != "done":
+            log.warning("extraction on a worker failed", file=name, reason=answer.get("error"))
+            return None
+        return str(answer.get("title", name)), str(answer.get("text", ""))
+
     # --- attachments -------------------------------------------------------------------------
 
     def _pack_attachments(
         self, job: ExecutionJob, ctx: ExecutionContext
     ) -> list[tuple[AttachmentRef, bytes | None]]:
         """Small files travel inside Redis; larger ones through `bus.shared_path` (by content)."""
+        return self._pack(list(zip(job.attachments, ctx.action_files, strict=False)))
+
+    def _pack(self, files: list[tuple[str, Path]]) -> list[tuple[AttachmentRef, bytes | None]]:
         packed: list[tuple[AttachmentRef, bytes | None]] = []
-        for name, path in zip(job.attachments, ctx.action_files, strict=False):
+        for name, path in files:
             try:
                 size = path.stat().st_size
             except OSError:

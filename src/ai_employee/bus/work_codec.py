@@ -14,6 +14,7 @@ from ai_employee.model.plans import ActionSpec, PlanProposal, PlanRequest
 
 PLAN = "plan"
 EXECUTE = "execute"
+EXTRACT = "extract"
 
 
 class WireError(ValueError):
@@ -132,6 +133,18 @@ def decode_job(body: dict[str, Any]) -> RemoteJob:
         )
     except (KeyError, TypeError, ValueError) as error:
         raise WireError(f"unreadable execution job: {error}") from error
+
+
+def encode_extract(ref: AttachmentRef, *, limit: int) -> dict[str, Any]:
+    """An Inbox file's text, asked of a worker: the file by content, and the body limit."""
+    return {"file": asdict(ref), "limit": limit}
+
+
+def decode_extract(body: dict[str, Any]) -> tuple[AttachmentRef, int]:
+    try:
+        return AttachmentRef(**body["file"]), int(body["limit"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise WireError(f"unreadable extract request: {error}") from error
 
 
 def encode_result(result: ExecutionResult) -> dict[str, Any]:

@@ -8,6 +8,7 @@ cannot go on to call the outside service)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import tempfile
@@ -21,15 +22,19 @@ import structlog
 from ai_employee.bus.redis_streams import JOURNAL_PUT_SCRIPT, RedisStreams, StreamKeys, WorkMessage
 from ai_employee.bus.work_codec import (
     EXECUTE,
+    EXTRACT,
     PLAN,
+    AttachmentRef,
     RemoteJob,
     WireError,
+    decode_extract,
     decode_job,
     decode_plan_request,
     encode_proposal,
     encode_result,
 )
 from ai_employee.config import Settings
+from ai_employee.documents.text import describe_file
 from ai_employee.executors.run import run_job
 from ai_employee.model.executor import ExecutionContext
 from ai_employee.model.jobs import ExecutionJob
@@ -151,6 +156,8 @@ class StepHandlers:
         if EXECUTE in steps:
             self.registry = ExecutorRegistry.from_entry_points(self.settings)
             handlers[EXECUTE] = self.execute
+        if EXTRACT in steps:
+            handlers[EXTRACT] = self.extract
         return handlers
 
     async def aclose(self) -> None:
@@ -218,9 +225,25 @@ class StepHandlers:
             shutil.rmtree(folder, ignore_errors=True)
         return "done", encode_result(result)
 
+    async def extract(self, message: WorkMessage, token: int) -> Outcome:
+        """`documents` on a file that came by content (today `describe_file`; #14's extractors)."""
+        ref, limit = decode_extract(message.body)
+        folder = self.scratch / message.job_key.replace(":", "_")
+        try:
+            (path,) = await self._fetch([ref], folder)
+            title, text = await asyncio.to_thread(
+                describe_file, path, Path(ref.name).name, ref.size, limit=limit
+            )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return "done", {"title": title, "text": text}
+
     async def _materialize(self, job: RemoteJob, folder: Path) -> list[Path]:
+        return await self._fetch(job.attachments, folder)
+
+    async def _fetch(self, refs: list[AttachmentRef], folder: Path) -> list[Path]:
         files: list[Path] = []
-        for ref in job.attachments:
+        for ref in refs:
             if ref.where == "shared":
                 shared = self.settings.bus.shared_path
                 if shared is None:

@@ -39,6 +39,8 @@ log = structlog.get_logger(__name__)
 
 #: the lease is a little shorter than `claim_idle`, so that a reclaimed message finds it expired
 LEASE_SHARE = 0.8
+#: the steps a worker can run today (`transcribe` still runs in the daemon's Telegram source)
+BUILT_IN = ("extract", "plan", "execute")
 #: how long one read waits for work: the longest a graceful stop waits for the reader
 READ_BLOCK_MS = 250
 
@@ -60,6 +62,11 @@ class Worker:
         unknown = sorted(set(steps) - set(STEPS))
         if unknown:
             raise ValueError(f"unknown steps {', '.join(unknown)}; the steps are {', '.join(STEPS)}")
+        later = sorted(set(steps) - set(BUILT_IN) - set(handlers or {}))
+        if later:
+            raise ValueError(
+                f"{', '.join(later)}: not distributed yet (runs in the daemon); docs/distributed.md"
+            )
         self.settings = settings
         self.bus = settings.bus
         self.namespace = namespace or settings.bus.namespace
