@@ -385,3 +385,19 @@ def test_a_worker_refuses_a_step_that_is_not_distributed_yet(redis_url: str, nam
 
     with pytest.raises(ValueError, match="transcribe: not distributed yet"):
         Worker(make_settings(redis_url, namespace), steps=["transcribe"], concurrency=1)
+
+
+async def test_workers_silent_for_long_are_forgotten_with_their_idle_consumers(
+    redis_url: str, namespace: str
+) -> None:
+    from ai_employee.bus.redis_streams import WorkerInfo
+
+    streams = RedisStreams(redis_url, namespace)
+    await streams.ensure_work_groups(["plan"])
+    await streams.read_work("killed-worker", ["plan"], count=1, block_ms=10)  # a consumer, nothing pending
+    silent = WorkerInfo("killed-worker", "host", 1, ["plan"], heartbeat=0.0, in_flight=0, started=0.0)
+    await streams.heartbeat(silent)
+    assert await streams.prune(["plan"], stale_seconds=0) == 1
+    assert await streams.workers() == []
+    assert await streams.redis.xinfo_consumers(streams.keys.work("plan"), WORK_GROUP) == []
+    await streams.close()

@@ -402,6 +402,26 @@ class RedisStreams:
     async def forget_worker(self, worker: str) -> None:
         await self.redis.hdel(self.keys.workers, worker)
 
+    async def prune(self, steps: Sequence[str], *, stale_seconds: float) -> int:
+        """Forget workers silent for `stale_seconds` (killed, never stopped) and their consumers in
+        the groups once nothing is pending for them: a restarted worker is a new consumer."""
+        now = time.time()
+        stale = [info.worker for info in await self.workers() if now - info.heartbeat > stale_seconds]
+        for worker in stale:
+            await self.forget_worker(worker)
+        removed = 0
+        for step in steps:
+            try:
+                consumers = await self.redis.xinfo_consumers(self.keys.work(step), WORK_GROUP)
+            except redis_errors.ResponseError:
+                continue  # no stream or group yet
+            for consumer in consumers:
+                idle_ms = int(consumer.get("idle") or 0)
+                if int(consumer.get("pending") or 0) == 0 and idle_ms >= stale_seconds * 1000:
+                    await self.redis.xgroup_delconsumer(self.keys.work(step), WORK_GROUP, consumer["name"])
+                    removed += 1
+        return removed
+
     async def dead_letters(self, count: int = 20) -> tuple[int, list[DeadLetter]]:
         total = int(await self.redis.xlen(self.keys.dead))
         entries = await self.redis.xrevrange(self.keys.dead, count=count)

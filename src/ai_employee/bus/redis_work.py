@@ -61,6 +61,8 @@ log = structlog.get_logger(__name__)
 REMOTE_STEPS = (EXTRACT, PLAN, EXECUTE)
 #: how often lost entries are looked for, streams trimmed and the status refreshed (at most)
 HOUSEKEEPING_SECONDS = 5.0
+#: a worker silent this long leaves `status` (and its consumer the group, once nothing is pending)
+STALE_WORKER_SECONDS = 3600.0
 
 TemplatePlan = Callable[[PlanRequest, str], PlanProposal]
 
@@ -139,6 +141,7 @@ class RedisWork:
         }
         self._known_workers: set[str] = set()
         self._local_limits: dict[str, asyncio.Semaphore] = {}
+        self._last_prune = 0.0
 
     @property
     def ttl_ms(self) -> int:
@@ -357,6 +360,9 @@ class RedisWork:
                         self.streams.keys.work(step), WORK_GROUP, self.settings.maxlen
                     )
                 await self.streams.trim_acknowledged(self.results_stream, RESULTS_GROUP, self.settings.maxlen)
+                if time.monotonic() - self._last_prune > STALE_WORKER_SECONDS / 10:
+                    self._last_prune = time.monotonic()
+                    await self.streams.prune(REMOTE_STEPS, stale_seconds=STALE_WORKER_SECONDS)
                 await self._refresh_status()
             except asyncio.CancelledError:
                 raise
