@@ -394,7 +394,9 @@ async def test_workers_silent_for_long_are_forgotten_with_their_idle_consumers(
 
     streams = RedisStreams(redis_url, namespace)
     await streams.ensure_work_groups(["plan"])
-    await streams.read_work("killed-worker", ["plan"], count=1, block_ms=10)  # a consumer, nothing pending
+    await streams.publish("plan", "plan:done", "reply", {})
+    (message,) = await streams.read_work("killed-worker", ["plan"], count=1, block_ms=10)
+    await streams.ack_work(message)  # a consumer with nothing pending
     silent = WorkerInfo("killed-worker", "host", 1, ["plan"], heartbeat=0.0, in_flight=0, started=0.0)
     await streams.heartbeat(silent)
     assert await streams.prune(["plan"], stale_seconds=0) == 1
