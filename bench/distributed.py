@@ -183,9 +183,39 @@ async def _scaling_run(
         await cleaner.close()
 
 
+def _burn_jobs(jobs: int, cpu_ms: float, loops_per_ms: float) -> None:
+    global _LOOPS_PER_MS
+    _LOOPS_PER_MS = loops_per_ms
+    for _ in range(jobs):
+        burn(cpu_ms)
+
+
+def raw_parallelism(jobs: int, cpu_ms: float, loops_per_ms: float) -> dict[int, float]:
+    """The same CPU work in 1, 2 and 4 plain processes, no Redis: what the machine gives right now
+    (other programs share its cores), the ceiling for the workers' figures."""
+    import multiprocessing
+
+    rates: dict[int, float] = {}
+    for processes in (1, 2, 4):
+        started = time.perf_counter()
+        pool = [
+            multiprocessing.Process(target=_burn_jobs, args=(jobs // processes, cpu_ms, loops_per_ms))
+            for _ in range(processes)
+        ]
+        for process in pool:
+            process.start()
+        for process in pool:
+            process.join()
+        rates[processes] = jobs / (time.perf_counter() - started)
+        print(f"raw CPU  {processes} process(es): {rates[processes]:8.1f} jobs/s", flush=True)
+    return rates
+
+
 def scaling(url: str, args: argparse.Namespace) -> dict[str, Any]:
     loops_per_ms = _calibrate()
     found: dict[str, Any] = {}
+    raw = raw_parallelism(args.cpu_jobs, args.cpu_ms, loops_per_ms)
+    found["raw_cpu"] = {"jobs_per_second": raw, "speedup_2": raw[2] / raw[1], "speedup_4": raw[4] / raw[1]}
     for step, jobs in (("plan", args.plan_jobs), ("extract", args.cpu_jobs)):
         rates = {}
         for workers in (1, 2, 4):
