@@ -7,7 +7,6 @@ holds a pending entry."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -122,12 +121,18 @@ def _executed(vault: Path) -> list[dict[str, Any]]:
 
 
 def _status(daemon: DaemonProcess) -> dict[str, Any]:
-    result = daemon.cli("status", "--json", "--vault", str(daemon.vault))
+    """`GET /status`, what `ai-employee status --json` prints."""
+    info = daemon.info() or {}
     try:
-        data: dict[str, Any] = json.loads(result.stdout)
-    except ValueError:
+        data: dict[str, Any] = httpx.get(f"http://127.0.0.1:{info['port']}/status", timeout=5).json()
+    except (KeyError, ValueError, httpx.HTTPError):
         return {}
     return data
+
+
+def _workers_up(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    workers = (_status(daemon).get("distributed") or {}).get("workers", [])
+    return [worker for worker in workers if worker["up"]]
 
 
 def _approve_waiting(vault: Path) -> None:
@@ -152,17 +157,12 @@ def test_chaos_every_item_planned_once_and_every_approved_plan_executed_once(
     daemon = DaemonProcess(vault, daemon_only, ["--live"]).start()
     workers = [WorkerProcess(env, tmp_path / f"worker-{n}.log").start() for n in range(3)]
     try:
-        status = wait_for(
-            lambda: (
-                len((_status(daemon).get("distributed") or {}).get("workers", [])) == 3 and _status(daemon)
-            ),
+        up = wait_for(
+            lambda: len(found := _workers_up(daemon)) == 3 and found,
             message="three workers in the daemon's status",
             timeout=60,
         )
-        assert all(
-            worker["up"] and worker["steps"] == ["extract", "plan", "execute"]
-            for worker in status["distributed"]["workers"]
-        )
+        assert all(worker["steps"] == ["extract", "plan", "execute"] for worker in up)
         metrics = httpx.get(f"http://127.0.0.1:{daemon.info()['port']}/metrics").text  # type: ignore[index]
         assert 'aie_stream_lag{step="plan"}' in metrics and "aie_worker_up{" in metrics
         for n in range(ITEMS):

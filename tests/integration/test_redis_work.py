@@ -403,3 +403,45 @@ async def test_workers_silent_for_long_are_forgotten_with_their_idle_consumers(
     assert await streams.workers() == []
     assert await streams.redis.xinfo_consumers(streams.keys.work("plan"), WORK_GROUP) == []
     await streams.close()
+
+
+def test_status_prints_the_workers_the_stream_lag_and_the_dead_letters(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ai_employee.cli import _echo_distributed
+
+    _echo_distributed(
+        {
+            "redis": "up",
+            "namespace": "default",
+            "in_flight": 3,
+            "workers": [
+                {
+                    "host": "b1",
+                    "pid": 7,
+                    "up": True,
+                    "steps": ["plan"],
+                    "in_flight": 2,
+                    "last_heartbeat": 0.4,
+                },
+                {
+                    "host": "b2",
+                    "pid": 9,
+                    "up": False,
+                    "steps": ["execute"],
+                    "in_flight": 1,
+                    "last_heartbeat": 95.0,
+                },
+            ],
+            "streams": {"plan": {"lag": 4, "pending": 2}},
+            "dead_letters": {
+                "count": 1,
+                "recent": [{"step": "plan", "job": "plan:a", "note": "delivered 6 times"}],
+            },
+        }
+    )
+    printed = capsys.readouterr().out
+    assert "b1:7 up   steps plan, in flight 2, last heartbeat 0.4 s ago" in printed
+    assert "b2:9 DOWN" in printed
+    assert "stream plan     lag 4, pending 2" in printed
+    assert "dead letters: 1" in printed and "delivered 6 times" in printed
