@@ -114,6 +114,8 @@ def start(
     if live:
         overrides["execution.dry_run"] = False
     settings = _settings(config, vault, **overrides)
+    if settings.bus.backend == "redis" and not settings.redis.url:
+        raise click.ClickException("bus.backend is redis, but REDIS_URL (redis.url) is not set")
     layout = VaultLayout(settings.vault.path.resolve())
     running = _running(layout)
     if running is not None:

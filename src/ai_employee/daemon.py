@@ -17,14 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ai_employee import __version__
 from ai_employee.bus.inprocess import InProcessEventBus
-from ai_employee.bus.redis_streams import RedisStreams
-from ai_employee.bus.redis_work import RedisWork
 from ai_employee.config import Settings
 from ai_employee.control.dashboard import DashboardService
 from ai_employee.control.server import ControlServer, new_token
@@ -56,6 +54,9 @@ from ai_employee.vault.layout import VaultLayout
 from ai_employee.vault.ledger import Ledger
 from ai_employee.vault.watcher import WatcherService
 from ai_employee.vault.writer import start_committer
+
+if TYPE_CHECKING:  # imported when REDIS_URL is set: redis takes a tenth of a second to import
+    from ai_employee.bus.redis_work import RedisWork
 
 log = structlog.get_logger(__name__)
 
@@ -372,6 +373,9 @@ class Daemon:
             return None
         if not url:
             raise RuntimeError("bus.backend is redis, but no REDIS_URL (redis.url) is set")
+        from ai_employee.bus.redis_streams import RedisStreams
+        from ai_employee.bus.redis_work import RedisWork
+
         daemon_id = ledger.kv_get("bus", "daemon_id")
         if daemon_id is None:
             daemon_id = secrets.token_hex(8)

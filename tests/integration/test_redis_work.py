@@ -445,3 +445,14 @@ def test_status_prints_the_workers_the_stream_lag_and_the_dead_letters(
     assert "b2:9 DOWN" in printed
     assert "stream plan     lag 4, pending 2" in printed
     assert "dead letters: 1" in printed and "delivered 6 times" in printed
+
+
+def test_start_with_the_redis_backend_and_no_redis_url_says_so(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ai_employee.cli import main
+
+    result = CliRunner().invoke(
+        main, ["start", "--vault", str(tmp_path / "v")], env={"REDIS_URL": "", "AIE_BUS__BACKEND": "redis"}
+    )
+    assert result.exit_code != 0 and "REDIS_URL" in result.output
