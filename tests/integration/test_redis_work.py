@@ -456,3 +456,21 @@ def test_start_with_the_redis_backend_and_no_redis_url_says_so(tmp_path: Path) -
         main, ["start", "--vault", str(tmp_path / "v")], env={"REDIS_URL": "", "AIE_BUS__BACKEND": "redis"}
     )
     assert result.exit_code != 0 and "REDIS_URL" in result.output
+
+
+async def test_the_same_job_asked_twice_while_it_waits_for_a_slot_is_published_once(
+    redis_url: str, namespace: str
+) -> None:
+    runner = daemon_work(make_settings(redis_url, namespace, max_in_flight=1))
+    await runner.start()
+    try:
+        blocker = asyncio.create_task(runner.plan(request("act-0", "first")))
+        twins = [asyncio.create_task(runner.plan(request("act-1", "same"))) for _ in range(2)]
+        await eventually_async(lambda: runner.streams.redis.xlen(runner.streams.keys.work("plan")))
+        async with RunningWorker(make_settings(redis_url, namespace), ["plan"]) as running:
+            await asyncio.wait_for(asyncio.gather(blocker, *twins), 15)
+        assert twins[0].result() == twins[1].result()
+        assert await runner.streams.redis.xlen(runner.streams.keys.work("plan")) == 2
+        assert running.worker.done == 2
+    finally:
+        await runner.close()

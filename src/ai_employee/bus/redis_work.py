@@ -292,14 +292,17 @@ class RedisWork:
         waiter = self._waiting.get(job_key)
         if waiter is not None:  # the same job asked for twice (recovery and a hint): one run
             return await asyncio.shield(waiter.future)
-        async with self._slots:
-            waiter = _Waiter(step, body, asyncio.get_running_loop().create_future())
-            self._waiting[job_key] = waiter
-            try:
-                await self._publish(job_key, waiter)
+        # Registered before it waits for a slot: a second ask meanwhile joins this one, and a
+        # result already on its way (asked by this daemon before it restarted) answers it.
+        waiter = _Waiter(step, body, asyncio.get_running_loop().create_future())
+        self._waiting[job_key] = waiter
+        try:
+            async with self._slots:
+                if not waiter.future.done():
+                    await self._publish(job_key, waiter)
                 return await waiter.future
-            finally:
-                self._waiting.pop(job_key, None)
+        finally:
+            self._waiting.pop(job_key, None)
 
     async def _publish(self, job_key: str, waiter: _Waiter) -> None:
         waiter.entry_id = await retrying(
