@@ -7,6 +7,7 @@ holds a pending entry."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -215,3 +216,58 @@ def test_chaos_every_item_planned_once_and_every_approved_plan_executed_once(
         for worker in workers:
             worker.kill()
         daemon.kill()
+
+
+async def test_a_worker_that_wakes_up_after_its_job_was_taken_over_records_nothing(
+    private_redis: PrivateRedis, claude: ThreadedFake, atlas: ThreadedFake, tmp_path: Path
+) -> None:
+    """The worker that took the job is stopped (SIGSTOP: a GC pause, a suspended VM) in the middle
+    of its model call; the other takes the job over after `claim_idle` and answers; the first wakes
+    up, gets its answer from the model, and its result is refused by the fence: the daemon sees
+    one result, the second worker's."""
+    from ai_employee.bus.redis_streams import RedisStreams
+    from ai_employee.bus.work_codec import plan_job_key
+    from tests.integration.test_redis_work import daemon_work, make_settings, request
+
+    env = distributed_env(dict(os.environ), private_redis, claude, atlas)
+    env["AIE_BUS__CLAIM_IDLE"] = "1"
+    env["AIE_PLANNER__TIMEOUT_SECONDS"] = "60"
+    settings = make_settings(private_redis.url, env["AIE_BUS__NAMESPACE"], claim_idle=1.0)
+    runner = daemon_work(settings)
+    await runner.start()
+    claude.call(claude.fake.faults.clear)
+    claude.call(claude.fake.inject, "POST", "/v1/messages", delay=2.0, times=1)  # the first call is slow
+    workers = [WorkerProcess(env, tmp_path / f"worker-{n}.log").start() for n in range(2)]
+    streams = RedisStreams(private_redis.url, env["AIE_BUS__NAMESPACE"])
+    try:
+        while len(await streams.workers()) < 2:  # both up before the job is published
+            await asyncio.sleep(0.05)
+        planning = asyncio.create_task(runner.plan(request()))
+        await asyncio.to_thread(
+            wait_for, lambda: claude.call(lambda: len(claude.fake.requests)) >= 1, 30, "a call to the model"
+        )
+        (entry,) = await streams.redis.xpending_range(streams.keys.work("plan"), "workers", "-", "+", 1)
+        holder = int(entry["consumer"].decode().split("-")[-2])  # <host>-<pid>-<n>
+        sleeper = next(worker for worker in workers if worker.process and worker.process.pid == holder)
+        assert sleeper.process is not None
+        sleeper.process.send_signal(signal.SIGSTOP)
+        proposal = await asyncio.wait_for(planning, 60)
+        assert proposal.cost_usd, "the proposal came from the other worker's model call"
+        sleeper.process.send_signal(signal.SIGCONT)
+        await asyncio.to_thread(
+            wait_for,
+            lambda: "the result is not recorded" in sleeper.log_path.read_text(),
+            30,
+            "a refused result",
+        )
+        stored = await streams.stored_result(plan_job_key(request()))
+        assert stored is not None and stored.token == 2, "the second token is the one recorded"
+        answers = await streams.redis.xrange(runner.results_stream)
+        assert len(answers) == 1, "one result reached the daemon"
+    finally:
+        for worker in workers:
+            if worker.process is not None and worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGCONT)
+            worker.kill()
+        await streams.close()
+        await runner.close()
