@@ -174,7 +174,7 @@ def test_chaos_every_item_planned_once_and_every_approved_plan_executed_once(
             + [(rng.randint(60, 200), "daemon"), (rng.randint(100, 240), "redis")]
         )
         for threshold, what in moments:
-            wait_for(lambda t=threshold: len(_created(vault)) >= t, timeout=60, message=f"{threshold} plans")
+            wait_for(lambda t=threshold: len(_created(vault)) >= t, timeout=120, message=f"{threshold} plans")
             if what == "worker":
                 victim = rng.randrange(len(workers))
                 workers[victim].kill()
@@ -185,11 +185,13 @@ def test_chaos_every_item_planned_once_and_every_approved_plan_executed_once(
             else:
                 private_redis.restart()
         wait_for(
-            lambda: len({line["action_id"] for line in _created(vault)}) >= ITEMS, timeout=60, message="plans"
+            lambda: len({line["action_id"] for line in _created(vault)}) >= ITEMS,
+            timeout=120,
+            message="plans",
         )
         _approve_waiting(vault)
         wait_for(
-            lambda: len({line["id"] for line in _executed(vault)}) >= ITEMS, timeout=60, message="executions"
+            lambda: len({line["id"] for line in _executed(vault)}) >= ITEMS, timeout=120, message="executions"
         )
         for worker in workers:
             assert worker.terminate() == 0
