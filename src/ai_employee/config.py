@@ -232,6 +232,8 @@ class BusSettings(Section):
     remote_actions: list[str] = Field(default_factory=lambda: ["atlas.work_order"])
     #: seconds results and fences are kept, so that a restarted daemon finds what was done
     result_ttl: float = Field(7 * 86400.0, gt=0)
+    #: a step's lag (jobs no worker has read) from which the `workers` service reports trouble
+    lag_alert: int = Field(1000, ge=1)
 
     def enabled(self, redis_url: str | None) -> bool:
         return self.backend == "redis" or (self.backend == "auto" and bool(redis_url))

@@ -323,6 +323,10 @@ class Daemon:
             orchestrator.register(pipeline)
             orchestrator.register(watcher)
             orchestrator.register(DashboardService(self.layout, ledger, bus, self.status))
+            if self.work is not None:
+                from ai_employee.bus.worker_health import WorkersService
+
+                orchestrator.register(WorkersService(self.work, self.settings.bus))
             await orchestrator.launch_all()
             # The vault path first: plug-ins import their SDKs (a second of CPU) once it runs, or
             # after VAULT_FIRST_SECONDS (a large vault's recovery holds up no integration longer).

@@ -474,3 +474,58 @@ async def test_the_same_job_asked_twice_while_it_waits_for_a_slot_is_published_o
         assert running.worker.done == 2
     finally:
         await runner.close()
+
+
+async def test_the_workers_service_reports_a_worker_that_died_and_jobs_nobody_takes(
+    work: RedisWork, redis_url: str, namespace: str
+) -> None:
+    import time
+
+    from ai_employee.bus.redis_streams import WorkerInfo
+    from ai_employee.bus.worker_health import WorkersService
+
+    service = WorkersService(work, work.settings)
+    await work._refresh_status()
+    assert (await service.health()).healthy, "no workers and nothing to do is fine"
+    killed = WorkerInfo(
+        "w-1", "build-01", 4242, ["plan"], heartbeat=time.time() - 20, in_flight=1, started=0.0
+    )
+    await work.streams.heartbeat(killed)
+    await work.streams.publish("plan", "plan:waiting", work.results_stream, {})
+    await work._refresh_status()
+    report = await service.health()
+    assert not report.healthy
+    assert "worker build-01:4242 stopped heartbeating" in report.detail
+    assert "no worker is up; 1 jobs wait" in report.detail
+
+
+async def test_the_workers_service_reports_a_lag_over_the_alert_and_each_new_dead_letter(
+    redis_url: str, namespace: str
+) -> None:
+    from ai_employee.bus.redis_streams import WorkerInfo
+    from ai_employee.bus.worker_health import WorkersService
+
+    runner = daemon_work(make_settings(redis_url, namespace, lag_alert=2))
+    await runner.start()
+    service = WorkersService(runner, runner.settings)
+    try:
+        alive = WorkerInfo("w-2", "build-02", 1, ["plan"], heartbeat=9e12, in_flight=0, started=0.0)
+        await runner.streams.heartbeat(alive)
+        await runner._refresh_status()
+        assert (await service.health()).healthy
+        for n in range(2):
+            await runner.streams.publish("plan", f"plan:{n}", runner.results_stream, {})
+        await runner._refresh_status()
+        lagging = await service.health()
+        assert not lagging.healthy and "plan lag 2 (bus.lag_alert 2)" in lagging.detail
+        taken = await runner.streams.read_work("w-2", ["plan"], count=2, block_ms=10)
+        for message in taken:
+            await runner.streams.ack_work(message)
+        await runner.streams.dead_letter(taken[0], "poison", ttl_ms=60_000)
+        await runner._refresh_status()
+        dead = await service.health()
+        assert not dead.healthy and dead.detail == "1 new dead letter(s), 1 in all"
+        await runner._refresh_status()
+        assert (await service.health()).healthy, "an old dead letter is in status, not an alert"
+    finally:
+        await runner.close()
