@@ -57,8 +57,10 @@ redis.call('SET', KEYS[2], token .. '|' .. ARGV[3], 'PX', ARGV[1])
 return {'ok', tostring(token)}
 """
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] or (not current and redis.call('GET', KEYS[2]) == ARGV[3]
+    and redis.call('EXISTS', KEYS[3]) == 0) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
 return 0
@@ -83,6 +85,7 @@ return false
 """
 JOURNAL_PUT_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[3]) ~= ARGV[5] then return 0 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
@@ -508,9 +511,12 @@ class RedisStreams:
         return Acquired("ok", token=int(value))
 
     async def renew(self, message: WorkMessage, token: int, lease_ms: int) -> bool:
-        lease = f"{token}|{message.entry_id}"
+        """Extend this worker's lease; after a Redis outage in which it expired, take it again if
+        nobody took the job over meanwhile (the fence still holds `token`)."""
+        job_key = message.job_key
+        keys = [self.keys.lease(job_key), self.keys.fence(job_key), self.keys.result(job_key)]
         renewed = await self._script("renew", _RENEW)(
-            keys=[self.keys.lease(message.job_key)], args=[lease, lease_ms]
+            keys=keys, args=[lease_value(token, message), lease_ms, token]
         )
         return bool(renewed)
 
@@ -570,6 +576,11 @@ class RedisStreams:
 
     async def heartbeat(self, info: WorkerInfo) -> None:
         await self.redis.hset(self.keys.workers, info.worker, info.to_json())
+
+
+def lease_value(token: int, message: WorkMessage) -> str:
+    """What the lease key holds while `message` runs under `token`."""
+    return f"{token}|{message.entry_id}"
 
 
 def _text(value: Any) -> str:

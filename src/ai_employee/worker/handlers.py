@@ -19,7 +19,13 @@ from typing import Any
 import redis
 import structlog
 
-from ai_employee.bus.redis_streams import JOURNAL_PUT_SCRIPT, RedisStreams, StreamKeys, WorkMessage
+from ai_employee.bus.redis_streams import (
+    JOURNAL_PUT_SCRIPT,
+    RedisStreams,
+    StreamKeys,
+    WorkMessage,
+    lease_value,
+)
 from ai_employee.bus.work_codec import (
     EXECUTE,
     EXTRACT,
@@ -52,15 +58,23 @@ Handler = Callable[[WorkMessage, int], Awaitable[Outcome]]
 
 
 class RedisJournal:
-    """`ExecutionJournal` in Redis, shared by every worker; `put` only while the fence holds the
-    token (AOF makes it survive a Redis restart, `appendfsync everysec`: docs/distributed.md)."""
+    """`ExecutionJournal` in Redis, shared by every worker; `put` only while this worker holds the
+    job's lease and the fence its token (AOF keeps it over a Redis restart: docs/distributed.md)."""
 
     def __init__(
-        self, client: redis.Redis, keys: StreamKeys, plan_id: str, job_key: str, token: int, ttl_ms: int
+        self,
+        client: redis.Redis,
+        keys: StreamKeys,
+        plan_id: str,
+        message: WorkMessage,
+        token: int,
+        ttl_ms: int,
     ) -> None:
         self._client = client
         self._key = keys.journal(plan_id)
-        self._fence = keys.fence(job_key)
+        self._fence = keys.fence(message.job_key)
+        self._lease = keys.lease(message.job_key)
+        self._lease_value = lease_value(token, message)
         self._token = token
         self._ttl_ms = ttl_ms
         self._put = client.register_script(JOURNAL_PUT_SCRIPT)
@@ -80,7 +94,8 @@ class RedisJournal:
     def put(self, key: str, value: Mapping[str, Any]) -> None:
         try:
             written = self._put(
-                keys=[self._fence, self._key], args=[self._token, key, json.dumps(dict(value)), self._ttl_ms]
+                keys=[self._fence, self._key, self._lease],
+                args=[self._token, key, json.dumps(dict(value)), self._ttl_ms, self._lease_value],
             )
         except redis.RedisError as error:
             self.trouble = error
@@ -191,7 +206,7 @@ class StepHandlers:
                 self.sync,
                 self.streams.keys,
                 job.plan_id,
-                message.job_key,
+                message,
                 token,
                 int(self.settings.bus.result_ttl * 1000),
             )

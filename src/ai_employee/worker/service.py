@@ -236,8 +236,9 @@ class Worker:
                 if running:
                     await self.streams.touch(self.worker_id, [message for message, _ in running])
                     for message, token in running:
-                        if not await self.streams.renew(message, token, self.lease_ms):
-                            log.warning("lease lost", job=message.job_key, token=token)
+                        renewed = await self.streams.renew(message, token, self.lease_ms)
+                        if not renewed and message.entry_id in self._running:  # not just answered
+                            log.warning("lease lost: another worker took the job over", job=message.job_key)
                 info.heartbeat = time.time()
                 info.in_flight = len(self._tasks)
                 info.done = self.done
@@ -249,34 +250,54 @@ class Worker:
             await asyncio.sleep(self.bus.heartbeat_seconds)
 
     async def _reclaims(self) -> None:
+        """Take over the jobs of dead workers. Not right after Redis was unreachable (or this loop
+        stalled): then every running job looks idle, and their live workers first need a round
+        of heartbeats to take their leases again."""
         interval = max(self.bus.claim_idle / 2, 0.05)
         min_idle_ms = int(self.bus.claim_idle * 1000)
+        quiet_until = time.monotonic() + self.bus.claim_idle  # the others' heartbeats, after our start
+        last = time.monotonic()
         while True:
             await asyncio.sleep(interval)
-            for step in self.steps:
-                free = self._free()
-                if free <= 0 or self._stopping.is_set():
-                    break
-                try:
-                    claimed = await self.streams.reclaim(
-                        self.worker_id, step, min_idle_ms=min_idle_ms, count=free
+            now = time.monotonic()
+            if now - last > interval + 1.0:  # stalled: Redis was away, or this process was
+                quiet_until = now + self.bus.claim_idle
+            if now >= quiet_until:
+                quiet_until = await self._reclaim_round(min_idle_ms, interval, quiet_until)
+            last = time.monotonic()
+
+    async def _reclaim_round(self, min_idle_ms: int, interval: float, quiet_until: float) -> float:
+        """One round over the steps; returns until when to stay quiet."""
+        for step in self.steps:
+            free = self._free()
+            if free <= 0 or self._stopping.is_set():
+                break
+            asked = time.monotonic()
+            try:
+                claimed = await self.streams.reclaim(
+                    self.worker_id, step, min_idle_ms=min_idle_ms, count=free
+                )
+            except TRANSIENT:
+                return time.monotonic() + self.bus.claim_idle
+            except Exception:
+                log.exception("reclaim failed", step=step)
+                continue
+            if time.monotonic() - asked > interval + 1.0:
+                # The call waited for Redis to come back: what it took only looks idle. Left
+                # alone, each returns to its live worker at that worker's next heartbeat.
+                return time.monotonic() + self.bus.claim_idle
+            for message in claimed:
+                log.info("took over a job", job=message.job_key, deliveries=message.deliveries)
+                if message.deliveries > self.bus.max_deliveries:
+                    note = (
+                        f"delivered {message.deliveries} times (bus.max_deliveries "
+                        f"{self.bus.max_deliveries}): each worker that took it died "
+                        "or lost Redis before answering"
                     )
-                except TRANSIENT:
-                    continue
-                except Exception:
-                    log.exception("reclaim failed", step=step)
-                    continue
-                for message in claimed:
-                    log.info("took over a job", job=message.job_key, deliveries=message.deliveries)
-                    if message.deliveries > self.bus.max_deliveries:
-                        note = (
-                            f"delivered {message.deliveries} times (bus.max_deliveries "
-                            f"{self.bus.max_deliveries}): each worker that took it died "
-                            "or lost Redis before answering"
-                        )
-                        self._spawn_dead(message, note)
-                    else:
-                        self._spawn(message)
+                    self._spawn_dead(message, note)
+                else:
+                    self._spawn(message)
+        return quiet_until
 
     def _spawn_dead(self, message: WorkMessage, note: str) -> None:
         task = asyncio.create_task(self._dead(message, note))
