@@ -69,7 +69,7 @@ def distributed_env(
         **env,
         "REDIS_URL": redis_server.url,
         "AIE_BUS__NAMESPACE": f"i15-{uuid.uuid4().hex[:8]}",
-        "AIE_BUS__CLAIM_IDLE": "3",
+        "AIE_BUS__CLAIM_IDLE": "5",
         "AIE_BUS__HEARTBEAT_SECONDS": "0.25",
         "AIE_PLANNER": "claude",
         "ANTHROPIC_API_KEY": API_KEY,

@@ -235,8 +235,10 @@ class Worker:
                 running = list(self._running.values())
                 if running:
                     await self.streams.touch(self.worker_id, [message for message, _ in running])
-                    for message, token in running:
-                        renewed = await self.streams.renew(message, token, self.lease_ms)
+                    renewals = await asyncio.gather(
+                        *(self.streams.renew(message, token, self.lease_ms) for message, token in running)
+                    )
+                    for (message, _), renewed in zip(running, renewals, strict=True):
                         if not renewed and message.entry_id in self._running:  # not just answered
                             log.warning("lease lost: another worker took the job over", job=message.job_key)
                 info.heartbeat = time.time()
