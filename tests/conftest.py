@@ -203,7 +203,7 @@ def daemon_env(tmp_path: Path) -> dict[str, str]:
         key: value
         for key, value in os.environ.items()
         if not key.startswith(
-            ("AIE_", "ANTHROPIC", "CLAUDE", "OPENAI", "ATLAS", "MANUS", "TELEGRAM", "IMAP", "SLACK")
+            ("AIE_", "ANTHROPIC", "CLAUDE", "OPENAI", "ATLAS", "MANUS", "TELEGRAM", "IMAP", "SLACK", "REDIS")
         )
     }
     env["AIE_VAULT__SETTLE_SECONDS"] = "0.3"

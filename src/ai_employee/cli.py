@@ -118,6 +118,8 @@ def start(
     if live:
         overrides["execution.dry_run"] = False
     settings = _settings(config, vault, **overrides)
+    if settings.bus.backend == "redis" and not settings.redis.url:
+        raise click.ClickException("bus.backend is redis, but REDIS_URL (redis.url) is not set")
     layout = VaultLayout(settings.vault.path.resolve())
     running = _running(layout)
     if running is not None:
@@ -229,6 +231,30 @@ def status(vault: Path | None, config: Path | None, as_json: bool) -> None:
                 state = "available"
             click.echo(f"  {name:<18} {state}")
     click.echo("vault: " + ", ".join(f"{folder} {count}" for folder, count in data.get("vault", {}).items()))
+    if data.get("distributed"):
+        _echo_distributed(data["distributed"])
+
+
+def _echo_distributed(bus: dict[str, Any]) -> None:
+    """Workers, stream lag per step and dead letters (REDIS_URL: docs/distributed.md)."""
+    click.echo(
+        f"redis: {bus.get('redis')}, namespace {bus.get('namespace')}, {bus.get('in_flight', 0)} jobs out"
+    )
+    workers = bus.get("workers") or []
+    click.echo(f"workers: {len(workers)}" + ("" if workers else " (none: slow steps wait)"))
+    for entry in workers:
+        state = "up" if entry.get("up") else "DOWN"
+        click.echo(
+            f"  {entry.get('host')}:{entry.get('pid')} {state:<4} steps {','.join(entry.get('steps', []))}, "
+            f"in flight {entry.get('in_flight')}, last heartbeat {entry.get('last_heartbeat')} s ago"
+        )
+    for step, stream in sorted((bus.get("streams") or {}).items()):
+        click.echo(f"  stream {step:<8} lag {stream.get('lag')}, pending {stream.get('pending')}")
+    dead = bus.get("dead_letters") or {}
+    if dead.get("count"):
+        click.echo(f"dead letters: {dead['count']}")
+        for entry in dead.get("recent", [])[:5]:
+            click.echo(f"  {entry.get('step')} {entry.get('job')}: {entry.get('note')}")
 
 
 def _trouble(entry: dict[str, Any]) -> str:
@@ -486,6 +512,37 @@ def doctor(vault: Path | None, config: Path | None, as_json: bool, timeout: floa
     report = run_doctor(config, vault, seconds=timeout)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.to_text())
     sys.exit(EXIT_ERROR if report.failed else 0)
+
+
+@main.command()
+@config_option
+@click.option(
+    "--namespace", default=None, help="The daemons to work for (config bus.namespace, default 'default')."
+)
+@click.option(
+    "--steps",
+    default="extract,plan,execute",
+    show_default=True,
+    help="Comma-separated steps to run: extract, plan, execute (transcribe: not yet).",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 1024), default=4, show_default=True, help="Jobs at once."
+)
+@click.option("--log-level", default=None, help="debug, info, warning, error.")
+def worker(
+    config: Path | None, namespace: str | None, steps: str, concurrency: int, log_level: str | None
+) -> None:
+    """With REDIS_URL: do the slow steps for the daemons of a namespace; never touches a vault folder."""
+    from ai_employee.worker.service import run_worker
+
+    settings = _settings(config, None, **{"logging.level": log_level})
+    if not settings.redis.url:
+        raise click.ClickException("a worker needs REDIS_URL (or redis.url in the config)")
+    chosen = [step.strip() for step in steps.split(",") if step.strip()]
+    try:
+        sys.exit(run_worker(settings, steps=chosen, concurrency=concurrency, namespace=namespace))
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
 
 
 DEFAULT_CONFIG = """\

@@ -244,6 +244,38 @@ class WebhooksSettings(Section):
     port: int | None = Field(None, ge=0, le=65535)
 
 
+class BusSettings(Section):
+    """Where the slow steps' work runs (docs/distributed.md): in the daemon, or on workers that
+    read it from Redis Streams (`redis`; `auto`: when `REDIS_URL` is set)."""
+
+    backend: Literal["auto", "inprocess", "redis"] = "auto"
+    #: the daemons and workers that share work; keys are `aie:<namespace>:...`
+    namespace: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    #: seconds a claimed message may sit without a heartbeat before another worker takes it over
+    claim_idle: float = Field(30.0, gt=0)
+    #: deliveries after which a message goes to the dead-letter stream instead of running again
+    max_deliveries: int = Field(5, ge=1, le=100)
+    #: jobs one daemon keeps in the streams at once; the rest wait in the daemon (back-pressure)
+    max_in_flight: int = Field(256, ge=1, le=100_000)
+    #: acknowledged entries kept per stream before they are trimmed (`MAXLEN ~`)
+    maxlen: int = Field(10_000, ge=100)
+    #: seconds between worker heartbeats (and lease renewals)
+    heartbeat_seconds: float = Field(2.0, gt=0)
+    #: attachments up to this size travel inside Redis; larger ones through `shared_path`
+    inline_attachment_bytes: int = Field(4 * 1024 * 1024, ge=0, le=256 * 1024 * 1024)
+    #: a folder every worker and the daemon mount (NFS, SMB, a volume) for larger attachments
+    shared_path: Path | None = None
+    #: actions whose live runs go to workers (their effect is outside, they write no vault file)
+    remote_actions: list[str] = Field(default_factory=lambda: ["atlas.work_order"])
+    #: seconds results and fences are kept, so that a restarted daemon finds what was done
+    result_ttl: float = Field(7 * 86400.0, gt=0)
+    #: a step's lag (jobs no worker has read) from which the `workers` service reports trouble
+    lag_alert: int = Field(1000, ge=1)
+
+    def enabled(self, redis_url: str | None) -> bool:
+        return self.backend == "redis" or (self.backend == "auto" and bool(redis_url))
+
+
 class ServicesSettings(Section):
     """How the daemon's services meet the outside world (docs/services.md)."""
 
@@ -286,6 +318,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     whatsapp: WhatsAppSettings = Field(default_factory=WhatsAppSettings)
     webhooks: WebhooksSettings = Field(default_factory=WebhooksSettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -26,7 +28,14 @@ from ai_employee.control.dashboard import DashboardService
 from ai_employee.control.server import ControlServer, new_token
 from ai_employee.control.webhooks import WebhookListener
 from ai_employee.model.events import Event, EventType
-from ai_employee.model.plugins import SERVICES_GROUP, PluginDisabled, load_factories
+from ai_employee.model.plans import PlanProposal, PlanRequest
+from ai_employee.model.plugins import (
+    PLANNERS_GROUP,
+    SERVICES_GROUP,
+    PluginDisabled,
+    load_factories,
+    load_factory,
+)
 from ai_employee.model.registry import ExecutorRegistry
 from ai_employee.model.services import ServiceContext
 from ai_employee.observability.logging import configure_logging, register_settings_secrets
@@ -36,6 +45,7 @@ from ai_employee.orchestrator import Orchestrator
 from ai_employee.pipeline.renderer import start_intake_renderer
 from ai_employee.pipeline.service import PipelineService
 from ai_employee.pipeline.steps import VaultSteps
+from ai_employee.pipeline.work import InProcessWork
 from ai_employee.planners.approval import may_auto_approve
 from ai_employee.planners.base import Planner
 from ai_employee.planners.choice import build_planner
@@ -46,6 +56,9 @@ from ai_employee.vault.layout import VaultLayout
 from ai_employee.vault.ledger import Ledger
 from ai_employee.vault.watcher import WatcherService
 from ai_employee.vault.writer import start_committer
+
+if TYPE_CHECKING:  # imported when REDIS_URL is set: redis takes a tenth of a second to import
+    from ai_employee.bus.redis_work import RedisWork
 
 log = structlog.get_logger(__name__)
 
@@ -160,6 +173,7 @@ class Daemon:
         self.registry: ExecutorRegistry | None = None
         self.planner_name = "template"
         self.planner: Planner | None = None
+        self.work: RedisWork | None = None
         self.started = datetime.now(UTC)
         self.webhooks: WebhookListener | None = None
         self._integrations_registered = False  # readiness waits for them when services.required names any
@@ -182,6 +196,7 @@ class Daemon:
             "executors": self.registry.status() if self.registry else {},
             "vault": self.layout.counts(),
             "webhooks": {"host": self.webhooks.host, "port": self.webhooks.port} if self.webhooks else None,
+            **({"distributed": self.work.status()} if self.work is not None else {}),
         }
 
     def _planner_link(self) -> dict[str, Any] | None:
@@ -309,6 +324,7 @@ class Daemon:
             intake_renderer=start_intake_renderer(self.layout.root, planner),
         )
         decisions = Decisions(self.layout)
+        self.work = await self._distributed_work(ledger, planner, metrics)
         pipeline = PipelineService(
             steps,
             bus=bus,
@@ -317,6 +333,7 @@ class Daemon:
             planner=planner,
             auto_approve=may_auto_approve,
             approve=decisions.approve,
+            work=self.work,
         )
         watcher = WatcherService(
             self.layout,
@@ -337,6 +354,10 @@ class Daemon:
             orchestrator.register(pipeline)
             orchestrator.register(watcher)
             orchestrator.register(DashboardService(self.layout, ledger, bus, self.status))
+            if self.work is not None:
+                from ai_employee.bus.worker_health import WorkersService
+
+                orchestrator.register(WorkersService(self.work, self.settings.bus))
             await orchestrator.launch_all()
             reporter.start()
             # The vault path first: plug-ins import their SDKs (a second of CPU) once it runs, or
@@ -380,6 +401,43 @@ class Daemon:
             await registry.aclose()
             await planner.aclose()
             pipeline.close()
+            if self.work is not None:
+                await self.work.close()
+
+    async def _distributed_work(self, ledger: Ledger, planner: Planner, metrics: Metrics) -> RedisWork | None:
+        """With REDIS_URL (or `bus.backend: redis`): the slow steps go to workers (docs/distributed.md).
+        The daemon's id names its result stream; it is kept in the ledger, so that a restarted daemon
+        reads the results it had not taken yet."""
+        url = self.settings.redis.url
+        if not self.settings.bus.enabled(url):
+            return None
+        if not url:
+            raise RuntimeError("bus.backend is redis, but no REDIS_URL (redis.url) is set")
+        from ai_employee.bus.redis_streams import RedisStreams
+        from ai_employee.bus.redis_work import RedisWork
+
+        daemon_id = ledger.kv_get("bus", "daemon_id")
+        if daemon_id is None:
+            daemon_id = secrets.token_hex(8)
+            ledger.kv_put("bus", "daemon_id", daemon_id)
+        template_factory = load_factory(PLANNERS_GROUP, "template")
+        assert template_factory is not None
+        template: Planner = template_factory(self.settings)
+
+        def template_plan(request: PlanRequest, reason: str) -> PlanProposal:
+            return dataclasses.replace(template.plan_local(request), fallback_reason=reason)
+
+        work = RedisWork(
+            RedisStreams(url, self.settings.bus.namespace),
+            self.settings.bus,
+            daemon_id=daemon_id,
+            local=InProcessWork(planner),
+            template_plan=template_plan,
+            plan_remotely=not planner.local,
+            metrics=metrics,
+        )
+        await work.start()
+        return work
 
     def _report_to_service_manager(self, bus: InProcessEventBus) -> ServiceManagerReporter:
         """systemd's Type=notify (deploy/systemd): READY=1 when /readyz first says ready, STATUS=,

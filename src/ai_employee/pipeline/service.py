@@ -22,13 +22,13 @@ from typing import Any, ParamSpec, TypeVar
 import structlog
 
 from ai_employee.config import Settings
-from ai_employee.executors.run import run_job
 from ai_employee.model.bus import EventBus
 from ai_employee.model.events import Event, EventType
 from ai_employee.model.jobs import ExecutionJob
 from ai_employee.model.messages import IncomingMessage
 from ai_employee.model.plans import PlanProposal, PlanRequest
 from ai_employee.model.services import HealthReport, Service
+from ai_employee.model.work import WorkRunner
 from ai_employee.observability.metrics import Metrics
 from ai_employee.pipeline.announcer import Announcer
 from ai_employee.pipeline.decisions import DecisionOutcome
@@ -37,6 +37,7 @@ from ai_employee.pipeline.intake import IntakeOutcome
 from ai_employee.pipeline.intake_flow import IntakeFlow
 from ai_employee.pipeline.renderer import NewAction
 from ai_employee.pipeline.steps import VaultSteps
+from ai_employee.pipeline.work import InProcessWork
 from ai_employee.planners.base import Planner
 from ai_employee.vault.layout import WATCHED, Folder, is_ignored_name
 
@@ -74,6 +75,7 @@ class PipelineService(Service):
         planner: Planner,
         auto_approve: AutoApprovePolicy = never_auto_approve,
         approve: Callable[[str], object] | None = None,
+        work: WorkRunner | None = None,
     ) -> None:
         super().__init__()
         self.steps = steps
@@ -81,6 +83,7 @@ class PipelineService(Service):
         self.metrics = metrics
         self.settings = settings
         self.planner = planner
+        self.work: WorkRunner = work if work is not None else InProcessWork(planner)
         self._auto_approve = auto_approve
         self._approve = approve
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aie-vault")
@@ -98,8 +101,8 @@ class PipelineService(Service):
         self._incoming_lock = threading.Lock()
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._executions = asyncio.Semaphore(settings.execution.concurrency)
-        self._planning = asyncio.Semaphore(settings.planner.concurrency)
+        self._executions = asyncio.Semaphore(self.work.concurrency("execute", settings.execution.concurrency))
+        self._planning = asyncio.Semaphore(self.work.concurrency("plan", settings.planner.concurrency))
         self._reconcile_handle: asyncio.TimerHandle | None = None
         self._last_audit_flush = 0.0
         self._processed = 0
@@ -380,7 +383,7 @@ class PipelineService(Service):
     async def _plan(self, item: NewAction) -> None:
         async with self._planning:
             request = await self._in_thread(self.steps.plan_request, item)
-            proposal = await self.planner.plan(request)
+            proposal = await self.work.plan(request)
             await self._in_thread(self.steps.write_plans, [(item, proposal)])
         self._plan_created(item, proposal, request)
         self._wake.set()  # the loop appends the audit lines
@@ -446,7 +449,7 @@ class PipelineService(Service):
                 ),
             )
             started = time.perf_counter()
-            result = await run_job(job, ctx, dry_run=dry_run)
+            result = await self.work.execute(job, ctx, dry_run=dry_run)
             self.metrics.step_duration_seconds.labels(step="execute").observe(time.perf_counter() - started)
             finished = await self._in_thread(execution.record, job, result)
         self.announce.finished(finished)

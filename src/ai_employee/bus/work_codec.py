@@ -1,0 +1,161 @@
+"""The wire form of distributed work: plan requests and proposals, execution jobs and results as
+JSON objects. Nothing here names a vault path a worker would write: an execution job carries the
+executor's name, its validated params and the attachments by content (`AttachmentRef`)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ai_employee.model.jobs import ExecutionJob, ExecutionResult
+from ai_employee.model.plans import ActionSpec, PlanProposal, PlanRequest
+
+PLAN = "plan"
+EXECUTE = "execute"
+EXTRACT = "extract"
+
+
+class WireError(ValueError):
+    """A message that cannot be read: it goes to the dead-letter stream at once."""
+
+
+def plan_job_key(request: PlanRequest) -> str:
+    """One key per item and input: a transcript that re-plans an item is a new job."""
+    digest = hashlib.sha256(f"{request.title}\n{request.text}".encode()).hexdigest()[:16]
+    return f"plan:{request.action_id}:{digest}"
+
+
+def execute_job_key(job: ExecutionJob) -> str:
+    """One key per approved content and attempt: a retry after a failure is a new job."""
+    return f"execute:{job.plan_id}:{job.digest[:16]}:{job.attempt}"
+
+
+def encode_plan_request(request: PlanRequest) -> dict[str, Any]:
+    return {
+        "action_id": request.action_id,
+        "title": request.title,
+        "text": request.text,
+        "source": request.source,
+        "sender": request.sender,
+        "received": request.received.isoformat(),
+        "attachments": list(request.attachments),
+        "handbook": request.handbook,
+        "actions": [asdict(spec) for spec in request.actions],
+        "trusted_sender": request.trusted_sender,
+    }
+
+
+def decode_plan_request(body: dict[str, Any]) -> PlanRequest:
+    try:
+        return PlanRequest(
+            action_id=str(body["action_id"]),
+            title=str(body["title"]),
+            text=str(body["text"]),
+            source=str(body["source"]),
+            sender=body.get("sender"),
+            received=datetime.fromisoformat(str(body["received"])),
+            attachments=[str(name) for name in body.get("attachments", [])],
+            handbook=str(body.get("handbook", "")),
+            actions=[ActionSpec(**spec) for spec in body.get("actions", [])],
+            trusted_sender=bool(body.get("trusted_sender", True)),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise WireError(f"unreadable plan request: {error}") from error
+
+
+def encode_proposal(proposal: PlanProposal) -> dict[str, Any]:
+    return asdict(proposal)
+
+
+def decode_proposal(body: dict[str, Any]) -> PlanProposal:
+    try:
+        return PlanProposal(**body)
+    except TypeError as error:
+        raise WireError(f"unreadable plan proposal: {error}") from error
+
+
+@dataclass(frozen=True)
+class AttachmentRef:
+    """An attachment by content: inside Redis (`blob`, its SHA-256) or in the shared folder
+    (`shared`, a path relative to `bus.shared_path`)."""
+
+    name: str  # vault-relative, as the action lists it
+    size: int
+    sha256: str
+    where: str  # blob | shared
+
+
+@dataclass
+class RemoteJob:
+    """What a worker needs to run an approved job, and nothing of the vault."""
+
+    plan_id: str
+    action_id: str
+    action: str
+    params: dict[str, Any]
+    attempt: int
+    live: bool
+    dry_run: bool
+    action_title: str = ""
+    attachments: list[AttachmentRef] = field(default_factory=list)
+
+
+def encode_job(
+    job: ExecutionJob, *, live: bool, dry_run: bool, attachments: list[AttachmentRef]
+) -> dict[str, Any]:
+    return {
+        "plan_id": job.plan_id,
+        "action_id": job.action_id,
+        "action": job.executor.name,
+        "params": job.params.model_dump(mode="json"),
+        "attempt": job.attempt,
+        "live": live,
+        "dry_run": dry_run,
+        "action_title": job.action_title,
+        "attachments": [asdict(ref) for ref in attachments],
+    }
+
+
+def decode_job(body: dict[str, Any]) -> RemoteJob:
+    try:
+        return RemoteJob(
+            plan_id=str(body["plan_id"]),
+            action_id=str(body["action_id"]),
+            action=str(body["action"]),
+            params=dict(body["params"]),
+            attempt=int(body["attempt"]),
+            live=bool(body["live"]),
+            dry_run=bool(body["dry_run"]),
+            action_title=str(body.get("action_title", "")),
+            attachments=[AttachmentRef(**ref) for ref in body.get("attachments", [])],
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise WireError(f"unreadable execution job: {error}") from error
+
+
+def encode_extract(ref: AttachmentRef, *, limit: int) -> dict[str, Any]:
+    """An Inbox file's text, asked of a worker: the file by content, and the body limit."""
+    return {"file": asdict(ref), "limit": limit}
+
+
+def decode_extract(body: dict[str, Any]) -> tuple[AttachmentRef, int]:
+    try:
+        return AttachmentRef(**body["file"]), int(body["limit"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise WireError(f"unreadable extract request: {error}") from error
+
+
+def encode_result(result: ExecutionResult) -> dict[str, Any]:
+    return {"dry_run": result.dry_run, "result": result.result, "error": result.error}
+
+
+def decode_result(body: dict[str, Any]) -> ExecutionResult:
+    result = body.get("result")
+    error = body.get("error")
+    return ExecutionResult(
+        dry_run=bool(body.get("dry_run", False)),
+        result=result if isinstance(result, dict) else None,
+        error=str(error) if error is not None else None,
+    )
