@@ -320,6 +320,7 @@ class Daemon:
                 routes=_RouteProxy(control),
                 actions=_ActionLookup(ledger),
             )
+            self._register_supervision(orchestrator, context, await asyncio.to_thread(_load_supervision))
             self._register_plugins(
                 orchestrator, context, *await asyncio.to_thread(load_factories, SERVICES_GROUP)
             )
@@ -345,6 +346,23 @@ class Daemon:
             await planner.aclose()
             pipeline.close()
 
+    def _register_supervision(
+        self, orchestrator: Orchestrator, context: ServiceContext, build: Callable[..., Any]
+    ) -> None:
+        """The supervisor (checkpoints, alerts) and the Slack service: part of the daemon, since
+        they watch the orchestrator's status; Slack stays off without its token (docs/slack.md)."""
+        try:
+            services, off = build(context, self.status)
+        except Exception as error:
+            log.exception("supervision could not be built")
+            orchestrator.register_disabled("supervisor", f"could not be built: {error}")
+            return
+        for name, reason in off.items():
+            log.info("service off", service=name, reason=reason)
+            orchestrator.register_disabled(name, reason)
+        for service in services:
+            orchestrator.register(service)
+
     def _register_plugins(
         self,
         orchestrator: Orchestrator,
@@ -367,6 +385,13 @@ class Daemon:
                 orchestrator.register_disabled(name, f"could not be built: {error}")
                 continue
             orchestrator.register(service)
+
+
+def _load_supervision() -> Callable[..., Any]:
+    """Import supervision (slack-sdk, python-telegram-bot: a second of CPU) off the event loop."""
+    from ai_employee.supervision.supervisor import build_supervision
+
+    return build_supervision
 
 
 def _track_services(event: Event, metrics: Metrics) -> None:

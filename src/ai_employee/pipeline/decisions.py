@@ -45,6 +45,7 @@ class DecisionOutcome:
     duplicates: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     deferred: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds until settled)
+    deciders: dict[str, Decider] = field(default_factory=dict)  # plan id -> who decided, which door
 
 
 class DecisionSteps:
@@ -158,6 +159,7 @@ class DecisionSteps:
                 durable=False,  # nothing leaves the machine before `running`, which is durable
             )
             outcome.granted.append((plan.id, plan.action_id))
+            outcome.deciders[plan.id] = decider_of(properties)
         outcome.jobs.append(
             ExecutionJob(
                 plan_id=plan.id,
@@ -314,6 +316,7 @@ class DecisionSteps:
                 )
             self.finishing.update_action_note(plan.action_id, "rejected")
             outcome.rejected.append(plan.id)
+            outcome.deciders[plan.id] = decider_of(properties)
         self.ctx.commit_audit()
         return outcome
 

@@ -28,7 +28,7 @@ class _Note(BaseModel):
 class ActionNote(_Note):
     id: str
     type: Literal["action"] = "action"
-    source: Literal["file", "email", "telegram"]
+    source: Literal["file", "email", "telegram", "slack"]
     received: datetime
     title: str
     status: ActionStatus
