@@ -37,9 +37,9 @@ from urllib.parse import parse_qs
 
 from aiohttp import WSMsgType, web
 
-BOT_TOKEN = "xoxb-1111-2222-fakeBotTokenForLoopbackTests"  # noqa: S105 - a test token
-APP_TOKEN = "xapp-1-A111-3333-fakeAppTokenForLoopbackTests"  # noqa: S105 - a test token
-SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # noqa: S105 - a test secret
+BOT_TOKEN = "xoxb-1111-2222-fakeBotTokenForLoopbackTests"
+APP_TOKEN = "xapp-1-A111-3333-fakeAppTokenForLoopbackTests"
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL_ID = "C0MAINT01"
 CHANNEL_NAME = "maintenance"
 ALERT_CHANNEL_ID = "C0ALERTS1"
