@@ -117,7 +117,7 @@ class FakeSlack:
 
     async def _listen(self, port: int) -> None:
         app = web.Application(client_max_size=16 * 1024 * 1024)
-        app.router.add_post("/api/{method}", self._method)
+        app.router.add_route("*", "/api/{method}", self._method)  # Slack takes GET or POST
         app.router.add_get("/files/{file_id}/{name}", self._file)
         app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -423,6 +423,18 @@ class FakeSlack:
             key for key, value in self.channels.items() if value == channel and not key.startswith(("#", "C"))
         )
         return {"ok": True, "channel": {"id": channel, "name": name, "is_member": True}}
+
+    def _api_conversations_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One channel per page, so that the caller has to follow `next_cursor`."""
+        names = sorted(
+            {(value, key) for key, value in self.channels.items() if not key.startswith(("#", "C"))}
+        )
+        start = int(params.get("cursor") or 0)
+        page = [
+            {"id": channel, "name": name, "is_member": True} for channel, name in names[start : start + 1]
+        ]
+        cursor = str(start + 1) if start + 1 < len(names) else ""
+        return {"ok": True, "channels": page, "response_metadata": {"next_cursor": cursor}}
 
     def _api_apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
         self.connections_opened += 1

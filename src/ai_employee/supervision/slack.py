@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ log = structlog.get_logger(__name__)
 
 TEMP_FOLDER = Path(".ai-employee") / "slack"
 SOCKET_CHECK_SECONDS = 5.0
+MAX_CHANNEL_PAGES = 50
+CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}")
 
 
 class SlackService(Service):
@@ -200,9 +203,43 @@ class SlackService(Service):
                     return False
                 continue
             self._team = str(answer.get("team") or "")
+            await self._resolve_channel(client)
             self._link.connected()
             return True
         return False
+
+    async def _resolve_channel(self, client: AsyncWebClient) -> None:
+        """The main channel's id, so that its messages are recognised (events name channels by id).
+        By name through conversations.list (scope channels:read); failing that, the id is learned
+        from the first post."""
+        channel = self._settings.channel or ""
+        if CHANNEL_ID.fullmatch(channel) or self.state.channel_id(channel):
+            return
+        name = channel.removeprefix("#")
+        cursor = ""
+        try:
+            for _ in range(MAX_CHANNEL_PAGES):
+                answer = await client.conversations_list(
+                    types="public_channel,private_channel",
+                    exclude_archived=True,
+                    limit=200,
+                    cursor=cursor or None,
+                )
+                for item in answer.get("channels") or []:
+                    if isinstance(item, dict) and item.get("name") == name and item.get("id"):
+                        self.state.remember_channel_id(channel, str(item["id"]))
+                        return
+                metadata = answer.get("response_metadata") or {}
+                cursor = str(metadata.get("next_cursor") or "") if isinstance(metadata, dict) else ""
+                if not cursor:
+                    break
+        except Exception as error:
+            log.warning(
+                "slack.channel_not_resolved",
+                channel=channel,
+                error=describe_slack_failure(error),
+                hint="give the app the channels:read scope, or set SLACK_CHANNEL to the channel id",
+            )
 
     async def _run_socket_mode(self, client: AsyncWebClient) -> None:
         """Open a Socket Mode connection and keep it: slack-sdk reconnects on `disconnect` and on
