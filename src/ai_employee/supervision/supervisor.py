@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import structlog
 from telegram import Bot
-from telegram.error import TelegramError
+from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.request import HTTPXRequest
 
 from ai_employee.clients.retry import describe
@@ -106,6 +106,11 @@ class TelegramAlerts:
                     try:
                         await self._bot.send_message(self._chat_id, text)
                         self.sent += 1
+                        break
+                    except (BadRequest, Forbidden) as error:  # a wrong chat id: asking again will not help
+                        log.error(
+                            "supervision.telegram_alert_refused", error=describe(error), chat_id=self._chat_id
+                        )
                         break
                     except (TelegramError, OSError) as error:
                         log.warning(
