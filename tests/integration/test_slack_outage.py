@@ -4,6 +4,7 @@ checkpoints go to the log. Secrets appear nowhere."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -114,3 +115,21 @@ async def test_secrets_appear_in_no_message_no_log_line_and_no_status(harness: H
     )  # type: ignore[union-attr]
     for secret in secrets:
         assert secret not in shown
+
+
+async def test_what_happened_before_supervision_started_is_posted_from_the_bus_history(
+    harness: Harness,
+) -> None:
+    action_id, _ = harness.new_item(1)  # the vault path runs before the plug-ins start
+    supervisor, _ = await harness.start()
+
+    top = await harness.wait_thread(action_id)
+    await harness.wait_reply(top["ts"], "Waiting for approval")
+    await supervisor.stop()  # the orchestrator restarts the same service: nothing is replayed twice
+    task = next(task for service, task in harness.running if service is supervisor)
+    await asyncio.wait_for(task, DEADLINE)
+    harness.running.append((supervisor, asyncio.create_task(supervisor.run())))
+    await asyncio.wait_for(supervisor.ready.wait(), DEADLINE)
+    second, _ = harness.new_item(2)
+    await harness.wait_thread(second)
+    assert len(harness.slack.replies(top["ts"])) == 1

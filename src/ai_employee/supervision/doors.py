@@ -60,7 +60,7 @@ class SlackDoors:
         self._client = client
         self._verifier = SignatureVerifier(signing_secret) if signing_secret else None
         self._channel_label = channel_label
-        self._deciding: set[str] = set()
+        self._deciding = asyncio.Lock()  # one decision at a time: a double click finds it decided
         self._tasks: set[asyncio.Task[Any]] = set()
         self.refused_clicks = 0
 
@@ -174,23 +174,21 @@ class SlackDoors:
             log.warning("slack.decision_not_allowed", user=user_id, plan_id=plan_id, approve=approve)
             await self._ephemeral(channel, user_id, "You are not allowed to approve or reject plans.")
             return
-        if not plan_id or plan_id in self._deciding:
-            return  # the same click again while the first one is being decided
+        if not plan_id:
+            return
         who = str(user.get("username") or user.get("name") or user_id)
-        self._deciding.add(plan_id)
+        decider = Decider(who, "slack")
         try:
-            decider = Decider(who, "slack")
-            if approve:
-                result = await asyncio.to_thread(self._approvals.approve, plan_id, decider)
-            else:
-                reason = f"rejected in Slack by {who}"
-                result = await asyncio.to_thread(self._approvals.reject, plan_id, reason, decider)
+            async with self._deciding:
+                if approve:
+                    result = await asyncio.to_thread(self._approvals.approve, plan_id, decider)
+                else:
+                    reason = f"rejected in Slack by {who}"
+                    result = await asyncio.to_thread(self._approvals.reject, plan_id, reason, decider)
         except Exception as error:
             log.exception("slack.decision_failed", plan_id=plan_id)
             await self._ephemeral(channel, user_id, f"Could not decide {plan_id}: {describe(error)}")
             return
-        finally:
-            self._deciding.discard(plan_id)
         log.info("slack.decision", plan_id=plan_id, approve=approve, outcome=result.outcome, user=user_id)
         await self._ephemeral(channel, user_id, _decision_answer(result))
 

@@ -57,6 +57,7 @@ MONITOR_EVENTS = (
     EventType.PLAN_FAILED,
 )
 TELEGRAM_QUEUE = 100
+SEEN_EVENTS = 50_000
 TELEGRAM_TRIES = 5
 
 
@@ -160,6 +161,7 @@ class SupervisorService(Service):
         self._look_now = asyncio.Event()
         self._subscriptions: list[Subscription] = []
         self._running = False
+        self._seen: dict[str, None] = {}  # item events already turned into checkpoints, oldest first
 
     async def run(self) -> None:
         self._stop_requested.clear()
@@ -171,6 +173,7 @@ class SupervisorService(Service):
             bus.subscribe(event_type, self.on_monitor_event, name="supervision.alerts")
             for event_type in MONITOR_EVENTS
         ]
+        self._catch_up()
         telegram_task = None
         if self.telegram is not None:
             services = self._settings.services
@@ -217,9 +220,26 @@ class SupervisorService(Service):
         return HealthReport(True, f"{len(self.monitor.open_alerts)} open alerts", data)
 
     def on_item_event(self, event: Event) -> None:
+        if event.id in self._seen:
+            return
+        self._seen[event.id] = None
+        if len(self._seen) > SEEN_EVENTS:
+            self._seen.pop(next(iter(self._seen)))
         checkpoint = checkpoint_for(event)
         if checkpoint is not None:
             self.sink.add(checkpoint)
+
+    def _catch_up(self) -> None:
+        """Events are hints: what happened before this service subscribed (the daemon's vault path
+        starts first; a restart of this service) is in the bus's history, and is posted now."""
+        wanted = set(ITEM_EVENTS)
+        missed = [
+            event for event in self._ctx.bus.history() if event.type in wanted and event.id not in self._seen
+        ]
+        for event in missed:
+            self.on_item_event(event)
+        if missed:
+            log.info("supervision.caught_up", events=len(missed))
 
     def on_monitor_event(self, event: Event) -> None:
         if self.monitor.observe(event):
