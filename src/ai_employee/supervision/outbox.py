@@ -110,6 +110,7 @@ class SlackOutbox:
         self._last_flush: dict[str, float] = {}
         self._alerts: deque[_Alert] = deque()
         self._wake = asyncio.Event()
+        self._channel_id: str | None = None  # the main channel's id, once Slack named it
         self.posted = 0  # Slack calls that went through
         self.dropped = 0  # posts given up (errors no retry fixes)
 
@@ -196,9 +197,11 @@ class SlackOutbox:
 
     async def _post(self, client: AsyncWebClient, pending: _Pending) -> None:
         """Top message, reply, retired buttons: each step leaves `pending` without what it posted,
-        so that a failure half-way posts only the rest again."""
+        so that a failure half-way posts only the rest again. The records are read and written in
+        a thread: the store is the ledger's database, which the vault's worker holds at times."""
         action_id = pending.action_id
-        ref, view = self._state.thread(action_id)
+        state = self._state
+        ref, view = await asyncio.to_thread(state.thread, action_id)
         view = view or ItemView(action_id)
         view.merge(pending.changes)
         if ref is None or not ref.status_ts:
@@ -206,8 +209,8 @@ class SlackOutbox:
         elif pending.changes:
             await client.chat_update(channel=ref.channel, ts=ref.status_ts, **self._top(view).as_kwargs())
             self.posted += 1
+            await asyncio.to_thread(state.remember_thread, action_id, ref, view)
         pending.changes = {}
-        self._state.remember_thread(action_id, ref, view)
         if pending.lines:
             decide = pending.decide if self._buttons and view.status == Status.WAITING.value else None
             reply = checkpoint_reply(pending.lines, decide)
@@ -217,14 +220,13 @@ class SlackOutbox:
             self.posted += 1
             if decide:
                 text = "\n".join(line for _, line in pending.lines)
-                self._state.remember_decision_message(
-                    DecisionMessage(decide, action_id, ref.channel, str(answer["ts"]), text)
-                )
+                record = DecisionMessage(decide, action_id, ref.channel, str(answer["ts"]), text)
+                await asyncio.to_thread(state.remember_decision_message, record)
             pending.lines = []
             pending.decide = None
         while pending.retire:
             plan_id, status, line = pending.retire[0]
-            message = self._state.decision_message(plan_id)
+            message = await asyncio.to_thread(state.decision_message, plan_id)
             if message is not None and not message.retired:
                 await client.chat_update(
                     channel=message.channel,
@@ -233,12 +235,12 @@ class SlackOutbox:
                 )
                 self.posted += 1
                 message.retired = True
-                self._state.remember_decision_message(message)
+                await asyncio.to_thread(state.remember_decision_message, message)
             pending.retire.pop(0)
 
     async def _open_thread(self, client: AsyncWebClient, view: ItemView, ref: ThreadRef | None) -> ThreadRef:
         """The item's first post: a new top message in the channel, or, for a Slack message,
-        the status reply under the user's own message."""
+        the status reply under the user's own message. Stored at once: a restart goes on in it."""
         top = self._top(view).as_kwargs()
         origin = ref or _slack_origin(view)
         if origin is not None:
@@ -248,9 +250,11 @@ class SlackOutbox:
             answer = await client.chat_postMessage(channel=self._channel, **top)
             channel_id = str(answer["channel"])
             opened = ThreadRef(channel_id, str(answer["ts"]), str(answer["ts"]))
-            self._state.remember_channel_id(self._channel, channel_id)
+            if channel_id != self._channel_id:
+                self._channel_id = channel_id
+                await asyncio.to_thread(self._state.remember_channel_id, self._channel, channel_id)
         self.posted += 1
-        self._state.remember_thread(view.action_id, opened, view)
+        await asyncio.to_thread(self._state.remember_thread, view.action_id, opened, view)
         return opened
 
     def _top(self, view: ItemView) -> Message:
