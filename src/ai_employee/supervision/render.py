@@ -65,7 +65,7 @@ def top_message(view: ItemView, vault_name: str) -> Message:
                 ],
             }
         )
-    text = f"{look.label}: {clip(view.title or view.action_id, 150)}"
+    text = escape(f"{look.label}: {clip(view.title or view.action_id, 150)}")
     return Message(text, [{"color": look.colour, "fallback": text, "blocks": blocks}])
 
 
@@ -85,7 +85,7 @@ def checkpoint_reply(lines: Sequence[tuple[Status, str]], decide_plan: str | Non
     last = shown[-1][0] if shown else Status.STARTING
     if decide_plan:
         blocks.append(decision_buttons(decide_plan))
-    text = clip(" / ".join(line.split("\n", 1)[0] for _, line in shown), 300)
+    text = escape(clip(" / ".join(line.split("\n", 1)[0] for _, line in shown), 300))
     return Message(text, [{"color": last.look.colour, "fallback": text, "blocks": blocks}])
 
 
@@ -121,7 +121,7 @@ def decided_message(text: str, status: Status, decided_line: str) -> Message:
             "elements": [{"type": "mrkdwn", "text": f"{status.look.emoji} {escape(decided_line)}"}],
         },
     ]
-    fallback = clip(f"{decided_line}: {text}", 300)
+    fallback = escape(clip(f"{decided_line}: {text}", 300))
     return Message(fallback, [{"color": status.look.colour, "fallback": fallback, "blocks": blocks}])
 
 
@@ -134,7 +134,7 @@ def alert_message(title: str, detail: str, status: Status) -> Message:
         blocks.append(
             {"type": "section", "text": {"type": "mrkdwn", "text": clip(escape(detail), MAX_SECTION)}}
         )
-    text = clip(f"{look.label}: {title}", 300)
+    text = escape(clip(f"{look.emoji} {title}", 300))
     return Message(text, [{"color": look.colour, "fallback": text, "blocks": blocks}])
 
 
