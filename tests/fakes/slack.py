@@ -88,6 +88,7 @@ class FakeSlack:
         self._background: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
         self.connections_opened = 0
+        self.sockets_accepted = 0
         self.port = 0
 
     # -- server -----------------------------------------------------------------------------
@@ -454,6 +455,7 @@ class FakeSlack:
         socket = web.WebSocketResponse(heartbeat=None)
         await socket.prepare(request)
         self._sockets.append(socket)
+        self.sockets_accepted += 1
         await socket.send_str(
             json.dumps(
                 {

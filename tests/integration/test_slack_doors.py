@@ -232,3 +232,17 @@ async def test_a_slash_command_from_a_stranger_is_refused(harness: Harness) -> N
     finally:
         await client.close()
     assert harness.intake.actions == []
+
+
+async def test_socket_mode_reconnects_after_a_disconnect_and_goes_on(harness: Harness) -> None:
+    await harness.start()
+    await harness.slack.wait_for(lambda: harness.slack.socket_count == 1, DEADLINE)
+    await harness.slack.disconnect_sockets("refresh_requested")
+    await harness.slack.wait_for(
+        lambda: harness.slack.sockets_accepted == 2 and harness.slack.socket_count == 1, DEADLINE
+    )
+
+    event = harness.slack.message_event(ALLOWED, "Lights out in hall B")
+    envelope = await harness.slack.send_envelope("events_api", event)
+    await harness.slack.wait_for(lambda: harness.slack.ack_of(envelope), DEADLINE)
+    assert [action.message.title for action in harness.intake.actions] == ["Lights out in hall B"]

@@ -133,3 +133,20 @@ async def test_what_happened_before_supervision_started_is_posted_from_the_bus_h
     second, _ = harness.new_item(2)
     await harness.wait_thread(second)
     assert len(harness.slack.replies(top["ts"])) == 1
+
+
+async def test_slack_unreachable_at_start_is_retrying_with_the_reason_and_catches_up(
+    harness: Harness,
+) -> None:
+    await harness.slack.go_away()
+    supervisor, slack, _ = harness.build()
+    assert slack is not None
+    tasks = [asyncio.create_task(service.run()) for service in (supervisor, slack)]
+    harness.running.extend(zip((supervisor, slack), tasks, strict=True))
+    await asyncio.wait_for(slack.ready.wait(), DEADLINE)  # ready at once: nothing outside holds up the start
+    action_id, _ = harness.new_item(1)
+
+    await eventually(lambda: slack.link().state.value == "retrying", DEADLINE)  # type: ignore[union-attr]
+    assert "connection refused" in (slack.link().last_error or "")  # type: ignore[union-attr]
+    await harness.slack.come_back()
+    await harness.wait_thread(action_id)

@@ -257,7 +257,7 @@ class SlackService(Service):
             try:
                 if not connected or not await socket.is_connected():
                     self._link.connecting()
-                    await socket.connect_to_new_endpoint(force=True)
+                    await socket.connect_to_new_endpoint()  # a no-op while slack-sdk's own reconnect holds
                     connected = True
                     self._link.connected()
                     log.info("slack.socket_mode_connected")
