@@ -1,8 +1,8 @@
 """Slack down for a whole burst: what it costs the burst, and whether every checkpoint arrives once
 Slack is back (issue 12).
 
-Three modes, each on a fresh vault with a freshly started daemon, in rotation so that drift of
-the machine spreads over all of them:
+Three modes, each on a fresh vault with a freshly started daemon, in rotation (each run starts
+with another mode) so that drift of the machine spreads over all of them:
 - `none`: no Slack configured (checkpoints to the log);
 - `up`:   Slack (the loopback fake, tests/fakes/slack.py) up throughout;
 - `down`: Slack up at start (connected), gone for the whole burst, back once every plan exists.
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Run] = []
     try:
         for number in range(args.runs):
-            for mode in MODES:
+            order = MODES[number % len(MODES) :] + MODES[: number % len(MODES)]  # no mode always first
+            for mode in order:
                 result = run_once(mode, args.files, workdir, number)
                 results.append(result)
                 print(
