@@ -167,6 +167,15 @@ class Daemon:
             "vault": self.layout.counts(),
         }
 
+    def health_view(self) -> dict[str, Any]:
+        """What supervision watches: the services, the executors and the planner's link (the
+        part of `status` that costs no look at the vault)."""
+        return {
+            "services": self.orchestrator.status() if self.orchestrator else {},
+            "executors": self.registry.status() if self.registry else {},
+            "planner_link": self._planner_link(),
+        }
+
     def _planner_link(self) -> dict[str, Any] | None:
         link = self.planner.link() if self.planner is not None else None
         return link.to_dict() if link is not None else None
@@ -352,7 +361,7 @@ class Daemon:
         """The supervisor (checkpoints, alerts) and the Slack service: part of the daemon, since
         they watch the orchestrator's status; Slack stays off without its token (docs/slack.md)."""
         try:
-            services, off = build(context, self.status)
+            services, off = build(context, self.health_view)
         except Exception as error:
             log.exception("supervision could not be built")
             orchestrator.register_disabled("supervisor", f"could not be built: {error}")

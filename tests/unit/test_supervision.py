@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ai_employee.config import SupervisionSettings
+from ai_employee.config import SupervisionSettings, load_settings
 from ai_employee.model.events import Event, EventType
 from ai_employee.supervision.alerts import AlertMonitor
 from ai_employee.supervision.checkpoints import ItemView, checkpoint_for, format_duration, obsidian_uri
@@ -169,3 +169,20 @@ def test_a_nearly_full_disk_is_an_alert(tmp_path: Path) -> None:
     )
     monitor.check()
     assert sink.alerts[0][0] == "the vault's disk is nearly full"
+
+
+def test_the_slack_and_alert_variables_are_honoured_as_written() -> None:
+    settings = load_settings(
+        environ={
+            "SLACK_APP_TOKEN": "xapp-1-A1-2-abc",
+            "SLACK_ALLOWED_USER_IDS": "U0AAA, U0BBB",
+            "SLACK_ALERT_CHANNEL": "ops-alerts",
+            "TELEGRAM_ADMIN_CHAT_ID": "-1001234",
+        }
+    )
+    assert settings.slack.app_token is not None
+    assert settings.slack.app_token.get_secret_value() == "xapp-1-A1-2-abc"
+    assert settings.slack.allowed_user_ids == ["U0AAA", "U0BBB"]
+    assert settings.slack.alert_channel == "ops-alerts"
+    assert settings.telegram.admin_chat_id == -1001234
+    assert (settings.slack.min_interval, settings.supervision.stale_after) == (2.0, 86400.0)
