@@ -189,6 +189,19 @@ async def test_files_shared_with_a_message_are_fetched_as_attachments(harness: H
     assert not list((harness.vault / ".ai-employee" / "slack").glob("*"))  # temp copies are gone
 
 
+async def test_a_file_named_without_its_links_is_looked_up_with_files_info(harness: Harness) -> None:
+    await harness.start()
+    report = harness.slack.add_file("report.pdf", b"%PDF-1.7 fake", "application/pdf")
+    named = {"id": report["id"], "file_access": "check_file_info"}
+    await harness.slack.send_envelope(
+        "events_api", harness.slack.message_event(ALLOWED, "the report", files=[named])
+    )
+
+    await eventually(lambda: harness.intake.actions, DEADLINE)
+    assert harness.intake.actions[0].files == {"report.pdf": b"%PDF-1.7 fake"}
+    assert any(method == "files.info" for method, _ in harness.slack.calls)
+
+
 async def test_a_file_link_off_slacks_hosts_is_not_fetched_with_the_token(harness: Harness) -> None:
     await harness.start()
     evil = {

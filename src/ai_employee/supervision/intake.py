@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import re
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
+from slack_sdk.web.async_client import AsyncWebClient
 
 from ai_employee.model.ids import safe_file_name
 from ai_employee.model.messages import IncomingAttachment, IncomingMessage, IntakeSink
@@ -67,6 +68,7 @@ class MessageIntake:
         state: SupervisionState,
         access: Access,
         bot_token: str,
+        client: Callable[[], AsyncWebClient | None],
         main_channel: str,
         temp_dir: Path,
         max_file_bytes: int,
@@ -76,6 +78,7 @@ class MessageIntake:
         self._state = state
         self._access = access
         self._token = bot_token
+        self._client = client
         self._main_channel = main_channel
         self._temp_dir = temp_dir
         self._max_file_bytes = max_file_bytes
@@ -190,6 +193,8 @@ class MessageIntake:
             for index, item in enumerate(files):
                 if not isinstance(item, Mapping):
                     continue
+                if item.get("file_access") == "check_file_info" or not item.get("url_private_download"):
+                    item = await self._file_info(item)
                 fetched = await self._fetch_file(item, source_ref, index, errors)
                 if fetched is not None:
                     temp_files.append(fetched)
@@ -254,6 +259,15 @@ class MessageIntake:
                         return None
                     handle.write(chunk)
         return target
+
+    async def _file_info(self, item: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A file the event names without its links (large or shared ones): ask files.info."""
+        client = self._client()
+        if client is None or not item.get("id"):
+            return item
+        answer = await client.files_info(file=str(item["id"]))
+        found = answer.get("file")
+        return found if isinstance(found, Mapping) else item
 
     def _note_refused(self, user: str, what: str) -> None:
         log.warning(

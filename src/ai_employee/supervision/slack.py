@@ -92,6 +92,7 @@ class SlackService(Service):
             state=self.state,
             access=self._access,
             bot_token=token,
+            client=lambda: self._client,
             main_channel=slack.channel,
             temp_dir=self._temp_dir,
             max_file_bytes=slack.max_file_bytes,
