@@ -95,3 +95,37 @@ def test_a_dropped_file_is_a_slack_thread_decided_by_a_button(
     assert services["slack"]["state"] == "running"
     assert services["supervisor"]["state"] == "running"
     assert slack.fake.bot_token not in status.stdout + slack_daemon.output()
+
+
+def test_a_slack_message_becomes_an_action_whose_plan_comes_back_in_its_thread(
+    vault: Path, slack: ThreadedFake[FakeSlack], slack_daemon: DaemonProcess
+) -> None:
+    slack_daemon.start()
+    # the routes are there once the Slack service is built (it then reaches Slack: auth.test)
+    wait_for(lambda: slack.call(lambda: bool(slack.fake.calls)), timeout=30, message="the Slack service")
+    event = slack.call(
+        slack.fake.message_event, DECIDER, "Compressor 2 trips every hour\nPlease check the relay."
+    )
+    body = json.dumps(event).encode()
+    port = (slack_daemon.info() or {})["port"]
+    for attempt in range(2):  # Slack retries; the second delivery makes nothing new
+        headers = {**sign(body), "X-Slack-Retry-Num": str(attempt)} if attempt else sign(body)
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/slack/events", content=body, headers=headers, timeout=10
+        )
+        assert answer.status_code == 200
+
+    (note,) = wait_for(lambda: notes(vault / "Needs_Action"), timeout=30, message="the action note")
+    properties = frontmatter(note)
+    ts = event["event"]["ts"]
+    assert (properties["source"], properties["sender"], properties["source_ref"]) == (
+        "slack",
+        DECIDER,
+        f"{CHANNEL_ID}:{ts}",
+    )
+    wait_for(
+        lambda: any(p.get("thread_ts") == ts and buttons_of(p) for p in _posts(slack)),
+        timeout=30,
+        message="the plan in the message's own thread",
+    )
+    assert not [p for p in _posts(slack) if p["channel"] == CHANNEL_ID and not p.get("thread_ts")]
