@@ -7,7 +7,8 @@ with another mode) so that drift of the machine spreads over all of them:
 - `up`:   Slack (the loopback fake, tests/fakes/slack.py) up throughout;
 - `down`: Slack up at start (connected), gone for the whole burst, back once every plan exists.
 
-Timed: first drop -> the N-th plan in Plans/ (the burst's throughput). For `down`, then: Slack
+Timed: first drop -> the N-th plan in Plans/ (the burst's throughput), and the CPU the daemon's
+process tree spent meanwhile (steadier than wall time on a shared machine). For `down`, then: Slack
 back -> every item's thread opened and its "Waiting for approval" checkpoint posted (nothing
 lost). Run from the repository's root:
 
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench.drops import Dropper, make_vault
 from bench.target import MemorySampler, Running, TargetSpec, clean_env
 from tests.fakes.slack import CHANNEL_ID, CHANNEL_NAME, SIGNING_SECRET, FakeSlack
@@ -43,6 +46,7 @@ class Run:
     mode: str
     files: int
     burst_seconds: float
+    cpu_seconds: float = 0.0  # the daemon's process tree, user + system, first drop -> N-th plan
     drain_seconds: float | None = None  # down: Slack back -> every checkpoint posted
     threads: int = 0
     checkpoints_missing: int = 0
@@ -64,6 +68,23 @@ def _wait(condition: Any, timeout: float, what: str, interval: float = 0.02) -> 
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (the helper processes), so far."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _start_daemon(vault: Path, env: dict[str, str]) -> Running:
@@ -132,11 +153,12 @@ def run_once(mode: str, files: int, workdir: Path, number: int) -> Run:
         dropper.settle_disk()
         if slack is not None and mode == "down":
             slack.call_async(slack.fake.go_away)
+        cpu_before = _cpu_seconds(running.pid)
         started = time.monotonic()
         dropper.drop_all(indexes)
         _wait(lambda: _plans(vault) >= files, 600, f"{files} plans")
         burst = time.monotonic() - started
-        result = Run(mode, files, burst)
+        result = Run(mode, files, burst, _cpu_seconds(running.pid) - cpu_before)
         if slack is not None:
             if mode == "down":
                 slack.call_async(slack.fake.come_back)
@@ -170,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_once(mode, args.files, workdir, number)
                 results.append(result)
                 print(
-                    f"run {number + 1} {mode:>4}: {result.files_per_second:7.0f} files/s"
+                    f"run {number + 1} {mode:>4}: {result.files_per_second:7.0f} files/s,"
+                    f" {result.cpu_seconds:5.2f} CPU s"
                     + (f", drain {result.drain_seconds:.1f} s" if result.drain_seconds is not None else "")
                     + (
                         f", threads {result.threads}, missing {result.checkpoints_missing}"
@@ -182,16 +205,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    print("\n| mode | median files/s | vs none | drain after Slack is back | checkpoints missing |")
-    print("|---|---|---|---|---|")
+    print(
+        "\n| mode | median files/s | vs none | median CPU s of the daemon | vs none | drain after Slack is back | checkpoints missing |"
+    )
+    print("|---|---|---|---|---|---|---|")
     baseline = statistics.median(r.files_per_second for r in results if r.mode == "none")
+    cpu_baseline = statistics.median(r.cpu_seconds for r in results if r.mode == "none")
     for mode in MODES:
         runs = [r for r in results if r.mode == mode]
         rate = statistics.median(r.files_per_second for r in runs)
+        cpu = statistics.median(r.cpu_seconds for r in runs)
         drains = [r.drain_seconds for r in runs if r.drain_seconds is not None]
         drain = f"{statistics.median(drains):.1f} s" if drains else "-"
         missing = sum(r.checkpoints_missing for r in runs) if mode != "none" else "-"
-        print(f"| {mode} | {rate:.0f} | {100 * (rate / baseline - 1):+.1f} % | {drain} | {missing} |")
+        print(
+            f"| {mode} | {rate:.0f} | {100 * (rate / baseline - 1):+.1f} % | {cpu:.2f}"
+            f" | {100 * (cpu / cpu_baseline - 1):+.1f} % | {drain} | {missing} |"
+        )
     return 0
 
 
