@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     print(
-        "\n| mode | median files/s | vs none | median CPU s of the daemon | vs none | drain after Slack is back | checkpoints missing |"
+        "\n| mode | median files/s | vs none | median CPU s of the daemon | vs none"
+        " | drain after Slack is back | checkpoints missing |"
     )
     print("|---|---|---|---|---|---|---|")
     baseline = statistics.median(r.files_per_second for r in results if r.mode == "none")
