@@ -91,10 +91,12 @@ async def test_without_a_bot_token_slack_is_disabled_and_checkpoints_go_to_the_l
     await harness.start(token=False)
 
     with capture_logs() as logs:
-        harness.new_item(1)
-        await harness.bus.drain(DEADLINE)
-    checkpoints = [line for line in logs if line["event"] == "slack.checkpoint"]
-    assert [line["status"] for line in checkpoints] == ["starting", "waiting"]
+        action_id, plan_id = harness.new_item(1)
+        await eventually(lambda: any(line["event"] == "slack.checkpoint" for line in logs), DEADLINE)
+    (line,) = [line for line in logs if line["event"] == "slack.checkpoint"]  # the steps that came together
+    assert (line["action_id"], line["plan_id"], line["status"]) == (action_id, plan_id, "waiting")
+    assert line["steps"] == ["starting", "waiting"]
+    assert "Received from file" in line["text"] and "Planned: atlas.work_order" in line["text"]
     assert harness.slack.calls == []
     del supervisor
 

@@ -66,14 +66,44 @@ class CheckpointSink(Protocol):
 
 
 class LogCheckpoints:
-    """Log-only mode: each checkpoint is one `slack.checkpoint` line."""
+    """Log-only mode: the checkpoints as `slack.checkpoint` lines, coalesced per item like the
+    Slack posts (one line per item per `min_interval`, with every step since the last one): a
+    burst of files must not cost a log line per step on the event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_interval: float) -> None:
+        self._min_interval = min_interval
+        self._pending: dict[str, list[Checkpoint]] = {}
+        self._wake = asyncio.Event()
         self.logged = 0
 
     def add(self, checkpoint: Checkpoint) -> None:
-        self.logged += 1
-        log.info("slack.checkpoint", **checkpoint.to_log())
+        self._pending.setdefault(checkpoint.action_id, []).append(checkpoint)
+        self._wake.set()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for steps in pending.values():
+            self.logged += 1
+            last = steps[-1]
+            log.info(
+                "slack.checkpoint",
+                action_id=last.action_id,
+                status=last.status.value,
+                text="\n".join(step.line for step in steps),
+                plan_id=next((step.plan_id for step in reversed(steps) if step.plan_id), ""),
+                steps=[step.status.value for step in steps],
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                await _first(self._wake, stop)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._min_interval)  # let a burst's steps gather
+                self.flush()
+        finally:
+            self.flush()
 
 
 class TelegramAlerts:
@@ -146,7 +176,13 @@ class SupervisorService(Service):
         self._ctx = ctx
         self._settings: Settings = ctx.settings
         self.slack = slack
-        self.sink: CheckpointSink = slack if slack is not None else LogCheckpoints()
+        self.log_sink: LogCheckpoints | None = None
+        self.sink: CheckpointSink
+        if slack is None:
+            self.log_sink = LogCheckpoints(ctx.settings.slack.min_interval)
+            self.sink = self.log_sink
+        else:
+            self.sink = slack
         sinks: list[AlertSink] = [slack] if slack is not None else []
         self.telegram = _telegram_alerts(ctx.settings)
         if self.telegram is not None:
@@ -174,13 +210,13 @@ class SupervisorService(Service):
             for event_type in MONITOR_EVENTS
         ]
         self._catch_up()
-        telegram_task = None
+        tasks: list[asyncio.Task[None]] = []
+        if self.log_sink is not None:
+            tasks.append(asyncio.create_task(self.log_sink.run(self._stop_requested), name="supervision:log"))
         if self.telegram is not None:
             services = self._settings.services
-            telegram_task = asyncio.create_task(
-                self.telegram.run(self._stop_requested, services.initial_backoff, services.max_backoff),
-                name="supervision:telegram-alerts",
-            )
+            telegram = self.telegram.run(self._stop_requested, services.initial_backoff, services.max_backoff)
+            tasks.append(asyncio.create_task(telegram, name="supervision:telegram-alerts"))
         self._running = True
         self.ready.set()
         log.info(
@@ -200,10 +236,12 @@ class SupervisorService(Service):
             for subscription in self._subscriptions:
                 bus.unsubscribe(subscription)
             self._subscriptions = []
-            if telegram_task is not None:
-                telegram_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await telegram_task
+            if tasks:  # they end on the stop event (the log flushes what it holds)
+                _, late = await asyncio.wait(tasks, timeout=5)
+                for task in late:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     async def stop(self) -> None:
         self._stop_requested.set()
