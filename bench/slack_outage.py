@@ -146,6 +146,8 @@ def run_once(mode: str, files: int, workdir: Path, number: int) -> Run:
         env.update(_slack_env(slack.fake))
     running = _start_daemon(vault, env)
     try:
+        # fully started (plug-ins imported: a second of CPU that must not fall into the burst)
+        _wait(lambda: '"daemon started"' in running.output(), 120, "the daemon's plug-ins", interval=0.1)
         if slack is not None:
             _wait(lambda: slack.call(lambda: bool(slack.fake.calls)), 60, "the daemon reaching Slack")
         dropper = Dropper(vault)
