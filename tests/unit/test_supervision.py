@@ -186,3 +186,22 @@ def test_the_slack_and_alert_variables_are_honoured_as_written() -> None:
     assert settings.slack.alert_channel == "ops-alerts"
     assert settings.telegram.admin_chat_id == -1001234
     assert (settings.slack.min_interval, settings.supervision.stale_after) == (2.0, 86400.0)
+
+
+def test_done_shows_the_work_order_or_the_research_note() -> None:
+    atlas = checkpoint_for(
+        event(
+            EventType.PLAN_EXECUTED,
+            plan_id=PLAN,
+            result={"work_order_id": 1042, "url": "https://cmms/wo/1042"},
+        )
+    )
+    manus = checkpoint_for(
+        event(
+            EventType.PLAN_EXECUTED,
+            plan_id=PLAN,
+            result={"task_url": "https://manus/t/9", "note": "[[Notes/x]]"},
+        )
+    )
+    assert atlas is not None and "work_order_id: 1042; url: https://cmms/wo/1042" in atlas.line
+    assert manus is not None and "task_url: https://manus/t/9; note: [[Notes/x]]" in manus.line

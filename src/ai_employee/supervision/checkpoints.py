@@ -33,7 +33,9 @@ _RESULT_KEYS = (
     "work_order_url",
     "result_url",
     "url",
+    "custom_id",
     "task_id",
+    "task_url",
     "note",
     "research_note",
 )
