@@ -167,6 +167,7 @@ class TelegramSettings(Section):
     webhook_secret: SecretStr | None = None
     webhook_url: str | None = None  # public URL Telegram posts to (webhook mode), ending in /telegram/webhook
     local_whisper_model: str | None = None
+    admin_chat_id: int | None = None  # where supervision alerts go in Telegram (TELEGRAM_ADMIN_CHAT_ID)
 
     @field_validator("allowed_chat_ids", mode="before")
     @classmethod
@@ -201,6 +202,42 @@ class SlackSettings(Section):
     signing_secret: SecretStr | None = None
     channel: str | None = None
     api_base_url: str = "https://slack.com/api/"
+    app_token: SecretStr | None = None  # xapp-: Socket Mode (no public URL needed)
+    allowed_user_ids: list[str] = Field(default_factory=list)  # who may approve, reject and ask
+    alert_channel: str | None = None  # default: `channel`
+    #: at most one post per thread this often; checkpoints in between coalesce (the latest wins)
+    min_interval: float = Field(2.0, ge=0)
+    #: the largest file shared with a message that is fetched as an attachment
+    max_file_bytes: int = Field(100 * 1024 * 1024, ge=1)
+
+    @field_validator("allowed_user_ids", mode="before")
+    @classmethod
+    def _split_users(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in value.replace(" ", "").split(",") if part]
+        return value
+
+
+class SupervisionSettings(Section):
+    """What the supervisor watches and when it alerts (docs/slack.md)."""
+
+    #: a plan waiting for a decision longer than this (seconds; default 24 h) is an alert
+    stale_after: float = Field(24 * 3600.0, gt=0)
+    #: how often the health of services and dependencies is looked at (seconds)
+    check_interval: float = Field(30.0, gt=0)
+    #: a service must be down (failed, retrying, degraded) this long before it is an alert
+    down_after: float = Field(60.0, ge=0)
+    #: restarts within `restart_window` that make "restarting in a loop"
+    restart_loop: int = Field(3, ge=1)
+    restart_window: float = Field(600.0, gt=0)
+    #: free space on the vault's filesystem below this share (percent) is an alert
+    disk_min_free_percent: float = Field(5.0, ge=0, le=100)
+    #: an execution (a Manus task, a work order) running longer than this (seconds) is an alert
+    task_limit: float = Field(3600.0, gt=0)
+    #: the share of failed executions among the last `failure_window` that is an alert
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    failure_window: int = Field(20, ge=1)
+    failure_min: int = Field(5, ge=1)
 
 
 class RedisSettings(Section):
@@ -319,6 +356,7 @@ class Settings(BaseSettings):
     whatsapp: WhatsAppSettings = Field(default_factory=WhatsAppSettings)
     webhooks: WebhooksSettings = Field(default_factory=WebhooksSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
+    supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -383,6 +421,10 @@ NAMED_VARIABLES: dict[str, tuple[str, ...]] = {
     "WHATSAPP_VERIFY_TOKEN": ("whatsapp", "verify_token"),
     "WHATSAPP_ALLOWED_NUMBERS": ("whatsapp", "allowed_numbers"),
     "WHATSAPP_API_BASE_URL": ("whatsapp", "api_base_url"),
+    "SLACK_APP_TOKEN": ("slack", "app_token"),
+    "SLACK_ALLOWED_USER_IDS": ("slack", "allowed_user_ids"),
+    "SLACK_ALERT_CHANNEL": ("slack", "alert_channel"),
+    "TELEGRAM_ADMIN_CHAT_ID": ("telegram", "admin_chat_id"),
 }
 # ANTHROPIC_API_KEY wins over its alias CLAUDE_API_KEY: later entries are applied first.
 _APPLY_ORDER = ["CLAUDE_API_KEY", *[name for name in NAMED_VARIABLES if name != "CLAUDE_API_KEY"]]

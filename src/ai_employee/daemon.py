@@ -199,6 +199,15 @@ class Daemon:
             **({"distributed": self.work.status()} if self.work is not None else {}),
         }
 
+    def health_view(self) -> dict[str, Any]:
+        """What supervision watches: the services, the executors and the planner's link (the
+        part of `status` that costs no look at the vault)."""
+        return {
+            "services": self.orchestrator.status() if self.orchestrator else {},
+            "executors": self.registry.status() if self.registry else {},
+            "planner_link": self._planner_link(),
+        }
+
     def _planner_link(self) -> dict[str, Any] | None:
         link = self.planner.link() if self.planner is not None else None
         return link.to_dict() if link is not None else None
@@ -373,6 +382,7 @@ class Daemon:
                 routes=_RouteProxy(control),
                 actions=_ActionLookup(ledger),
             )
+            self._register_supervision(orchestrator, context, await asyncio.to_thread(_load_supervision))
             self._register_plugins(
                 orchestrator, context, *await asyncio.to_thread(load_factories, SERVICES_GROUP)
             )
@@ -447,6 +457,23 @@ class Daemon:
             bus.subscribe(event_type, lambda _event: reporter.poke(), name="service-manager")
         return reporter
 
+    def _register_supervision(
+        self, orchestrator: Orchestrator, context: ServiceContext, build: Callable[..., Any]
+    ) -> None:
+        """The supervisor (checkpoints, alerts) and the Slack service: part of the daemon, since
+        they watch the orchestrator's status; Slack stays off without its token (docs/slack.md)."""
+        try:
+            services, off = build(context, self.health_view)
+        except Exception as error:
+            log.exception("supervision could not be built")
+            orchestrator.register_disabled("supervisor", f"could not be built: {error}")
+            return
+        for name, reason in off.items():
+            log.info("service off", service=name, reason=reason)
+            orchestrator.register_disabled(name, reason)
+        for service in services:
+            orchestrator.register(service)
+
     def _register_plugins(
         self,
         orchestrator: Orchestrator,
@@ -469,6 +496,13 @@ class Daemon:
                 orchestrator.register_disabled(name, f"could not be built: {error}")
                 continue
             orchestrator.register(service)
+
+
+def _load_supervision() -> Callable[..., Any]:
+    """Import supervision (slack-sdk, python-telegram-bot: a second of CPU) off the event loop."""
+    from ai_employee.supervision.supervisor import build_supervision
+
+    return build_supervision
 
 
 def _track_services(event: Event, metrics: Metrics) -> None:

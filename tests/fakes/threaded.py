@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -43,6 +43,10 @@ class ThreadedFake(Generic[F]):
 
         self._loop.call_soon_threadsafe(run)
         return done.result(timeout=30)
+
+    def call_async(self, function: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Run a coroutine function on the fake's loop (`go_away`, `come_back`) and return its value."""
+        return asyncio.run_coroutine_threadsafe(function(*args, **kwargs), self._loop).result(timeout=30)
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(timeout=30)

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-SourceKind = Literal["file", "email", "telegram", "whatsapp"]
+SourceKind = Literal["file", "email", "telegram", "whatsapp", "slack"]
 
 
 @dataclass

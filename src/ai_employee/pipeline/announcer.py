@@ -67,6 +67,8 @@ class Announcer:
                 "note": row.plan_rel,
                 "source": row.source,
                 "source_ref": row.source_ref,
+                "title": row.title,
+                "cost_usd": proposal.cost_usd,
             },
             correlation_id=row.action_id,
         )
@@ -88,11 +90,15 @@ class Announcer:
         for plan_id, action_id in outcome.granted:
             self.metrics.approvals.labels(decision="approved").inc()
             self.metrics.pending_approvals.dec()
-            self.publish(EventType.APPROVAL_GRANTED, {"plan_id": plan_id}, correlation_id=action_id)
+            self.publish(
+                EventType.APPROVAL_GRANTED,
+                {"plan_id": plan_id, **_decider_payload(outcome, plan_id)},
+                correlation_id=action_id,
+            )
         for plan_id in outcome.rejected:
             self.metrics.approvals.labels(decision="rejected").inc()
             self.metrics.pending_approvals.dec()
-            self._about_plan(EventType.APPROVAL_DENIED, plan_id)
+            self._about_plan(EventType.APPROVAL_DENIED, plan_id, _decider_payload(outcome, plan_id))
         for plan_id in outcome.revoked:
             self._about_plan(EventType.APPROVAL_REVOKED, plan_id)
         for plan_id in outcome.duplicates:
@@ -100,8 +106,8 @@ class Announcer:
         for finished in outcome.finished:
             self.finished(finished)
 
-    def _about_plan(self, event_type: EventType, plan_id: str) -> None:
-        self.publish(event_type, {"plan_id": plan_id}, correlation_id=action_id_for(plan_id))
+    def _about_plan(self, event_type: EventType, plan_id: str, extra: dict[str, Any] | None = None) -> None:
+        self.publish(event_type, {"plan_id": plan_id, **(extra or {})}, correlation_id=action_id_for(plan_id))
 
     def finished(self, finished: Finished) -> None:
         payload = {
@@ -120,3 +126,9 @@ class Announcer:
         else:
             self.metrics.plans_failed.labels(action=finished.action or "unknown").inc()
             self.publish(EventType.PLAN_FAILED, {**payload, "error": finished.error}, correlation_id)
+
+
+def _decider_payload(outcome: DecisionOutcome, plan_id: str) -> dict[str, Any]:
+    """Who decided and through which door, for observers (Slack shows it in the item's thread)."""
+    decider = outcome.deciders.get(plan_id)
+    return {"by": decider.who, "door": decider.door} if decider is not None else {}

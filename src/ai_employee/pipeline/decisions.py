@@ -19,6 +19,7 @@ import structlog
 from pydantic import ValidationError
 
 from ai_employee.model.jobs import ExecutionJob, Finished
+from ai_employee.model.services import Decider
 from ai_employee.pipeline.context import StepContext, utcnow
 from ai_employee.pipeline.finishing import FinishingSteps, with_decision
 from ai_employee.pipeline.plan_refresh import PlanRefresh
@@ -56,6 +57,7 @@ class DecisionOutcome:
     duplicates: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     deferred: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds until settled)
+    deciders: dict[str, Decider] = field(default_factory=dict)  # plan id -> who decided, which door
 
 
 class DecisionSteps:
@@ -174,6 +176,7 @@ class DecisionSteps:
                 durable=False,  # nothing leaves the machine before `running`, which is durable
             )
             outcome.granted.append((plan.id, plan.action_id))
+            outcome.deciders[plan.id] = decider_of(properties)
         outcome.jobs.append(
             ExecutionJob(
                 plan_id=plan.id,
@@ -338,6 +341,7 @@ class DecisionSteps:
                 )
             self.finishing.update_action_note(plan.action_id, "rejected")
             outcome.rejected.append(plan.id)
+            outcome.deciders[plan.id] = decider_of(properties)
         self.ctx.commit_audit()
         return outcome
 

@@ -29,7 +29,7 @@ class _Note(BaseModel):
 class ActionNote(_Note):
     id: str
     type: Literal["action"] = "action"
-    source: Literal["file", "email", "telegram", "whatsapp"]
+    source: Literal["file", "email", "telegram", "whatsapp", "slack"]
     received: datetime
     title: str
     status: ActionStatus
