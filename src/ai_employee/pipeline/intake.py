@@ -12,13 +12,16 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
-from ai_employee.documents.text import describe_file
+from ai_employee.documents.extraction import Extraction
+from ai_employee.documents.markdown import document_markdown, extraction_properties
+from ai_employee.documents.text import describe_or_sniff
 from ai_employee.model.ids import (
     display_name,
     note_stem,
@@ -29,6 +32,7 @@ from ai_employee.model.ids import (
 )
 from ai_employee.model.messages import IncomingMessage
 from ai_employee.pipeline.context import StepContext, utcnow
+from ai_employee.pipeline.documents import Described, InboxDocuments
 from ai_employee.pipeline.quarantine import Quarantined, quarantine
 from ai_employee.pipeline.renderer import ActionRenderer, IntakeRenderer, NewAction, RenderedAction
 from ai_employee.vault import fs
@@ -44,6 +48,7 @@ class IntakeOutcome:
     actions: list[NewAction] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     deferred: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds until settled)
+    reading: list[str] = field(default_factory=list)  # documents a worker is reading: hinted when read
 
 
 @dataclass
@@ -86,6 +91,8 @@ class IntakeSteps:
         self.intake_renderer: IntakeRenderer = intake_renderer or self.renderer
         #: writes the group commits of Inbox files (in a child process in the daemon)
         self.committer = committer or InProcessCommitter()
+        #: reads documents (PDF, images, Office files) in worker processes, off the intake's path
+        self.documents = InboxDocuments(ctx.settings.vault.max_body_bytes, ctx.settings.documents)
 
     # --- Inbox files ---------------------------------------------------------------------
 
@@ -134,12 +141,21 @@ class IntakeSteps:
         if not ready:
             return prepared
 
+        described: list[tuple[str, os.stat_result, Described]] = []
+        for name, info in ready:
+            description = self.documents.describe(inbox / name, name, info)
+            if description is None:
+                prepared.outcome.reading.append(name)  # a worker reads it; it comes back as a hint
+            else:
+                described.append((name, info, description))
+        if not described:
+            return prepared
+
         day = now.strftime("%Y-%m-%d")
         created_at = now.isoformat(timespec="seconds")
-        action_ids = ctx.issue_action_ids(now, len(ready))
-        for (name, info), action_id in zip(ready, action_ids, strict=True):
+        action_ids = ctx.issue_action_ids(now, len(described))
+        for (name, info, (title, text, document)), action_id in zip(described, action_ids, strict=True):
             shown = display_name(name)
-            title, text = self.describe_file(inbox / name, shown, info.st_size)
             stem = note_stem(action_id, title)
             row = ActionRow(
                 action_id=action_id,
@@ -158,11 +174,20 @@ class IntakeSteps:
                 title=title,
                 created_at=created_at,
             )
+            if document is not None:
+                text = document_markdown(document, row.attachments[0])
+                row.extra.update(extraction_properties([document]))
             prepared.reading.append((name, NewAction(row=row, text=text, received=now)))
         return prepared
 
     def describe_file(self, path: Path, name: str, size: int) -> tuple[str, str]:
-        return describe_file(path, name, size, limit=self.ctx.settings.vault.max_body_bytes)
+        """(title, body) of a file already kept under Attachments/ (recovery): a document is read
+        now, in a worker, while the caller waits."""
+        title, text, kind = describe_or_sniff(path, name, size, limit=self.ctx.settings.vault.max_body_bytes)
+        if kind is None:
+            return title, text
+        attachment = self.ctx.layout.relative(path) if path.is_relative_to(self.ctx.layout.root) else None
+        return title, document_markdown(self.documents.reader.read(path, name), attachment)
 
     def start_render(self, prepared: PreparedIntake) -> None:
         """Hand the batch's notes to the intake renderer (a helper process in the daemon)."""
@@ -329,8 +354,19 @@ class IntakeSteps:
 
     # --- messages from sources -----------------------------------------------------------
 
-    def intake_message(self, message: IncomingMessage) -> tuple[NewAction | None, str]:
+    def is_taken(self, message: IncomingMessage) -> bool:
+        """This message made an action already (a redelivery)."""
+        return self.ctx.ledger.action_by_dedup(f"{message.source}:{message.source_ref}") is not None
+
+    def read_message_documents(self, message: IncomingMessage) -> list[Future[Extraction] | None]:
+        """Start reading the message's documents in the reading workers (any thread)."""
+        return self.documents.read_attachments(message.attachments, self.ctx.temp_dir)
+
+    def intake_message(
+        self, message: IncomingMessage, documents: Sequence[Extraction | None] = ()
+    ) -> tuple[NewAction | None, str]:
         """Write one message's attachments and action note. (new action or None, action id).
+        `documents`: what was read from each attachment (`read_message_documents`), shown in the note.
 
         The id is derived from (source, source_ref), so a redelivery after a crash rewrites the
         same files instead of making a second action.
@@ -344,12 +380,17 @@ class IntakeSteps:
         stable = stable_action_id(received.astimezone(UTC), dedup_key)
         action_id = self.ctx.issue_action_ids(received.astimezone(UTC), 1, prefer=stable)[0]
         try:
-            return self._intake_message(message, dedup_key, received, action_id)
+            return self._intake_message(message, dedup_key, received, action_id, documents)
         finally:
             self.ctx.release_action_ids([action_id])
 
     def _intake_message(
-        self, message: IncomingMessage, dedup_key: str, received: datetime, action_id: str
+        self,
+        message: IncomingMessage,
+        dedup_key: str,
+        received: datetime,
+        action_id: str,
+        documents: Sequence[Extraction | None],
     ) -> tuple[NewAction | None, str]:
         title = (message.title or message.subject or "").strip()[:200] or f"{message.source} message"
         stem = note_stem(action_id, title)
@@ -364,6 +405,17 @@ class IntakeSteps:
             else:
                 fs.write_durable(target, attachment.data or b"")
             attachments.append(f"{Folder.ATTACHMENTS.value}/{day}/{name}")
+        body, extra = message.body, dict(message.properties)
+        read = [
+            (attachment.filename, kept, document)
+            for attachment, kept, document in zip(message.attachments, attachments, documents, strict=False)
+            if document is not None
+        ]
+        if read:
+            sections = [f"## {name}\n\n{document_markdown(document, kept)}" for name, kept, document in read]
+            body = "\n\n".join([body.rstrip(), *sections]) if body.strip() else "\n\n".join(sections)
+            for key, value in extraction_properties([document for _, _, document in read]).items():
+                extra.setdefault(key, value)
         row = ActionRow(
             action_id=action_id,
             source=message.source,
@@ -375,13 +427,13 @@ class IntakeSteps:
             attachments=attachments,
             title=title,
             sender=message.sender,
-            extra=dict(message.properties),
+            extra=extra,
             dedup_key=dedup_key,
             created_at=utcnow().isoformat(timespec="seconds"),
         )
         item = NewAction(
             row=row,
-            text=message.body,
+            text=body,
             received=received,
             subject=message.subject,
             trusted=message.trusted_sender,

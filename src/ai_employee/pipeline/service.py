@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 import structlog
 
 from ai_employee.config import Settings
+from ai_employee.documents.extraction import Extraction
 from ai_employee.executors.run import run_job
 from ai_employee.model.bus import EventBus
 from ai_employee.model.events import Event, EventType
@@ -85,6 +86,8 @@ class PipelineService(Service):
         self._approve = approve
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aie-vault")
         self.intake_flow = IntakeFlow(steps.intake, worker=self._worker, metrics=metrics)
+        # a document read by a worker comes back as a hint, and the next batch takes it with its text
+        steps.intake.documents.on_read = lambda name: self.hint_threadsafe(Folder.INBOX, name)
         self.announce = Announcer(bus, metrics)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: dict[str, bool] = {}  # name -> arrived by rename
@@ -244,6 +247,7 @@ class PipelineService(Service):
         self._worker.shutdown(wait=True)
         self.steps.committer.close()
         self.steps.intake_renderer.close()
+        self.steps.intake.documents.close()
 
     def _schedule_reconcile(self) -> None:
         loop = asyncio.get_running_loop()
@@ -371,7 +375,16 @@ class PipelineService(Service):
     # --- submit (IntakeSink for email, Telegram) -------------------------------------------------
 
     async def submit(self, message: IncomingMessage) -> str:
-        item, action_id = await self._in_thread(self.steps.intake_message, message)
+        documents: list[Extraction | None] = []
+        if message.attachments and not await self._in_thread(self.steps.intake.is_taken, message):
+            # read in the reading workers while the vault worker goes on with other files
+            futures = self.steps.intake.read_message_documents(message)
+            for future in futures:
+                extraction: Extraction | None = None
+                if future is not None:
+                    extraction = await asyncio.wrap_future(future)
+                documents.append(extraction)
+        item, action_id = await self._in_thread(self.steps.intake_message, message, documents)
         if item is not None:
             self._action_created(item)
             self._wake.set()  # the loop appends the audit lines
