@@ -70,17 +70,24 @@ def _extract(
     if kind == "eml":
         return textual.read_eml(path, limits)
     if b"\x00" in head:
-        suffix = f" (`.{name.rsplit('.', 1)[-1]}`)" if "." in name else ""
+        size = human_size(os.stat(path).st_size)
         return Extraction(
             kind="other",
             method="none",
-            hint=f"There is no reader for this kind of file{suffix}: it is kept as the attachment, not read.",
+            hint=f"Binary file `{name}` ({size}): kept as the attachment below, not read (there is no"
+            " reader for this kind of file).",
         )
     return textual.read_text_file(path, limits)
 
 
+_ZIP_SUFFIXES = {".docx": "docx", ".xlsx": "xlsx", ".pptx": "pptx", ".odt": "odt"}
+
+
 def _kind_of(path: Path, name: str, content_type: str | None) -> str:
     try:
-        return document_kind(read_head(path, 1024), name, content_type) or "other"
+        kind = document_kind(read_head(path, 1024), name, content_type) or "other"
     except OSError:
         return "other"
+    if kind == "zip":
+        return _ZIP_SUFFIXES.get(Path(name).suffix.lower(), "zip")
+    return kind

@@ -12,6 +12,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from ai_employee.documents.extraction import DocumentProblem, Extraction, Limits, TextBudget
+from ai_employee.documents.text import human_size
 
 #: What an archive may unpack to, in all, and how much more than its packed size.
 MAX_UNPACKED_BYTES = 256 * 1024 * 1024
@@ -56,8 +57,8 @@ def check_archive(path: Path) -> None:
     packed = sum(member.compress_size for member in members) or 1
     if unpacked > MAX_UNPACKED_BYTES or (unpacked > 16 * 1024 * 1024 and unpacked / packed > MAX_RATIO):
         raise DocumentProblem(
-            f"the archive would unpack to {unpacked / 1024 / 1024:,.0f} MB from"
-            f" {packed / 1024 / 1024:,.1f} MB (a zip bomb?); it was not unpacked"
+            f"the archive would unpack to {human_size(unpacked)} from {human_size(packed)}"
+            " (a zip bomb?); it was not unpacked"
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from pathlib import Path
@@ -135,7 +136,12 @@ def read_image(path: Path, limits: Limits, deadline: float) -> Extraction:
                     timeout=max(1.0, deadline - time.monotonic()),
                 )
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise DocumentProblem(f"the image is too large to read safely ({error})") from error
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise DocumentProblem(
+            f"the image is too large to read: {pixels} (limit {limits.max_image_pixels / 1e6:.0f}"
+            " megapixels, `documents.max_image_pixels`)"
+        ) from error
     except UnidentifiedImageError as error:
         raise DocumentProblem("not an image Pillow can read (damaged or an unknown format)") from error
     except RuntimeError as error:
