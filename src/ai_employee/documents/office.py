@@ -117,7 +117,9 @@ def _heading_level(style: str) -> int:
 def _read_xlsx(path: Path, limits: Limits) -> Extraction:
     import openpyxl
 
-    workbook = openpyxl.load_workbook(str(path), read_only=True, data_only=True)
+    # a file object, not a path: openpyxl refuses a path whose suffix is not .xlsx (spooled files)
+    handle = path.open("rb")
+    workbook = openpyxl.load_workbook(handle, read_only=True, data_only=True)
     try:
         budget = TextBudget(limits.max_chars)
         whole = True
@@ -146,6 +148,7 @@ def _read_xlsx(path: Path, limits: Limits) -> Extraction:
                 break
     finally:
         workbook.close()
+        handle.close()
     return Extraction(
         kind="xlsx",
         method="xlsx",

@@ -10,8 +10,8 @@ from pathlib import Path
 from ai_employee.documents import ocr
 from ai_employee.documents.extraction import DocumentProblem, Extraction, Limits, TextBudget
 
-#: A page with fewer characters than this in its text layer is taken for a scan.
-MIN_TEXT_CHARS = 16
+#: A page with fewer characters than this in its text layer is taken for a scan (OCR reads it).
+MIN_TEXT_CHARS = 3
 #: Resolution scanned pages are rendered at for OCR (72 = 1 PDF point per pixel).
 OCR_DPI = 200
 
