@@ -116,8 +116,20 @@ class DocumentReader:
         self._closed = False
         self.read_count = 0
 
-    def submit(self, path: Path, name: str, content_type: str | None = None) -> Future[Extraction]:
-        return self._threads.submit(self.read, path, name, content_type)
+    def submit(
+        self, path: Path, name: str, content_type: str | None = None, *, spooled: bool = False
+    ) -> Future[Extraction]:
+        """Read in a worker; `spooled`: the file is a copy of ours, removed once read."""
+        return self._threads.submit(
+            self._read_then_remove if spooled else self.read, path, name, content_type
+        )
+
+    def _read_then_remove(self, path: Path, name: str, content_type: str | None) -> Extraction:
+        try:
+            return self.read(path, name, content_type)
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     def read(self, path: Path, name: str, content_type: str | None = None) -> Extraction:
         """Read one document on the calling thread (through a worker); never raises for the document."""

@@ -10,8 +10,6 @@ the file in `Inbox/` to be read again. Message attachments are read before the m
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -129,9 +127,9 @@ class InboxDocuments:
                 continue
             spool = fs.temp_path_for(temp_dir / "document")
             spool.write_bytes(attachment.data or b"")
-            future = self.reader.submit(spool, attachment.filename, attachment.content_type)
-            future.add_done_callback(functools.partial(_remove_when_done, spool))
-            futures.append(future)
+            futures.append(
+                self.reader.submit(spool, attachment.filename, attachment.content_type, spooled=True)
+            )
         return futures
 
     def close(self) -> None:
@@ -139,8 +137,3 @@ class InboxDocuments:
             reader, self._reader = self._reader, None
         if reader is not None:
             reader.close()
-
-
-def _remove_when_done(path: Path, _: Future[Extraction]) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink()
