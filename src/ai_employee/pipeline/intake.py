@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -39,8 +40,16 @@ from ai_employee.vault import fs
 from ai_employee.vault.layout import Folder, is_ignored_name, unsafe_reason
 from ai_employee.vault.ledger import ActionRow
 from ai_employee.vault.writer import ClaimedFile, Committer, GroupCommit, InProcessCommitter, commit
+from ai_employee.vault.writes import OpenWrites, writer_holds
 
 log = structlog.get_logger(__name__)
+
+#: How often a file held open by its writer is looked at again (at least).
+MIN_WRITE_RECHECK_SECONDS = 0.5
+LATE_WARNING = (
+    "This file was still open for writing after {minutes} min (`vault.max_write_wait`): it was taken as it"
+    " was then and may be incomplete."
+)
 
 
 @dataclass
@@ -91,6 +100,8 @@ class IntakeSteps:
         self.intake_renderer: IntakeRenderer = intake_renderer or self.renderer
         #: writes the group commits of Inbox files (in a child process in the daemon)
         self.committer = committer or InProcessCommitter()
+        #: Inbox files created and not yet closed by their writer (marked by the watcher)
+        self.writes = OpenWrites()
         #: reads documents (PDF, images, Office files) in worker processes, off the intake's path
         self.documents = InboxDocuments(ctx.settings.vault.max_body_bytes, ctx.settings.documents)
 
@@ -119,6 +130,7 @@ class IntakeSteps:
         now = utcnow()
         wall = now.timestamp()
         ready: list[tuple[str, os.stat_result]] = []
+        late: set[str] = set()  # still open for writing after vault.max_write_wait: taken with a warning
         for name in dict.fromkeys(names):
             if is_ignored_name(name):
                 continue
@@ -137,6 +149,8 @@ class IntakeSteps:
                 if age < settle:
                     prepared.outcome.deferred.append((name, settle - age))
                     continue
+            if name not in renamed and self._still_written(f"{inbox}/{name}", name, prepared.outcome, late):
+                continue
             ready.append((name, info))
         if not ready:
             return prepared
@@ -153,6 +167,7 @@ class IntakeSteps:
 
         day = now.strftime("%Y-%m-%d")
         created_at = now.isoformat(timespec="seconds")
+        max_wait_minutes = f"{ctx.settings.vault.max_write_wait / 60:g}"
         action_ids = ctx.issue_action_ids(now, len(described))
         for (name, info, (title, text, document)), action_id in zip(described, action_ids, strict=True):
             shown = display_name(name)
@@ -177,8 +192,30 @@ class IntakeSteps:
             if document is not None:
                 text = document_markdown(document, row.attachments[0])
                 row.extra.update(extraction_properties([document]))
+            if name in late:
+                text = f"> [!warning] {LATE_WARNING.format(minutes=max_wait_minutes)}\n\n{text}"
+                row.extra["write_warning"] = LATE_WARNING.format(minutes=max_wait_minutes)
             prepared.reading.append((name, NewAction(row=row, text=text, received=now)))
         return prepared
+
+    def _still_written(self, path: str, name: str, outcome: IntakeOutcome, late: set[str]) -> bool:
+        """A file the watcher saw created and not closed, held open by a writer we can see: look again
+        later (True), up to `vault.max_write_wait`; after that it is taken (in `late`)."""
+        since = self.writes.open_since(name)
+        if since is None:
+            return False
+        held = time.monotonic() - since
+        max_wait = self.ctx.settings.vault.max_write_wait
+        holding = writer_holds(path)
+        if holding and held < max_wait:
+            wait = max(self.ctx.settings.vault.settle_seconds, MIN_WRITE_RECHECK_SECONDS)
+            outcome.deferred.append((name, min(wait, max_wait - held)))
+            return True
+        self.writes.forget(name)
+        if holding:
+            log.warning("inbox file still open for writing; taken as it is", file=display_name(name))
+            late.add(name)
+        return False
 
     def describe_file(self, path: Path, name: str, size: int) -> tuple[str, str]:
         """(title, body) of a file already kept under Attachments/ (recovery): a document is read
