@@ -47,7 +47,7 @@ log = structlog.get_logger(__name__)
 #: How often a file held open by its writer is looked at again (at least).
 MIN_WRITE_RECHECK_SECONDS = 0.5
 LATE_WARNING = (
-    "This file was still open for writing after {minutes} min (`vault.max_write_wait`): it was taken as it"
+    "This file was still open for writing after {waited} (`vault.max_write_wait`): it was taken as it"
     " was then and may be incomplete."
 )
 
@@ -167,7 +167,8 @@ class IntakeSteps:
 
         day = now.strftime("%Y-%m-%d")
         created_at = now.isoformat(timespec="seconds")
-        max_wait_minutes = f"{ctx.settings.vault.max_write_wait / 60:g}"
+        max_wait = ctx.settings.vault.max_write_wait
+        waited = f"{max_wait / 60:g} min" if max_wait >= 120 else f"{max_wait:g} s"
         action_ids = ctx.issue_action_ids(now, len(described))
         for (name, info, (title, text, document)), action_id in zip(described, action_ids, strict=True):
             shown = display_name(name)
@@ -193,8 +194,8 @@ class IntakeSteps:
                 text = document_markdown(document, row.attachments[0])
                 row.extra.update(extraction_properties([document]))
             if name in late:
-                text = f"> [!warning] {LATE_WARNING.format(minutes=max_wait_minutes)}\n\n{text}"
-                row.extra["write_warning"] = LATE_WARNING.format(minutes=max_wait_minutes)
+                text = f"> [!warning] {LATE_WARNING.format(waited=waited)}\n\n{text}"
+                row.extra["write_warning"] = LATE_WARNING.format(waited=waited)
             prepared.reading.append((name, NewAction(row=row, text=text, received=now)))
         return prepared
 
