@@ -196,3 +196,54 @@ def test_message_attachments_are_read_and_shown_in_the_note(vault: DocumentVault
     assert frontmatter(note)["extracted"] == "pdf-text, xlsx"
     assert "Chiller 2 vibration" in (vault.root / item.row.plan_rel).read_text()
     assert [path for path in vault.steps.ctx.temp_dir.iterdir() if path.is_file()] == []
+
+
+def test_a_dropped_folder_becomes_one_action_with_all_its_files(vault: DocumentVault) -> None:
+    folder = vault.layout.folder(Folder.INBOX) / "Pump 3 visit"
+    (folder / "photos" / "day 2").mkdir(parents=True)
+    (folder / "notes.txt").write_text("Seal worn; order a new kit.\n")
+    (folder / "report.pdf").write_bytes(samples.text_pdf(["Vibration 7.1 mm/s on the drive end"]))
+    (folder / "photos" / "day 2" / "sheet.xlsx").write_bytes(
+        samples.xlsx_bytes({"Readings": [["mm/s"], [7.1]]})
+    )
+    (folder / ".DS_Store").write_bytes(b"\x00\x01")
+    outcome = vault.take_when_read("Pump 3 visit")
+    [item] = outcome.actions
+    note = vault.root / item.row.note_rel
+    text = note.read_text()
+    assert "Seal worn; order a new kit." in text
+    assert "Vibration 7.1 mm/s on the drive end" in text
+    assert "### Sheet: Readings" in text
+    properties = frontmatter(note)
+    assert properties["dropped_folder"] == "Pump 3 visit" and properties["files"] == 3
+    assert sorted(link.split("visit/", 1)[1] for link in properties["attachments"]) == [
+        "notes.txt]]",
+        "photos/day 2/sheet.xlsx]]",
+        "report.pdf]]",
+    ]
+    for link in properties["attachments"]:
+        assert (vault.root / link[2:-2]).is_file()  # every link opens
+    assert os.listdir(vault.layout.folder(Folder.INBOX)) == []
+    assert "Vibration 7.1" in (vault.root / item.row.plan_rel).read_text()
+    assert notes(vault.layout.folder(Folder.QUARANTINE)) == []
+
+
+def test_a_folder_is_taken_only_once_nothing_in_it_is_still_downloading(vault: DocumentVault) -> None:
+    folder = vault.layout.folder(Folder.INBOX) / "batch"
+    folder.mkdir()
+    (folder / "scan-1.txt").write_text("Page one\n")
+    (folder / "scan-2.txt.part").write_text("Page t")
+    assert vault.take("batch").actions == []
+    (folder / "scan-2.txt.part").rename(folder / "scan-2.txt")
+    [item] = vault.take("batch").actions
+    assert item.row.extra["files"] == 2
+
+
+def test_an_empty_file_gets_a_note_saying_so_and_nothing_to_approve(vault: DocumentVault) -> None:
+    vault.drop("blank.pdf", b"")
+    [item] = vault.take("blank.pdf").actions
+    note = vault.root / item.row.note_rel
+    assert "there is nothing to read" in note.read_text()
+    assert frontmatter(note)["status"] == "done"
+    assert notes(vault.layout.folder(Folder.PLANS)) == []
+    assert vault.ledger.unfinished_actions() == []

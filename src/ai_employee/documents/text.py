@@ -19,8 +19,9 @@ def describe_file(path: Path, name: str, size: int, *, limit: int) -> tuple[str,
 def describe_or_sniff(
     path: Path, name: str, size: int, *, limit: int, documents: bool = True
 ) -> tuple[str, str, str | None]:
-    """(title, body text, None) of a text file, or (name, "", kind) of a document that needs a reader
-    (`sniff.document_kind`: pdf, image, an Office file, ...), from one read of its head."""
+    """(title, body text, None) of a text file, (name, text, "empty") of one with nothing in it, or
+    (name, "", kind) of a document that needs a reader (`sniff.document_kind`: pdf, image, an Office
+    file, ...), from one read of its head."""
     try:
         head = read_head(path, min(size, limit) + 1 if size <= limit else SNIFF_BYTES)
     except OSError as error:
@@ -30,7 +31,7 @@ def describe_or_sniff(
         if kind is not None:
             return name, "", kind
     title, text = _describe_head(head, name, size, limit)
-    return title, text, None
+    return title, text, "empty" if size == 0 or (size <= limit and not decode_text(head).strip()) else None
 
 
 def _describe_head(head: bytes, name: str, size: int, limit: int) -> tuple[str, str]:

@@ -41,6 +41,7 @@ class Described(NamedTuple):
     title: str
     text: str
     document: Extraction | None  # read by a worker: the note shows it (text is then "")
+    empty: bool = False  # nothing in it: a note says so, and there is nothing to approve
 
 
 class InboxDocuments:
@@ -62,13 +63,17 @@ class InboxDocuments:
                 self._reader = DocumentReader(self._settings)
             return self._reader
 
-    def describe(self, path: Path, name: str, info: os.stat_result) -> Described | None:
+    def describe(
+        self, path: Path, name: str, info: os.stat_result, *, hint_as: str | None = None
+    ) -> Described | None:
         """A text file's title and text at once; a document's text if a worker has read this very
-        file, else None (a worker is on it now)."""
-        shown = display_name(name)
+        file, else None (a worker is on it now, and `on_read` gets `hint_as` or `name` when done)."""
+        shown = display_name(name.rpartition("/")[2])
         title, text, kind = describe_or_sniff(path, shown, info.st_size, limit=self._max_body_bytes)
         if kind is None:
             return Described(title, text, None)
+        if kind == "empty":
+            return Described(title, text, None, empty=True)
         key = (info.st_ino, info.st_size, info.st_mtime_ns)
         with self._lock:
             done = self._read.get(name)
@@ -81,10 +86,10 @@ class InboxDocuments:
         future = self.reader.submit(path, shown)
         with self._lock:
             self._futures.add(future)
-        future.add_done_callback(lambda done: self._done(name, key, done))
+        future.add_done_callback(lambda done: self._done(name, key, done, hint_as or name))
         return None
 
-    def _done(self, name: str, key: FileKey, future: Future[Extraction]) -> None:
+    def _done(self, name: str, key: FileKey, future: Future[Extraction], hint: str) -> None:
         try:
             extraction = future.result()
         except BaseException as error:
@@ -98,7 +103,7 @@ class InboxDocuments:
                 del self._read[next(iter(self._read))]
         on_read = self.on_read
         if on_read is not None:
-            on_read(name)
+            on_read(hint)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until no document is being read (tests, benchmarks); False if the time ran out."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -34,6 +35,7 @@ from ai_employee.model.ids import (
 from ai_employee.model.messages import IncomingMessage
 from ai_employee.pipeline.context import StepContext, utcnow
 from ai_employee.pipeline.documents import Described, InboxDocuments
+from ai_employee.pipeline.folders import MAX_FOLDER_FILES, FolderDrops, ReadyFolder, scan_folder
 from ai_employee.pipeline.quarantine import Quarantined, quarantine
 from ai_employee.pipeline.renderer import ActionRenderer, IntakeRenderer, NewAction, RenderedAction
 from ai_employee.vault import fs
@@ -72,11 +74,15 @@ class PreparedIntake:
 
     reading: list[tuple[str, NewAction]] = field(default_factory=list)  # (name, action): read, not rendered
     files: list[PreparedFile] = field(default_factory=list)  # rendered
+    ready_folders: list[tuple[str, os.stat_result, ReadyFolder]] = field(default_factory=list)
+    folders: list[tuple[str, NewAction]] = field(
+        default_factory=list
+    )  # (name, action): written by the worker
     unsafe: list[tuple[str, str]] = field(default_factory=list)  # (name, reason): to quarantine
     outcome: IntakeOutcome = field(default_factory=IntakeOutcome)
 
     def action_ids(self) -> list[str]:
-        return [item.row.action_id for _, item in self.reading]
+        return [item.row.action_id for _, item in [*self.reading, *self.folders]]
 
 
 @dataclass
@@ -104,6 +110,7 @@ class IntakeSteps:
         self.writes = OpenWrites()
         #: reads documents (PDF, images, Office files) in worker processes, off the intake's path
         self.documents = InboxDocuments(ctx.settings.vault.max_body_bytes, ctx.settings.documents)
+        self.folders = FolderDrops(self.documents, ctx.settings.vault.max_body_bytes)
 
     # --- Inbox files ---------------------------------------------------------------------
 
@@ -138,12 +145,15 @@ class IntakeSteps:
                 info = os.lstat(f"{inbox}/{name}")
             except FileNotFoundError:
                 continue
+            if claims.get(display_name(name)) == info.st_ino:
+                continue  # a crash interrupted this one; recovery finishes it
+            if stat.S_ISDIR(info.st_mode):
+                self._look_at_folder(name, info, prepared)
+                continue
             reason = unsafe_reason(name, info.st_mode)
             if reason is not None:
                 prepared.unsafe.append((name, reason))
                 continue
-            if claims.get(display_name(name)) == info.st_ino:
-                continue  # a crash interrupted this one; recovery finishes it
             if name not in renamed and settle > 0:
                 age = wall - max(info.st_mtime, info.st_ctime)
                 if age < settle:
@@ -152,7 +162,7 @@ class IntakeSteps:
             if name not in renamed and self._still_written(f"{inbox}/{name}", name, prepared.outcome, late):
                 continue
             ready.append((name, info))
-        if not ready:
+        if not ready and not prepared.ready_folders:
             return prepared
 
         described: list[tuple[str, os.stat_result, Described]] = []
@@ -162,34 +172,36 @@ class IntakeSteps:
                 prepared.outcome.reading.append(name)  # a worker reads it; it comes back as a hint
             else:
                 described.append((name, info, description))
-        if not described:
+        if not described and not prepared.ready_folders:
             return prepared
 
         day = now.strftime("%Y-%m-%d")
-        created_at = now.isoformat(timespec="seconds")
         max_wait = ctx.settings.vault.max_write_wait
         waited = f"{max_wait / 60:g} min" if max_wait >= 120 else f"{max_wait:g} s"
-        action_ids = ctx.issue_action_ids(now, len(described))
-        for (name, info, (title, text, document)), action_id in zip(described, action_ids, strict=True):
-            shown = display_name(name)
-            stem = note_stem(action_id, title)
-            row = ActionRow(
-                action_id=action_id,
-                source="file",
-                source_ref=shown,
-                state="claimed",
-                note_rel=f"{Folder.NEEDS_ACTION.value}/{stem}.md",
-                plan_id=plan_id_for(action_id),
-                plan_rel=f"{Folder.PLANS.value}/{stem} plan.md",
-                attachments=[
-                    f"{Folder.ATTACHMENTS.value}/{day}/{short_id(action_id)}-{safe_file_name(shown)}"
-                ],
-                inbox_name=shown,
-                inbox_dev=info.st_dev,
-                inbox_ino=info.st_ino,
-                title=title,
-                created_at=created_at,
+        action_ids = ctx.issue_action_ids(now, len(described) + len(prepared.ready_folders))
+        for (name, info, ready_folder), action_id in zip(
+            prepared.ready_folders, action_ids[len(described) :], strict=True
+        ):
+            kept_in = (
+                f"{Folder.ATTACHMENTS.value}/{day}/{short_id(action_id)}-{safe_file_name(ready_folder.title)}"
             )
+            row = self._inbox_row(action_id, name, info, ready_folder.title, now)
+            row.attachments = [f"{kept_in}/{relative}" for relative in ready_folder.files]
+            row.extra.update(ready_folder.properties())
+            row.extra["kept_in"] = kept_in
+            if ready_folder.empty:
+                row.extra["empty"] = True
+            prepared.folders.append((name, NewAction(row=row, text=ready_folder.text(kept_in), received=now)))
+        for (name, info, (title, text, document, empty)), action_id in zip(
+            described, action_ids[: len(described)], strict=True
+        ):
+            shown = display_name(name)
+            row = self._inbox_row(action_id, name, info, title, now)
+            row.attachments = [
+                f"{Folder.ATTACHMENTS.value}/{day}/{short_id(action_id)}-{safe_file_name(shown)}"
+            ]
+            if empty:
+                row.extra["empty"] = True
             if document is not None:
                 text = document_markdown(document, row.attachments[0])
                 row.extra.update(extraction_properties([document]))
@@ -198,6 +210,105 @@ class IntakeSteps:
                 row.extra["write_warning"] = LATE_WARNING.format(waited=waited)
             prepared.reading.append((name, NewAction(row=row, text=text, received=now)))
         return prepared
+
+    def _inbox_row(
+        self, action_id: str, name: str, info: os.stat_result, title: str, now: datetime
+    ) -> ActionRow:
+        stem = note_stem(action_id, title)
+        shown = display_name(name)
+        return ActionRow(
+            action_id=action_id,
+            source="file",
+            source_ref=shown,
+            state="claimed",
+            note_rel=f"{Folder.NEEDS_ACTION.value}/{stem}.md",
+            plan_id=plan_id_for(action_id),
+            plan_rel=f"{Folder.PLANS.value}/{stem} plan.md",
+            inbox_name=shown,
+            inbox_dev=info.st_dev,
+            inbox_ino=info.st_ino,
+            title=title,
+            created_at=now.isoformat(timespec="seconds"),
+        )
+
+    def _look_at_folder(self, name: str, info: os.stat_result, prepared: PreparedIntake) -> None:
+        """A folder dropped into Inbox/: taken whole once settled and its documents read."""
+        settings = self.ctx.settings.vault
+        found = self.folders.look(
+            self.ctx.layout.folder(Folder.INBOX),
+            name,
+            settle=settings.settle_seconds,
+            max_wait=settings.max_write_wait,
+            defer=lambda delay: prepared.outcome.deferred.append((name, delay)),
+        )
+        if isinstance(found, str):
+            prepared.unsafe.append((name, found))
+        elif found is not None:
+            prepared.ready_folders.append((name, info, found))
+        elif not any(deferred == name for deferred, _ in prepared.outcome.deferred):
+            prepared.outcome.reading.append(name)
+
+    def _take_folders(self, prepared: PreparedIntake) -> None:
+        """Claim each ready folder and move it whole (one rename) under Attachments/, then write its
+        notes (on the worker; folders are few). Recovery finishes a move a crash interrupted."""
+        ctx = self.ctx
+        inbox = ctx.layout.folder(Folder.INBOX)
+        for name, item in prepared.folders:
+            row = item.row
+            try:
+                info = os.lstat(inbox / name)
+            except FileNotFoundError:
+                continue
+            if info.st_ino != row.inbox_ino:
+                prepared.outcome.deferred.append((name, 0.0))
+                continue
+            ctx.ledger.insert_actions([row])
+            target = ctx.layout.resolve(str(row.extra["kept_in"]))
+            ctx.attachment_dir(target.parent.name)
+            os.rename(inbox / name, target)
+            fs.fsync_dir(target.parent)
+            fs.fsync_dir(inbox)
+            self.write_actions([item])
+            prepared.outcome.actions.append(item)
+
+    def recover_folder(self, row: ActionRow, received: datetime) -> NewAction | None:
+        """Finish the intake of a folder a crash interrupted: move it if it was not moved yet, then
+        write its notes again from what is in it. The action to plan, or None."""
+        ctx = self.ctx
+        source = ctx.path(Folder.INBOX, row.inbox_name or "")
+        target = ctx.layout.resolve(str(row.extra["kept_in"]))
+        if not target.is_dir():
+            try:
+                info = os.lstat(source)
+            except FileNotFoundError:
+                info = None
+            if info is None or info.st_ino != row.inbox_ino:
+                log.error("claimed inbox folder is gone; the action is abandoned", action_id=row.action_id)
+                ctx.ledger.set_action_state([(row.action_id, "abandoned", None)])
+                return None
+            ctx.attachment_dir(target.parent.name)
+            os.rename(source, target)
+            fs.fsync_dir(target.parent)
+            fs.fsync_dir(source.parent)
+        scan = scan_folder(os.fspath(target))
+        described = [
+            (item, self.describe_now(target / item.relative, item.info))
+            for item in scan.files[:MAX_FOLDER_FILES]
+        ]
+        ready = ReadyFolder(row.inbox_name or target.name, scan, described)
+        item = NewAction(row=row, text=ready.text(str(row.extra["kept_in"])), received=received)
+        self.write_actions([item])
+        log.info("recovered an interrupted folder intake", action_id=row.action_id)
+        return None if item.planned or row.extra.get("empty") is True else item
+
+    def describe_now(self, path: Path, info: os.stat_result) -> Described:
+        """A file described at once, a document read in a worker while the caller waits (recovery)."""
+        title, text, kind = describe_or_sniff(
+            path, path.name, info.st_size, limit=self.ctx.settings.vault.max_body_bytes
+        )
+        if kind in (None, "empty"):
+            return Described(title, text, None, empty=kind == "empty")
+        return Described(path.name, "", self.documents.reader.read(path, path.name))
 
     def _still_written(self, path: str, name: str, outcome: IntakeOutcome, late: set[str]) -> bool:
         """A file the watcher saw created and not closed, held open by a writer we can see: look again
@@ -222,7 +333,7 @@ class IntakeSteps:
         """(title, body) of a file already kept under Attachments/ (recovery): a document is read
         now, in a worker, while the caller waits."""
         title, text, kind = describe_or_sniff(path, name, size, limit=self.ctx.settings.vault.max_body_bytes)
-        if kind is None:
+        if kind in (None, "empty"):
             return title, text
         attachment = self.ctx.layout.relative(path) if path.is_relative_to(self.ctx.layout.root) else None
         return title, document_markdown(self.documents.reader.read(path, name), attachment)
@@ -267,6 +378,7 @@ class IntakeSteps:
         begun = BegunIntake(prepared)
         try:
             self._quarantine_unsafe(prepared)
+            self._take_folders(prepared)
             if not prepared.files:
                 return begun
             ctx.ledger.insert_actions([file.rendered.item.row for file in prepared.files])
@@ -379,9 +491,7 @@ class IntakeSteps:
         self.record_actions(rendered)
 
     def record_actions(self, rendered: Sequence[RenderedAction]) -> None:
-        states = [
-            (action.item, "planned" if action.item.planned is not None else "noted") for action in rendered
-        ]
+        states = [(action.item, _state_after_intake(action.item)) for action in rendered]
         self.ctx.ledger.set_action_state(
             [(item.row.action_id, state, None) for item, state in states],
             [record for action in rendered for record in action.audit],
@@ -496,3 +606,10 @@ def _copy_durable(source: Path, target: Path) -> None:
             os.fsync(writer.fileno())
         os.replace(temp, target)
     fs.fsync_dir(target.parent)
+
+
+def _state_after_intake(item: NewAction) -> str:
+    """planned; noted (a plan is still to be made); empty (nothing to plan: no approval needed)."""
+    if item.planned is not None:
+        return "planned"
+    return "empty" if item.row.extra.get("empty") is True else "noted"

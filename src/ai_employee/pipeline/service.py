@@ -339,7 +339,7 @@ class PipelineService(Service):
         self.announce.action_created(item)
         if item.planned is not None:
             self._plan_created(item, item.planned, item.request)
-        else:
+        elif item.row.extra.get("empty") is not True:  # an empty file or folder: nothing to plan
             self._spawn(self._plan(item))
 
     def _plan_created(self, item: NewAction, proposal: PlanProposal, request: PlanRequest | None) -> None:

@@ -41,10 +41,12 @@ class OpenWrites:
         self.closed(name)
 
 
-def writer_holds(path: str) -> bool:
-    """Whether a process this user can see has `path` open for writing (Linux /proc; False where
-    it cannot be seen). O(processes): asked only for files marked open and otherwise settled."""
+def writer_holds(path: str, *, under: bool = False) -> bool:
+    """Whether a process this user can see has `path` (`under`: a file inside the folder `path`)
+    open for writing (Linux /proc; False where it cannot be seen). O(processes): asked only for
+    files marked open and otherwise settled, and for settled folders."""
     target = os.path.realpath(path)
+    inside = target.rstrip("/") + "/"
     try:
         pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
     except OSError:
@@ -57,7 +59,8 @@ def writer_holds(path: str) -> bool:
             continue
         for fd in fds:
             try:
-                if os.readlink(f"{fd_dir}/{fd}") != target:
+                link = os.readlink(f"{fd_dir}/{fd}")
+                if not (link.startswith(inside) if under else link == target):
                     continue
                 with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as info:
                     flags = next((line.split()[1] for line in info if line.startswith("flags:")), "0")
