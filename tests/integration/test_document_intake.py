@@ -247,3 +247,43 @@ def test_an_empty_file_gets_a_note_saying_so_and_nothing_to_approve(vault: Docum
     assert frontmatter(note)["status"] == "done"
     assert notes(vault.layout.folder(Folder.PLANS)) == []
     assert vault.ledger.unfinished_actions() == []
+
+
+class Crash(BaseException):
+    """Stands for the process dying at this point."""
+
+
+class CrashAfterClaim(Ledger):
+    def insert_actions(self, rows, audit=()):  # type: ignore[no-untyped-def]
+        super().insert_actions(rows, audit)
+        raise Crash
+
+
+def test_a_folder_intake_cut_by_a_crash_after_its_claim_is_finished_at_restart(
+    vault: DocumentVault, tmp_path: Path
+) -> None:
+    folder = vault.layout.folder(Folder.INBOX) / "scans"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Gate 4 sensor broken\n")
+    crashing = DocumentVault.__new__(DocumentVault)
+    crashing.__dict__.update(vault.__dict__)
+    crashing.ledger = CrashAfterClaim(vault.layout.state_dir / "state.db")
+    audit = AuditLog(crashing.ledger, vault.layout.folder(Folder.LOGS))
+    crashing.steps = VaultSteps(
+        vault.layout,
+        crashing.ledger,
+        audit,
+        vault.steps.ctx.settings,
+        ExecutorRegistry([VaultNoteExecutor()]),
+        TemplatePlanner(),
+    )
+    with pytest.raises(Crash):
+        crashing.take("scans")
+    crashing.ledger.close()
+    assert folder.is_dir()  # claimed, not moved yet
+    vault.steps.recover()
+    [note] = notes(vault.layout.folder(Folder.NEEDS_ACTION))
+    assert "Gate 4 sensor broken" in note.read_text()
+    assert len(notes(vault.layout.folder(Folder.PLANS))) == 1
+    assert os.listdir(vault.layout.folder(Folder.INBOX)) == []
+    assert vault.ledger.unfinished_actions() == []

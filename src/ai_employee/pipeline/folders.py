@@ -13,16 +13,29 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
 
 from ai_employee.documents.markdown import document_markdown, extraction_properties
-from ai_employee.documents.text import human_size
+from ai_employee.documents.text import describe_or_sniff, human_size
 from ai_employee.model.ids import display_name
+from ai_employee.pipeline.context import StepContext
 from ai_employee.pipeline.documents import Described, InboxDocuments
-from ai_employee.vault.layout import is_conflict_copy, is_ignored_name
+from ai_employee.pipeline.renderer import NewAction
+from ai_employee.vault import fs
+from ai_employee.vault.layout import Folder, is_conflict_copy, is_ignored_name
+from ai_employee.vault.ledger import ActionRow
 from ai_employee.vault.writes import writer_holds
+
+if TYPE_CHECKING:
+    from ai_employee.pipeline.intake import PreparedIntake
+
+log = structlog.get_logger(__name__)
 
 #: Files listed (and read) per folder; the rest are moved along and counted.
 MAX_FOLDER_FILES = 200
@@ -197,3 +210,98 @@ class FolderDrops:
             return None
         self._first_seen.pop(name, None)
         return ReadyFolder(name, scan, described)
+
+
+class FolderSteps:
+    """The intake of dropped folders, called by `IntakeSteps`: `look` on the preparer thread, `take`
+    and `recover` on the worker."""
+
+    def __init__(
+        self,
+        ctx: StepContext,
+        documents: InboxDocuments,
+        write_actions: Callable[[Sequence[NewAction]], None],
+    ) -> None:
+        self.ctx = ctx
+        self._documents = documents
+        self._write_actions = write_actions
+        self.drops = FolderDrops(documents, ctx.settings.vault.max_body_bytes)
+
+    def look(self, name: str, info: os.stat_result, prepared: PreparedIntake) -> None:
+        """A folder dropped into Inbox/: taken whole once settled and its documents read."""
+        settings = self.ctx.settings.vault
+        found = self.drops.look(
+            self.ctx.layout.folder(Folder.INBOX),
+            name,
+            settle=settings.settle_seconds,
+            max_wait=settings.max_write_wait,
+            defer=lambda delay: prepared.outcome.deferred.append((name, delay)),
+        )
+        if isinstance(found, str):
+            prepared.unsafe.append((name, found))
+        elif found is not None:
+            prepared.ready_folders.append((name, info, found))
+        elif not any(deferred == name for deferred, _ in prepared.outcome.deferred):
+            prepared.outcome.reading.append(name)
+
+    def take(self, prepared: PreparedIntake) -> None:
+        """Claim each ready folder and move it whole (one rename) under Attachments/, then write its
+        notes (on the worker; folders are few). Recovery finishes a move a crash interrupted."""
+        ctx = self.ctx
+        inbox = ctx.layout.folder(Folder.INBOX)
+        for name, item in prepared.folders:
+            row = item.row
+            try:
+                info = os.lstat(inbox / name)
+            except FileNotFoundError:
+                continue
+            if info.st_ino != row.inbox_ino:
+                prepared.outcome.deferred.append((name, 0.0))
+                continue
+            ctx.ledger.insert_actions([row])
+            target = ctx.layout.resolve(str(row.extra["kept_in"]))
+            ctx.attachment_dir(target.parent.name)
+            os.rename(inbox / name, target)
+            fs.fsync_dir(target.parent)
+            fs.fsync_dir(inbox)
+            self._write_actions([item])
+            prepared.outcome.actions.append(item)
+
+    def recover(self, row: ActionRow, received: datetime) -> NewAction | None:
+        """Finish the intake of a folder a crash interrupted: move it if it was not moved yet, then
+        write its notes again from what is in it. The action to plan, or None."""
+        ctx = self.ctx
+        source = ctx.path(Folder.INBOX, row.inbox_name or "")
+        target = ctx.layout.resolve(str(row.extra["kept_in"]))
+        if not target.is_dir():
+            try:
+                info = os.lstat(source)
+            except FileNotFoundError:
+                info = None
+            if info is None or info.st_ino != row.inbox_ino:
+                log.error("claimed inbox folder is gone; the action is abandoned", action_id=row.action_id)
+                ctx.ledger.set_action_state([(row.action_id, "abandoned", None)])
+                return None
+            ctx.attachment_dir(target.parent.name)
+            os.rename(source, target)
+            fs.fsync_dir(target.parent)
+            fs.fsync_dir(source.parent)
+        scan = scan_folder(os.fspath(target))
+        described = [
+            (item, self.describe_now(target / item.relative, item.info))
+            for item in scan.files[:MAX_FOLDER_FILES]
+        ]
+        ready = ReadyFolder(row.inbox_name or target.name, scan, described)
+        item = NewAction(row=row, text=ready.text(str(row.extra["kept_in"])), received=received)
+        self._write_actions([item])
+        log.info("recovered an interrupted folder intake", action_id=row.action_id)
+        return None if item.planned or row.extra.get("empty") is True else item
+
+    def describe_now(self, path: Path, info: os.stat_result) -> Described:
+        """A file described at once, a document read in a worker while the caller waits (recovery)."""
+        title, text, kind = describe_or_sniff(
+            path, path.name, info.st_size, limit=self.ctx.settings.vault.max_body_bytes
+        )
+        if kind in (None, "empty"):
+            return Described(title, text, None, empty=kind == "empty")
+        return Described(path.name, "", self._documents.reader.read(path, path.name))

@@ -35,7 +35,7 @@ from ai_employee.model.ids import (
 from ai_employee.model.messages import IncomingMessage
 from ai_employee.pipeline.context import StepContext, utcnow
 from ai_employee.pipeline.documents import Described, InboxDocuments
-from ai_employee.pipeline.folders import MAX_FOLDER_FILES, FolderDrops, ReadyFolder, scan_folder
+from ai_employee.pipeline.folders import FolderSteps, ReadyFolder
 from ai_employee.pipeline.quarantine import Quarantined, quarantine
 from ai_employee.pipeline.renderer import ActionRenderer, IntakeRenderer, NewAction, RenderedAction
 from ai_employee.vault import fs
@@ -110,7 +110,8 @@ class IntakeSteps:
         self.writes = OpenWrites()
         #: reads documents (PDF, images, Office files) in worker processes, off the intake's path
         self.documents = InboxDocuments(ctx.settings.vault.max_body_bytes, ctx.settings.documents)
-        self.folders = FolderDrops(self.documents, ctx.settings.vault.max_body_bytes)
+        #: folders dropped into Inbox/
+        self.folders = FolderSteps(ctx, self.documents, self.write_actions)
 
     # --- Inbox files ---------------------------------------------------------------------
 
@@ -148,7 +149,7 @@ class IntakeSteps:
             if claims.get(display_name(name)) == info.st_ino:
                 continue  # a crash interrupted this one; recovery finishes it
             if stat.S_ISDIR(info.st_mode):
-                self._look_at_folder(name, info, prepared)
+                self.folders.look(name, info, prepared)
                 continue
             reason = unsafe_reason(name, info.st_mode)
             if reason is not None:
@@ -231,85 +232,6 @@ class IntakeSteps:
             created_at=now.isoformat(timespec="seconds"),
         )
 
-    def _look_at_folder(self, name: str, info: os.stat_result, prepared: PreparedIntake) -> None:
-        """A folder dropped into Inbox/: taken whole once settled and its documents read."""
-        settings = self.ctx.settings.vault
-        found = self.folders.look(
-            self.ctx.layout.folder(Folder.INBOX),
-            name,
-            settle=settings.settle_seconds,
-            max_wait=settings.max_write_wait,
-            defer=lambda delay: prepared.outcome.deferred.append((name, delay)),
-        )
-        if isinstance(found, str):
-            prepared.unsafe.append((name, found))
-        elif found is not None:
-            prepared.ready_folders.append((name, info, found))
-        elif not any(deferred == name for deferred, _ in prepared.outcome.deferred):
-            prepared.outcome.reading.append(name)
-
-    def _take_folders(self, prepared: PreparedIntake) -> None:
-        """Claim each ready folder and move it whole (one rename) under Attachments/, then write its
-        notes (on the worker; folders are few). Recovery finishes a move a crash interrupted."""
-        ctx = self.ctx
-        inbox = ctx.layout.folder(Folder.INBOX)
-        for name, item in prepared.folders:
-            row = item.row
-            try:
-                info = os.lstat(inbox / name)
-            except FileNotFoundError:
-                continue
-            if info.st_ino != row.inbox_ino:
-                prepared.outcome.deferred.append((name, 0.0))
-                continue
-            ctx.ledger.insert_actions([row])
-            target = ctx.layout.resolve(str(row.extra["kept_in"]))
-            ctx.attachment_dir(target.parent.name)
-            os.rename(inbox / name, target)
-            fs.fsync_dir(target.parent)
-            fs.fsync_dir(inbox)
-            self.write_actions([item])
-            prepared.outcome.actions.append(item)
-
-    def recover_folder(self, row: ActionRow, received: datetime) -> NewAction | None:
-        """Finish the intake of a folder a crash interrupted: move it if it was not moved yet, then
-        write its notes again from what is in it. The action to plan, or None."""
-        ctx = self.ctx
-        source = ctx.path(Folder.INBOX, row.inbox_name or "")
-        target = ctx.layout.resolve(str(row.extra["kept_in"]))
-        if not target.is_dir():
-            try:
-                info = os.lstat(source)
-            except FileNotFoundError:
-                info = None
-            if info is None or info.st_ino != row.inbox_ino:
-                log.error("claimed inbox folder is gone; the action is abandoned", action_id=row.action_id)
-                ctx.ledger.set_action_state([(row.action_id, "abandoned", None)])
-                return None
-            ctx.attachment_dir(target.parent.name)
-            os.rename(source, target)
-            fs.fsync_dir(target.parent)
-            fs.fsync_dir(source.parent)
-        scan = scan_folder(os.fspath(target))
-        described = [
-            (item, self.describe_now(target / item.relative, item.info))
-            for item in scan.files[:MAX_FOLDER_FILES]
-        ]
-        ready = ReadyFolder(row.inbox_name or target.name, scan, described)
-        item = NewAction(row=row, text=ready.text(str(row.extra["kept_in"])), received=received)
-        self.write_actions([item])
-        log.info("recovered an interrupted folder intake", action_id=row.action_id)
-        return None if item.planned or row.extra.get("empty") is True else item
-
-    def describe_now(self, path: Path, info: os.stat_result) -> Described:
-        """A file described at once, a document read in a worker while the caller waits (recovery)."""
-        title, text, kind = describe_or_sniff(
-            path, path.name, info.st_size, limit=self.ctx.settings.vault.max_body_bytes
-        )
-        if kind in (None, "empty"):
-            return Described(title, text, None, empty=kind == "empty")
-        return Described(path.name, "", self.documents.reader.read(path, path.name))
-
     def _still_written(self, path: str, name: str, outcome: IntakeOutcome, late: set[str]) -> bool:
         """A file the watcher saw created and not closed, held open by a writer we can see: look again
         later (True), up to `vault.max_write_wait`; after that it is taken (in `late`)."""
@@ -378,7 +300,7 @@ class IntakeSteps:
         begun = BegunIntake(prepared)
         try:
             self._quarantine_unsafe(prepared)
-            self._take_folders(prepared)
+            self.folders.take(prepared)
             if not prepared.files:
                 return begun
             ctx.ledger.insert_actions([file.rendered.item.row for file in prepared.files])

@@ -71,7 +71,7 @@ class RecoverySteps:
         ctx = self.ctx
         received = datetime.fromisoformat(row.created_at) if row.created_at else utcnow()
         if row.state == "claimed" and row.inbox_name is not None and row.extra.get("kept_in"):
-            return self.intake.recover_folder(row, received)
+            return self.intake.folders.recover(row, received)
         if row.state == "claimed" and row.inbox_name is not None:
             attachment = ctx.layout.resolve(row.attachments[0])
             inbox_path = ctx.path(Folder.INBOX, row.inbox_name)
