@@ -287,3 +287,27 @@ def test_a_folder_intake_cut_by_a_crash_after_its_claim_is_finished_at_restart(
     assert len(notes(vault.layout.folder(Folder.PLANS))) == 1
     assert os.listdir(vault.layout.folder(Folder.INBOX)) == []
     assert vault.ledger.unfinished_actions() == []
+
+
+def test_a_plan_whose_attachment_changed_after_intake_is_made_again_before_it_can_run(
+    vault: DocumentVault,
+) -> None:
+    vault.drop("order.txt", "Replace the filter in AHU-1.\n")
+    [item] = vault.take("order.txt").actions
+    kept = vault.root / item.row.attachments[0]
+    with kept.open("a") as writer:  # a writer nobody saw goes on after the intake
+        writer.write("Also replace the belt on AHU-2.\n")
+    os.utime(kept, ns=(kept.stat().st_atime_ns, kept.stat().st_mtime_ns + 1_000_000_000))
+    plan = vault.root / item.row.plan_rel
+    approved = vault.layout.folder(Folder.APPROVED) / plan.name
+    os.rename(plan, approved)
+    decided = vault.steps.examine_approved([plan.name])
+    assert decided.jobs == [] and decided.reread == [item.row.action_id]
+    assert not approved.exists()  # never run from the half-read text
+    again = vault.steps.reread(item.row.action_id)
+    assert again is not None and again.planned is not None
+    note = (vault.root / item.row.note_rel).read_text()
+    assert "The attachment changed after it was first read" in note and "belt on AHU-2" in note
+    assert "belt on AHU-2" in plan.read_text()
+    os.rename(plan, approved)
+    assert [job.plan_id for job in vault.steps.examine_approved([plan.name]).jobs] == [item.row.plan_id]

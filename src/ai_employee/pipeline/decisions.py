@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydantic import ValidationError
@@ -26,7 +26,7 @@ from ai_employee.pipeline.quarantine import Quarantined, quarantine
 from ai_employee.vault import fs
 from ai_employee.vault.audit import audit_record
 from ai_employee.vault.layout import Folder, is_ignored_name, unsafe_reason
-from ai_employee.vault.ledger import ExecutionRow
+from ai_employee.vault.ledger import ActionRow, ExecutionRow
 from ai_employee.vault.note_models import PlanNote, describe_validation, read_plan
 from ai_employee.vault.notes import NoteError, render_note
 
@@ -45,12 +45,23 @@ class DecisionOutcome:
     duplicates: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     deferred: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds until settled)
+    reread: list[str] = field(default_factory=list)  # action ids whose files changed: read and plan again
+
+
+class Rereading(Protocol):
+    def changed(self, row: ActionRow) -> bool: ...
+
+    def return_plan(
+        self, name: str, plan_id: str, action: str, row: ActionRow, previous: ExecutionRow | None
+    ) -> None: ...
 
 
 class DecisionSteps:
     def __init__(self, ctx: StepContext, finishing: FinishingSteps) -> None:
         self.ctx = ctx
         self.finishing = finishing
+        #: catches plans made from files that changed after they were read (pipeline/reread.py)
+        self.rereading: Rereading | None = None
 
     # --- Approved/ -------------------------------------------------------------------------
 
@@ -120,6 +131,12 @@ class DecisionSteps:
             outcome.revoked.append(self.revoke(name, plan, properties, body, previous))
             return
         resumed = previous is not None and previous.state in ("approved", "running")
+        if not resumed and self.rereading is not None:
+            changed = self.ctx.ledger.action(plan.action_id)
+            if changed is not None and self.rereading.changed(changed):
+                self.rereading.return_plan(name, plan.id, plan.action, changed, previous)
+                outcome.reread.append(plan.action_id)
+                return
         executor = self.ctx.registry.get(plan.action)
         if executor is None:
             known = ", ".join(self.ctx.registry.names()) or "none"

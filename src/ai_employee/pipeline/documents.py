@@ -35,6 +35,9 @@ MAX_KEPT = 4096
 NOT_DOCUMENTS = ("audio/", "video/")
 
 FileKey = tuple[int, int, int]  # inode, size, mtime (ns)
+#: Ledger-only action property (not shown in the note): the newest mtime (ns) of the action's files
+#: when they were read; a newer one at approval means the plan is made again (pipeline/reread.py).
+CONTENT_FINGERPRINT = "_content_mtime_ns"
 
 
 class Described(NamedTuple):

@@ -82,6 +82,10 @@ class ReadyFolder:
     def empty(self) -> bool:
         return not self.scan.files
 
+    @property
+    def newest_mtime_ns(self) -> int:
+        return max((item.info.st_mtime_ns for item in self.scan.files), default=0)
+
     def properties(self) -> dict[str, object]:
         properties: dict[str, object] = {"dropped_folder": self.title, "files": len(self.scan.files)}
         documents = [got.document for _, got in self.described if got.document is not None]
@@ -286,16 +290,21 @@ class FolderSteps:
             os.rename(source, target)
             fs.fsync_dir(target.parent)
             fs.fsync_dir(source.parent)
+        item = NewAction(row=row, text=self.read_again(row), received=received)
+        self._write_actions([item])
+        log.info("recovered an interrupted folder intake", action_id=row.action_id)
+        return None if item.planned or row.extra.get("empty") is True else item
+
+    def read_again(self, row: ActionRow) -> str:
+        """The note's text for a folder already under Attachments/, read now (recovery, rereading)."""
+        kept_in = str(row.extra["kept_in"])
+        target = self.ctx.layout.resolve(kept_in)
         scan = scan_folder(os.fspath(target))
         described = [
             (item, self.describe_now(target / item.relative, item.info))
             for item in scan.files[:MAX_FOLDER_FILES]
         ]
-        ready = ReadyFolder(row.inbox_name or target.name, scan, described)
-        item = NewAction(row=row, text=ready.text(str(row.extra["kept_in"])), received=received)
-        self._write_actions([item])
-        log.info("recovered an interrupted folder intake", action_id=row.action_id)
-        return None if item.planned or row.extra.get("empty") is True else item
+        return ReadyFolder(row.inbox_name or target.name, scan, described).text(kept_in)
 
     def describe_now(self, path: Path, info: os.stat_result) -> Described:
         """A file described at once, a document read in a worker while the caller waits (recovery)."""

@@ -34,7 +34,7 @@ from ai_employee.model.ids import (
 )
 from ai_employee.model.messages import IncomingMessage
 from ai_employee.pipeline.context import StepContext, utcnow
-from ai_employee.pipeline.documents import Described, InboxDocuments
+from ai_employee.pipeline.documents import CONTENT_FINGERPRINT, Described, InboxDocuments
 from ai_employee.pipeline.folders import FolderSteps, ReadyFolder
 from ai_employee.pipeline.quarantine import Quarantined, quarantine
 from ai_employee.pipeline.renderer import ActionRenderer, IntakeRenderer, NewAction, RenderedAction
@@ -190,6 +190,7 @@ class IntakeSteps:
             row.attachments = [f"{kept_in}/{relative}" for relative in ready_folder.files]
             row.extra.update(ready_folder.properties())
             row.extra["kept_in"] = kept_in
+            row.extra[CONTENT_FINGERPRINT] = ready_folder.newest_mtime_ns
             if ready_folder.empty:
                 row.extra["empty"] = True
             prepared.folders.append((name, NewAction(row=row, text=ready_folder.text(kept_in), received=now)))
@@ -203,14 +204,21 @@ class IntakeSteps:
             ]
             if empty:
                 row.extra["empty"] = True
-            if document is not None:
-                text = document_markdown(document, row.attachments[0])
-                row.extra.update(extraction_properties([document]))
+            row.extra[CONTENT_FINGERPRINT] = info.st_mtime_ns
+            text = self.note_text(Described(title, text, document, empty), row)
             if name in late:
                 text = f"> [!warning] {LATE_WARNING.format(waited=waited)}\n\n{text}"
                 row.extra["write_warning"] = LATE_WARNING.format(waited=waited)
             prepared.reading.append((name, NewAction(row=row, text=text, received=now)))
         return prepared
+
+    def note_text(self, described: Described, row: ActionRow) -> str:
+        """The note's text for one Inbox file (a document's as the reader gave it); a document's
+        extraction properties go into the row."""
+        if described.document is None:
+            return described.text
+        row.extra.update(extraction_properties([described.document]))
+        return document_markdown(described.document, row.attachments[0])
 
     def _inbox_row(
         self, action_id: str, name: str, info: os.stat_result, title: str, now: datetime

@@ -43,7 +43,8 @@ def action_note(
     if intent:
         properties["intent"] = intent
     for key, value in (extra or {}).items():
-        properties.setdefault(key, value)
+        if not key.startswith("_"):  # "_name": kept in the ledger, not shown
+            properties.setdefault(key, value)
     lines = [f"# {title}", "", body_text.rstrip() if body_text.strip() else "_(no text)_", ""]
     if attachments:
         lines += ["## Attachments", *[f"- {link}" for link in links], ""]

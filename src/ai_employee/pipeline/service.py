@@ -398,6 +398,22 @@ class PipelineService(Service):
         self.announce.decisions(outcome)
         for job in outcome.jobs:
             self._spawn(self._execute(job))
+        for action_id in outcome.reread:
+            self._spawn(self._reread(action_id))
+
+    async def _reread(self, action_id: str) -> None:
+        """An approved plan's files changed after they were read: read them and plan again."""
+        item = await self._in_thread(self.steps.reread, action_id)
+        self.announce.publish(
+            EventType.ACTION_UPDATED,
+            {"action_id": action_id, "reason": "attachment changed"},
+            correlation_id=action_id,
+        )
+        if item is not None and item.planned is not None:
+            self._plan_created(item, item.planned, item.request)
+        elif item is not None:
+            await self._plan(item)
+        self._wake.set()  # the loop appends the audit lines
 
     async def _execute(self, job: ExecutionJob) -> None:
         execution = self.steps.execution
