@@ -22,7 +22,7 @@ MIN_OCR_WIDTH = 1000
 INSTALL_HINT = (
     "OCR is not available, so text in images and scans is not read: {why}. To enable it, install"
     " Tesseract (Debian/Ubuntu: `sudo apt-get install tesseract-ocr tesseract-ocr-eng`; macOS:"
-    " `brew install tesseract`) and restart ai-employee; `ai-employee doctor` checks it."
+    " `brew install tesseract`) and restart ai-employee."
 )
 
 
