@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -43,14 +44,21 @@ def text_pdf_pages(work: Path, pages: int) -> dict[str, float]:
     path.write_bytes(samples.text_pdf([f"Page {page}\n{lines}" for page in range(pages)]))
     limits = Limits(max_pages=pages, max_chars=10_000_000, seconds=600)
     extract_file(path, "warm-up.pdf", Limits(max_pages=1))  # imports are not the PDF's cost
+    cpu = time.process_time()
     in_process = _timed(lambda: extract_file(path, "report.pdf", limits))
+    cpu = time.process_time() - cpu
     reader = DocumentReader(DocumentSettings(max_pages=pages, max_chars=10_000_000, timeout_seconds=600))
     try:
         reader.read(path, "warm-up.pdf")  # the worker's start is not the PDF's cost
         worker = _timed(lambda: reader.read(path, "report.pdf"))
     finally:
         reader.close()
-    return {"pages": pages, "pages_per_second": pages / in_process, "worker_pages_per_second": pages / worker}
+    return {
+        "pages": pages,
+        "pages_per_second": pages / in_process,
+        "pages_per_cpu_second": pages / cpu,
+        "worker_pages_per_second": pages / worker,
+    }
 
 
 def ocr_images(work: Path, count: int) -> dict[str, float]:
@@ -65,6 +73,7 @@ def ocr_images(work: Path, count: int) -> dict[str, float]:
     figures: dict[str, float] = {"images": count}
     for workers in (1, 2):
         reader = DocumentReader(DocumentSettings(workers=workers, timeout_seconds=600))
+        cpu_before = _children_cpu()
         try:
             for warm in [reader.submit(label, "warm.png") for _ in range(workers)]:
                 warm.result()
@@ -77,7 +86,14 @@ def ocr_images(work: Path, count: int) -> dict[str, float]:
                 figures[f"{name}_images_per_second_{workers}_workers"] = count / seconds
         finally:
             reader.close()
+        if workers == 1:  # the workers and their Tesseracts are reaped now: CPU per image, load-proof
+            figures["cpu_seconds_per_label_and_page"] = (_children_cpu() - cpu_before) / count
     return figures
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def big_pdf_beside_text_files(work: Path, scanned_pages: int, texts: int) -> dict[str, float]:

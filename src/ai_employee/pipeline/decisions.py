@@ -131,12 +131,6 @@ class DecisionSteps:
             outcome.revoked.append(self.revoke(name, plan, properties, body, previous))
             return
         resumed = previous is not None and previous.state in ("approved", "running")
-        if not resumed and self.rereading is not None:
-            changed = self.ctx.ledger.action(plan.action_id)
-            if changed is not None and self.rereading.changed(changed):
-                self.rereading.return_plan(name, plan.id, plan.action, changed, previous)
-                outcome.reread.append(plan.action_id)
-                return
         executor = self.ctx.registry.get(plan.action)
         if executor is None:
             known = ", ".join(self.ctx.registry.names()) or "none"
@@ -150,6 +144,15 @@ class DecisionSteps:
             outcome.finished.append(self._fail(name, plan, properties, body, digest, why, previous))
             return
         action = self.ctx.ledger.action(plan.action_id)
+        if (
+            not resumed
+            and action is not None
+            and self.rereading is not None
+            and self.rereading.changed(action)
+        ):
+            self.rereading.return_plan(name, plan.id, plan.action, action, previous)
+            outcome.reread.append(plan.action_id)
+            return
         attempt = (previous.attempts if previous else 0) + (0 if resumed else 1)
         if not resumed:
             self.ctx.ledger.upsert_execution(
