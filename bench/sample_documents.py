@@ -182,3 +182,30 @@ def encrypted_pdf(text: str, password: str = "secret") -> bytes:
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
+
+
+def odt_bytes(heading: str, paragraphs: Sequence[str]) -> bytes:
+    """A minimal OpenDocument text: its mimetype first, stored, and content.xml."""
+    ns = 'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0"'
+    ns += ' xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"'
+    body = f"<text:h>{heading}</text:h>" + "".join(f"<text:p>{p}</text:p>" for p in paragraphs)
+    content = f'<?xml version="1.0"?><office:document-content {ns}><office:body><office:text>{body}'
+    content += "</office:text></office:body></office:document-content>"
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.text", zipfile.ZIP_STORED)
+        archive.writestr("content.xml", content, zipfile.ZIP_DEFLATED)
+    return out.getvalue()
+
+
+def pptx_bytes(slides: Sequence[Sequence[str]]) -> bytes:
+    """A minimal PowerPoint file: the parts its text lives in."""
+    drawing = 'xmlns:a="http://schemas.openxmlformats.org/drawingml/2006/main"'
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("ppt/presentation.xml", "<presentation/>")
+        for number, texts in enumerate(slides, 1):
+            runs = "".join(f"<a:p><a:r><a:t>{text}</a:t></a:r></a:p>" for text in texts)
+            archive.writestr(f"ppt/slides/slide{number}.xml", f"<sld {drawing}><txBody>{runs}</txBody></sld>")
+    return out.getvalue()

@@ -129,6 +129,23 @@ def test_a_spreadsheet_gives_its_sheet_names_and_first_rows_as_tables(tmp_path: 
     assert "### Sheet: Notes\n\n| Order on Monday |" in got.text
 
 
+def test_opendocument_text_and_slides_give_their_text(tmp_path: Path) -> None:
+    odt = read(tmp_path, "memo.odt", samples.odt_bytes("Shift memo", ["Fire door 2 does not latch."]))
+    assert (odt.method, odt.text) == ("odt", "### Shift memo\n\nFire door 2 does not latch.")
+    pptx = read(
+        tmp_path, "brief.pptx", samples.pptx_bytes([["Safety brief"], ["Wear ear protection", "Hall 5"]])
+    )
+    assert pptx.method == "pptx" and pptx.pages == 2
+    assert pptx.text == "### Slide 1\n\nSafety brief\n\n### Slide 2\n\nWear ear protection\nHall 5"
+
+
+def test_a_missing_ocr_language_pack_is_named_in_the_note(tmp_path: Path) -> None:
+    needs_ocr()
+    limits = dataclasses.replace(LIMITS, ocr_languages="eng+xyz")
+    got = read(tmp_path, "photo.png", samples.text_image_bytes(["Hello"]), limits)
+    assert got.hint is not None and "tesseract-ocr-xyz" in got.hint and "documents.ocr_languages" in got.hint
+
+
 def test_a_zip_bomb_docx_is_refused_before_it_is_unpacked(tmp_path: Path) -> None:
     got = read(tmp_path, "bomb.docx", samples.zip_bomb_docx(40))
     assert got.problem is not None and "zip bomb" in got.problem
