@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -42,12 +41,10 @@ from ai_employee.vault import fs
 from ai_employee.vault.layout import Folder, is_ignored_name, unsafe_reason
 from ai_employee.vault.ledger import ActionRow
 from ai_employee.vault.writer import ClaimedFile, Committer, GroupCommit, InProcessCommitter, commit
-from ai_employee.vault.writes import OpenWrites, writer_holds
+from ai_employee.vault.writes import OpenWrites
 
 log = structlog.get_logger(__name__)
 
-#: How often a file held open by its writer is looked at again (at least).
-MIN_WRITE_RECHECK_SECONDS = 0.5
 LATE_WARNING = (
     "This file was still open for writing after {waited} (`vault.max_write_wait`): it was taken as it"
     " was then and may be incomplete."
@@ -134,6 +131,7 @@ class IntakeSteps:
         prepared = PreparedIntake()
         inbox = ctx.layout.folder(Folder.INBOX)
         settle = ctx.settings.vault.settle_seconds
+        max_write_wait = ctx.settings.vault.max_write_wait
         claims = ctx.ledger.claimed_inbox_names()
         now = utcnow()
         wall = now.timestamp()
@@ -160,8 +158,16 @@ class IntakeSteps:
                 if age < settle:
                     prepared.outcome.deferred.append((name, settle - age))
                     continue
-            if name not in renamed and self._still_written(f"{inbox}/{name}", name, prepared.outcome, late):
-                continue
+            if name not in renamed and self.writes.is_open(name):
+                wait, overdue = self.writes.check(
+                    f"{inbox}/{name}", name, settle=settle, max_wait=max_write_wait
+                )
+                if wait is not None:
+                    prepared.outcome.deferred.append((name, wait))
+                    continue
+                if overdue:
+                    log.warning("inbox file still open for writing; taken as it is", file=display_name(name))
+                    late.add(name)
             ready.append((name, info))
         if not ready and not prepared.ready_folders:
             return prepared
@@ -177,8 +183,7 @@ class IntakeSteps:
             return prepared
 
         day = now.strftime("%Y-%m-%d")
-        max_wait = ctx.settings.vault.max_write_wait
-        waited = f"{max_wait / 60:g} min" if max_wait >= 120 else f"{max_wait:g} s"
+        waited = f"{max_write_wait / 60:g} min" if max_write_wait >= 120 else f"{max_write_wait:g} s"
         action_ids = ctx.issue_action_ids(now, len(described) + len(prepared.ready_folders))
         for (name, info, ready_folder), action_id in zip(
             prepared.ready_folders, action_ids[len(described) :], strict=True
@@ -239,25 +244,6 @@ class IntakeSteps:
             title=title,
             created_at=now.isoformat(timespec="seconds"),
         )
-
-    def _still_written(self, path: str, name: str, outcome: IntakeOutcome, late: set[str]) -> bool:
-        """A file the watcher saw created and not closed, held open by a writer we can see: look again
-        later (True), up to `vault.max_write_wait`; after that it is taken (in `late`)."""
-        since = self.writes.open_since(name)
-        if since is None:
-            return False
-        held = time.monotonic() - since
-        max_wait = self.ctx.settings.vault.max_write_wait
-        holding = writer_holds(path)
-        if holding and held < max_wait:
-            wait = max(self.ctx.settings.vault.settle_seconds, MIN_WRITE_RECHECK_SECONDS)
-            outcome.deferred.append((name, min(wait, max_wait - held)))
-            return True
-        self.writes.forget(name)
-        if holding:
-            log.warning("inbox file still open for writing; taken as it is", file=display_name(name))
-            late.add(name)
-        return False
 
     def describe_file(self, path: Path, name: str, size: int) -> tuple[str, str]:
         """(title, body) of a file already kept under Attachments/ (recovery): a document is read

@@ -13,6 +13,8 @@ import time
 #: Marks kept at most; beyond this the oldest are dropped (their files are then taken on settle).
 MAX_MARKS = 65_536
 _WRITE_MODES = (os.O_WRONLY, os.O_RDWR)
+#: How often a file held open by its writer is looked at again, at least.
+MIN_RECHECK_SECONDS = 0.5
 
 
 class OpenWrites:
@@ -39,6 +41,22 @@ class OpenWrites:
 
     def forget(self, name: str) -> None:
         self.closed(name)
+
+    def is_open(self, name: str) -> bool:
+        return self.open_since(name) is not None
+
+    def check(self, path: str, name: str, *, settle: float, max_wait: float) -> tuple[float | None, bool]:
+        """For a settled file: (seconds until it is looked at again, or None to take it now; whether
+        it is taken although a writer still holds it, `max_wait` being up)."""
+        since = self.open_since(name)
+        if since is None:
+            return None, False
+        held = time.monotonic() - since
+        holding = writer_holds(path)
+        if holding and held < max_wait:
+            return min(max(settle, MIN_RECHECK_SECONDS), max_wait - held), False
+        self.forget(name)
+        return None, holding
 
 
 def writer_holds(path: str, *, under: bool = False) -> bool:
