@@ -53,6 +53,7 @@ class InboxDocuments:
         self._settings = settings
         self._reader: DocumentReader | None = None
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when a read document is recorded
         self._read: dict[str, tuple[FileKey, Extraction]] = {}
         self._reading: dict[str, FileKey] = {}
         self._futures: set[Future[Extraction]] = set()
@@ -104,20 +105,16 @@ class InboxDocuments:
             self._read[name] = (key, extraction)
             while len(self._read) > MAX_KEPT:
                 del self._read[next(iter(self._read))]
+            self._idle.notify_all()
         on_read = self.on_read
         if on_read is not None:
             on_read(hint)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until no document is being read (tests, benchmarks); False if the time ran out."""
-        from concurrent.futures import wait
-
-        with self._lock:
-            pending = set(self._futures)
-        if not pending:
-            return True
-        _, not_done = wait(pending, timeout=timeout)
-        return not not_done
+        """Wait until every document handed to a worker is read and recorded (tests, benchmarks);
+        False if the time ran out."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._futures, timeout)
 
     def read_attachments(
         self, attachments: Sequence[IncomingAttachment], temp_dir: Path
