@@ -209,3 +209,51 @@ def pptx_bytes(slides: Sequence[Sequence[str]]) -> bytes:
             runs = "".join(f"<a:p><a:r><a:t>{text}</a:t></a:r></a:p>" for text in texts)
             archive.writestr(f"ppt/slides/slide{number}.xml", f"<sld {drawing}><txBody>{runs}</txBody></sld>")
     return out.getvalue()
+
+
+def msg_bytes(subject: str, body: str, sender: str) -> bytes:
+    """An Outlook .msg: a compound file (CFB v3) with the subject, body and sender streams (UTF-16),
+    each padded with NULs to 4 KiB so that it lives in regular sectors (no mini stream)."""
+    streams = [
+        ("__substg1.0_0037001F", subject),
+        ("__substg1.0_0C1A001F", sender),
+        ("__substg1.0_1000001F", body),
+    ]
+    end, free = 0xFFFFFFFE, 0xFFFFFFFF
+    fat = [0xFFFFFFFD, end]  # sector 0: the FAT, sector 1: the directory
+    data = b""
+    starts: list[tuple[int, int]] = []
+    for _, text in streams:
+        raw = text.encode("utf-16-le").ljust(4096, b"\x00")
+        first = len(fat)
+        sectors = -(-len(raw) // 512)
+        fat.extend(first + n + 1 for n in range(sectors - 1))
+        fat.append(end)
+        data += raw.ljust(sectors * 512, b"\x00")
+        starts.append((first, len(raw)))
+    fat.extend([free] * (128 - len(fat)))
+
+    def entry(name: str, kind: int, left: int, right: int, child: int, start: int, size: int) -> bytes:
+        encoded = name.encode("utf-16-le") + b"\x00\x00" if name else b""
+        return (
+            encoded.ljust(64, b"\x00")
+            + struct.pack("<HBBIII", len(encoded), kind, 1, left, right, child)
+            + b"\x00" * 36
+            + struct.pack("<IQ", start, size)
+        )
+
+    directory = entry("Root Entry", 5, free, free, 2, end, 0)
+    (first_name, _), (middle_name, _), (last_name, _) = streams
+    directory += entry(first_name, 2, free, free, free, *starts[0])
+    directory += entry(middle_name, 2, 1, 3, free, *starts[1])
+    directory += entry(last_name, 2, free, free, free, *starts[2])
+    header = (
+        bytes.fromhex("D0CF11E0A1B11AE1")
+        + b"\x00" * 16
+        + struct.pack("<HHHHH", 0x3E, 3, 0xFFFE, 9, 6)
+        + b"\x00" * 6
+        + struct.pack("<IIIIIIIII", 0, 1, 1, 0, 4096, end, 0, end, 0)
+        + struct.pack("<I", 0)
+        + struct.pack("<I", free) * 108
+    )
+    return header + struct.pack("<128I", *fat) + directory + data

@@ -172,6 +172,15 @@ def test_html_rtf_and_eml_are_read_as_text(tmp_path: Path) -> None:
     assert "**Subject:** Gate 4 stuck" in eml.text and "The gate at door 4 does not close." in eml.text
 
 
+def test_an_outlook_msg_gives_its_sender_subject_and_body(tmp_path: Path) -> None:
+    data = samples.msg_bytes("Chiller alarm", "The chiller on roof B tripped at 03:00.", "Ann Lee")
+    got = read(tmp_path, "alarm.msg", data)
+    assert got.method == "msg"
+    assert (
+        got.text == "**From:** Ann Lee\n**Subject:** Chiller alarm\n\nThe chiller on roof B tripped at 03:00."
+    )
+
+
 def test_text_over_the_character_limit_is_cut_with_a_clear_line(tmp_path: Path) -> None:
     limits = dataclasses.replace(LIMITS, max_chars=1000)
     got = read(tmp_path, "long.html", b"<p>" + b"word " * 2000 + b"</p>", limits)
