@@ -134,7 +134,11 @@ class DocumentReader:
     def read(self, path: Path, name: str, content_type: str | None = None) -> Extraction:
         """Read one document on the calling thread (through a worker); never raises for the document."""
         started = time.monotonic()
-        worker = self._take()
+        try:
+            worker = self._take()
+        except OSError as error:  # out of processes or memory: this document waits for nothing
+            log.error("no reading process could start", file=name, error=str(error))
+            return Extraction.failed("other", f"no reading process could start ({error.strerror or error})")
         request = (os.fsencode(path), name, content_type, self.limits.to_wire())
         answer = worker.ask(request, self.limits.seconds + _GRACE_SECONDS)
         if isinstance(answer, str):
