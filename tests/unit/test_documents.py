@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from ai_employee.documents.extraction import Extraction, Limits
 from ai_employee.documents.markdown import document_markdown, extraction_properties
 from ai_employee.documents.pool import DocumentReader
 from bench import sample_documents as samples
-from tests.conftest import skip_or_fail
+from tests.conftest import skip_or_fail, wait_for
 
 LIMITS = Limits(seconds=30.0)
 
@@ -231,3 +232,16 @@ def test_the_worker_stops_at_the_time_limit_and_says_where_it_cut(tmp_path: Path
         reader.close()
     assert got.cut is not None and "the time limit of 2 s was reached" in got.cut
     assert "Page 1 of the scan" in got.text
+
+
+def test_closing_the_reader_never_waits_for_a_document_being_read(tmp_path: Path) -> None:
+    needs_ocr()
+    scan = tmp_path / "long.pdf"
+    scan.write_bytes(samples.scanned_pdf([[f"Page {n}"] for n in range(1, 21)]))
+    reader = DocumentReader(DocumentSettings(timeout_seconds=120))
+    future = reader.submit(scan, "long.pdf")
+    wait_for(lambda: reader.reading == 1, message="the worker reading")
+    started = time.monotonic()
+    reader.close()
+    assert time.monotonic() - started < 5
+    assert future.result(timeout=5).problem is not None

@@ -112,6 +112,7 @@ class DocumentReader:
         self.limits = Limits.from_settings(settings)
         self._threads = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="aie-documents")
         self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
         self._lock = threading.Lock()
         self._closed = False
         self.read_count = 0
@@ -140,7 +141,11 @@ class DocumentReader:
             log.error("no reading process could start", file=name, error=str(error))
             return Extraction.failed("other", f"no reading process could start ({error.strerror or error})")
         request = (os.fsencode(path), name, content_type, self.limits.to_wire())
-        answer = worker.ask(request, self.limits.seconds + _GRACE_SECONDS)
+        try:
+            answer = worker.ask(request, self.limits.seconds + _GRACE_SECONDS)
+        finally:
+            with self._lock:
+                self._busy.discard(worker)
         if isinstance(answer, str):
             log.warning("a document could not be read", file=name, reason=answer)
             extraction = Extraction.failed("other", answer)
@@ -158,9 +163,13 @@ class DocumentReader:
             while self._idle:
                 worker = self._idle.pop()
                 if worker.alive:
+                    self._busy.add(worker)
                     return worker
                 worker.kill()
-        return _Worker()
+        worker = _Worker()
+        with self._lock:
+            self._busy.add(worker)
+        return worker
 
     def _give_back(self, worker: _Worker) -> None:
         with self._lock:
@@ -170,14 +179,27 @@ class DocumentReader:
         worker.close()
 
     @property
+    def reading(self) -> int:
+        """Documents being read right now."""
+        with self._lock:
+            return len(self._busy)
+
+    @property
     def pids(self) -> list[int]:
         with self._lock:
             return [worker.process.pid for worker in self._idle]
 
     def close(self) -> None:
+        """Stop: idle workers exit, busy ones are killed (their documents stay where they are and are
+        read again at the next start); queued documents are not read."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            busy = list(self._busy)
+        self._threads.shutdown(wait=False, cancel_futures=True)
         for worker in idle:
             worker.close()
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        for worker in busy:
+            with contextlib.suppress(OSError):
+                os.killpg(worker.process.pid, signal.SIGKILL)
+        self._threads.shutdown(wait=True)
