@@ -6,6 +6,7 @@ import re
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 from ai_employee.documents import ocr
 from ai_employee.documents.extraction import DocumentProblem, Extraction, Limits, TextBudget
@@ -34,10 +35,10 @@ def read_pdf(path: Path, limits: Limits, deadline: float) -> Extraction:
         pdf.close()
 
 
-def _read_pages(pdf: object, limits: Limits, deadline: float) -> Extraction:
+def _read_pages(pdf: Any, limits: Limits, deadline: float) -> Extraction:
+    """`pdf`: an open `pypdfium2.PdfDocument` (the library has no type information)."""
     import pypdfium2 as pdfium
 
-    assert isinstance(pdf, pdfium.PdfDocument)
     total = len(pdf)
     if total == 0:
         return Extraction.failed("pdf", "the PDF has no pages")

@@ -20,16 +20,11 @@ _MSG_BODY = "__substg1.0_1000001F"
 _MSG_ATTACH_NAME = "__substg1.0_3707001F"
 
 
-def _budgeted(kind: str, text: str, limits: Limits, **fields: object) -> Extraction:
+def _budgeted(kind: str, text: str, limits: Limits) -> Extraction:
+    """Text read as `kind`, cut at `limits.max_chars` with a clear line."""
     budget = TextBudget(limits.max_chars)
     whole = budget.add(text)
-    return Extraction(
-        kind=kind,
-        method=kind,
-        text=budget.text(),
-        cut=None if whole else budget.cut_note(),
-        **fields,  # type: ignore[arg-type]
-    )
+    return Extraction(kind=kind, method=kind, text=budget.text(), cut=None if whole else budget.cut_note())
 
 
 def _read_capped(path: Path, limits: Limits) -> bytes:
