@@ -226,12 +226,13 @@ def test_the_worker_stops_at_the_time_limit_and_says_where_it_cut(tmp_path: Path
     scan = tmp_path / "scan.pdf"
     scan.write_bytes(samples.scanned_pdf([[f"Page {n} of the scan"] for n in range(1, 13)]))
     reader = DocumentReader(DocumentSettings(timeout_seconds=1.5))
+    started = time.monotonic()
     try:
         got = reader.read(scan, "scan.pdf")
     finally:
         reader.close()
-    assert got.cut is not None and "the time limit of 2 s was reached" in got.cut
-    assert "Page 1 of the scan" in got.text
+    assert time.monotonic() - started < 1.5 + 5  # answered by the worker itself, not killed
+    assert got.cut is not None and got.cut.endswith("(of 12): the time limit of 2 s was reached")
 
 
 def test_closing_the_reader_never_waits_for_a_document_being_read(tmp_path: Path) -> None:

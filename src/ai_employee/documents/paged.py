@@ -50,7 +50,9 @@ def _read_pages(pdf: Any, limits: Limits, deadline: float) -> Extraction:
     problems: list[str] = []
     for index in range(min(total, limits.max_pages)):
         if time.monotonic() > deadline:
-            cut = f"cut at {index} pages (of {total:,}): the time limit of {limits.seconds:.0f} s was reached"
+            cut = (
+                f"cut at {_pages(index)} (of {total:,}): the time limit of {limits.seconds:.0f} s was reached"
+            )
             break
         try:
             page = pdf[index]
@@ -91,7 +93,7 @@ def _read_pages(pdf: Any, limits: Limits, deadline: float) -> Extraction:
             cut = f"{budget.cut_note()} (on page {index + 1} of {total:,})"
             break
     if cut is None and total > limits.max_pages:
-        cut = f"cut at {limits.max_pages} pages (of {total:,})"
+        cut = f"cut at {_pages(limits.max_pages)} (of {total:,})"
     method = "+".join(part for part, count in (("pdf-text", by_text), ("ocr", by_ocr)) if count) or "none"
     hint = None
     if scanned_unread:
@@ -166,3 +168,7 @@ def _too_big(width: int, height: int, limits: Limits) -> str:
         f"the image is too large to read: {width:,} x {height:,} px"
         f" (limit {limits.max_image_pixels / 1e6:.0f} megapixels, `documents.max_image_pixels`)"
     )
+
+
+def _pages(count: int) -> str:
+    return "1 page" if count == 1 else f"{count:,} pages"
