@@ -47,6 +47,9 @@ def extract_file(path: Path, name: str, limits: Limits, content_type: str | None
         return Extraction.failed(
             _kind_of(path, name, content_type), f"the file could not be read ({error.strerror})"
         )
+    except Exception as error:  # a library's own error on a damaged file: a reason, not a dead worker
+        why = f"damaged or unreadable ({type(error).__name__}: {error})"
+        return Extraction.failed(_kind_of(path, name, content_type), why[:300])
 
 
 def _extract(
