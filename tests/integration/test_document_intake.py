@@ -5,7 +5,6 @@ message attachments are read the same way."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +22,7 @@ from ai_employee.vault.audit import AuditLog
 from ai_employee.vault.layout import Folder, VaultLayout
 from ai_employee.vault.ledger import Ledger
 from bench import sample_documents as samples
-from tests.conftest import frontmatter, notes, skip_or_fail
+from tests.conftest import frontmatter, notes, require_ocr
 
 
 class DocumentVault:
@@ -74,13 +73,6 @@ def vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DocumentV
     opened.close()
 
 
-def needs_ocr() -> None:
-    if shutil.which("tesseract") is None:
-        skip_or_fail("Tesseract is not installed (apt-get install tesseract-ocr tesseract-ocr-eng)")
-    if samples.font_path() is None:
-        skip_or_fail("no DejaVu font to draw text with (apt-get install fonts-dejavu-core)")
-
-
 def test_a_pdf_in_the_inbox_becomes_an_action_whose_note_and_plan_hold_its_text(vault: DocumentVault) -> None:
     vault.drop("inspection.pdf", samples.text_pdf(["Pump 3 is leaking on line 2", "Seal kit needed"]))
     outcome = vault.take_when_read("inspection.pdf")
@@ -107,7 +99,7 @@ def test_a_document_being_read_never_holds_the_files_dropped_with_it(vault: Docu
 
 
 def test_a_photo_in_the_inbox_is_embedded_with_its_ocr_text_after_it(vault: DocumentVault) -> None:
-    needs_ocr()
+    require_ocr()
     vault.drop("alarm.jpg", samples.text_image_bytes(["ALARM PANEL B", "LOW OIL PRESSURE"], "JPEG"))
     outcome = vault.take_when_read("alarm.jpg")
     note = vault.note_of(outcome, "alarm.jpg")

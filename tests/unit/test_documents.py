@@ -4,7 +4,6 @@ The documents are real, made by the test (bench/sample_documents.py)."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 
@@ -16,16 +15,9 @@ from ai_employee.documents.extraction import Extraction, Limits
 from ai_employee.documents.markdown import document_markdown, extraction_properties
 from ai_employee.documents.pool import DocumentReader
 from bench import sample_documents as samples
-from tests.conftest import skip_or_fail, wait_for
+from tests.conftest import require_ocr, wait_for
 
 LIMITS = Limits(seconds=30.0)
-
-
-def needs_ocr() -> None:
-    if shutil.which("tesseract") is None:
-        skip_or_fail("Tesseract is not installed (apt-get install tesseract-ocr tesseract-ocr-eng)")
-    if samples.font_path() is None:
-        skip_or_fail("no DejaVu font to draw text with (apt-get install fonts-dejavu-core)")
 
 
 def read(tmp_path: Path, name: str, data: bytes, limits: Limits = LIMITS) -> Extraction:
@@ -68,7 +60,7 @@ def test_a_truncated_pdf_is_reported_as_damaged(tmp_path: Path) -> None:
 
 
 def test_a_scanned_pdf_is_read_by_ocr_with_its_confidence(tmp_path: Path) -> None:
-    needs_ocr()
+    require_ocr()
     got = read(tmp_path, "scan.pdf", samples.scanned_pdf([["Delivery note 42"], ["Received by John"]]))
     assert got.method == "ocr"
     assert "Delivery note 42" in got.text and "Received by John" in got.text
@@ -82,7 +74,7 @@ def test_a_scanned_pdf_is_read_by_ocr_with_its_confidence(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_a_photo_of_text_is_read_by_ocr_and_embedded(tmp_path: Path, fmt: str) -> None:
-    needs_ocr()
+    require_ocr()
     name = f"nameplate.{fmt.lower()}"
     got = read(tmp_path, name, samples.text_image_bytes(["PUMP 3 SERIAL 4711", "ALARM HIGH PRESSURE"], fmt))
     assert got.method == "ocr"
@@ -141,7 +133,7 @@ def test_opendocument_text_and_slides_give_their_text(tmp_path: Path) -> None:
 
 
 def test_a_missing_ocr_language_pack_is_named_in_the_note(tmp_path: Path) -> None:
-    needs_ocr()
+    require_ocr()
     limits = dataclasses.replace(LIMITS, ocr_languages="eng+xyz")
     got = read(tmp_path, "photo.png", samples.text_image_bytes(["Hello"]), limits)
     assert got.hint is not None and "tesseract-ocr-xyz" in got.hint and "documents.ocr_languages" in got.hint
@@ -222,7 +214,7 @@ def test_a_document_needing_more_memory_than_a_worker_may_use_gets_a_note_and_th
 
 
 def test_the_worker_stops_at_the_time_limit_and_says_where_it_cut(tmp_path: Path) -> None:
-    needs_ocr()
+    require_ocr()
     scan = tmp_path / "scan.pdf"
     scan.write_bytes(samples.scanned_pdf([[f"Page {n} of the scan"] for n in range(1, 13)]))
     reader = DocumentReader(DocumentSettings(timeout_seconds=1.5))
@@ -236,7 +228,7 @@ def test_the_worker_stops_at_the_time_limit_and_says_where_it_cut(tmp_path: Path
 
 
 def test_closing_the_reader_never_waits_for_a_document_being_read(tmp_path: Path) -> None:
-    needs_ocr()
+    require_ocr()
     scan = tmp_path / "long.pdf"
     scan.write_bytes(samples.scanned_pdf([[f"Page {n}"] for n in range(1, 21)]))
     reader = DocumentReader(DocumentSettings(timeout_seconds=120))
