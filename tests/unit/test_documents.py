@@ -216,7 +216,8 @@ def test_a_document_needing_more_memory_than_a_worker_may_use_gets_a_note_and_th
 def test_the_worker_stops_at_the_time_limit_and_says_where_it_cut(tmp_path: Path) -> None:
     require_ocr()
     scan = tmp_path / "scan.pdf"
-    scan.write_bytes(samples.scanned_pdf([[f"Page {n} of the scan"] for n in range(1, 13)]))
+    lines = [f"Line {line}: the pump on page {{page}} was inspected and found leaking" for line in range(8)]
+    scan.write_bytes(samples.scanned_pdf([[text.format(page=n) for text in lines] for n in range(1, 31)]))
     reader = DocumentReader(DocumentSettings(timeout_seconds=1.5))
     started = time.monotonic()
     try:
@@ -224,13 +225,14 @@ def test_the_worker_stops_at_the_time_limit_and_says_where_it_cut(tmp_path: Path
     finally:
         reader.close()
     assert time.monotonic() - started < 1.5 + 5  # answered by the worker itself, not killed
-    assert got.cut is not None and got.cut.endswith("(of 12): the time limit of 2 s was reached")
+    assert got.cut is not None and got.cut.endswith("(of 30): the time limit of 2 s was reached")
 
 
 def test_closing_the_reader_never_waits_for_a_document_being_read(tmp_path: Path) -> None:
     require_ocr()
     scan = tmp_path / "long.pdf"
-    scan.write_bytes(samples.scanned_pdf([[f"Page {n}"] for n in range(1, 21)]))
+    lines = [f"Line {line}: the pump on page {{page}} was inspected and found leaking" for line in range(8)]
+    scan.write_bytes(samples.scanned_pdf([[text.format(page=n) for text in lines] for n in range(1, 21)]))
     reader = DocumentReader(DocumentSettings(timeout_seconds=120))
     future = reader.submit(scan, "long.pdf")
     wait_for(lambda: reader.reading == 1, message="the worker reading")
