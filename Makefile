@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench bench-smoke clean
+.PHONY: run test lint bench bench-smoke clean ocr
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,19 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-run: $(STAMP)
+# OCR (text in scans and photos) needs the Tesseract program: installed here where apt-get can
+# (root or password-less sudo); elsewhere images are still embedded and notes say how to enable OCR.
+ocr:
+	@command -v tesseract >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
+	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null \
+	      || echo "OCR: could not install tesseract-ocr; images are kept and embedded, not read"; \
+	  else \
+	    echo "OCR: Tesseract is not installed; install tesseract-ocr (apt) or tesseract (brew) to read text in images"; \
+	  fi; }
+
+run: $(STAMP) ocr
 	$(BIN)/ai-employee start --vault AI_Employee_Vault
 
 lint: $(STAMP)
@@ -22,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
 
-test: lint
+test: lint ocr
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

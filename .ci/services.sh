@@ -10,6 +10,16 @@ if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v docker-compose >
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     systemd docker-compose >/dev/null) || echo "services: could not install systemd and docker-compose" >&2
 fi
+# OCR for scanned PDFs and photos (documents/ocr.py): Tesseract with English; a real TTF font
+# (DejaVu) for the tests that draw text into images.
+if ! command -v tesseract >/dev/null 2>&1 || ! tesseract --list-langs 2>/dev/null | grep -qx eng; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null) \
+    || echo "services: could not install tesseract-ocr" >&2
+fi
+if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null) \
+    || echo "services: could not install fonts-dejavu-core" >&2
+fi
 # Dovecot's packaged instance is not needed: the tests start their own on loopback.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop dovecot >/dev/null 2>&1 || true; fi
 if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then

@@ -232,3 +232,17 @@ def note_result(path: Path) -> dict[str, Any] | None:
         return None
     match = re.search(r"```json\n(.*?)\n```", text[heading:], re.DOTALL)
     return None if match is None else dict(json.loads(match.group(1)))
+
+
+def require_ocr() -> None:
+    """Skip (fail under AIE_REQUIRE_SERVICES=1) without Tesseract or a font to draw text with."""
+    if shutil.which("tesseract") is None:
+        skip_or_fail("Tesseract is not installed (apt-get install tesseract-ocr tesseract-ocr-eng)")
+    if not any(
+        Path(path).exists()
+        for path in (
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+        )
+    ):
+        skip_or_fail("no DejaVu font to draw text with (apt-get install fonts-dejavu-core)")

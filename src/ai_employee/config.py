@@ -95,6 +95,22 @@ class VaultSettings(Section):
     reconcile_interval_seconds: float = Field(60.0, gt=0.0)
     batch_size: int = Field(64, ge=1, le=4096)
     max_body_bytes: int = Field(256 * 1024, ge=1024)  # text beyond this is linked, not copied
+    max_write_wait: float = Field(600.0, ge=0.0)  # seconds a file held open for writing is waited for
+
+
+class DocumentSettings(Section):
+    """Reading documents (PDF, scans, photos, Office files) in worker processes, with limits."""
+
+    ocr_languages: str = "eng"  # Tesseract language codes joined by "+", e.g. "eng+deu"
+    workers: int = Field(2, ge=1, le=32)  # worker processes reading documents at once
+    timeout_seconds: float = Field(60.0, gt=0)  # per file; the worker is killed after it
+    max_file_mb: float = Field(100.0, gt=0)  # larger files are kept, not read
+    max_pages: int = Field(50, ge=1)  # pages read from a PDF
+    max_ocr_pages: int = Field(20, ge=0)  # scanned pages read by OCR
+    max_chars: int = Field(100_000, ge=1000)  # text kept in the note per document
+    max_memory_mb: int = Field(1024, ge=128)  # address space of a worker (RLIMIT_AS)
+    max_image_pixels: int = Field(60_000_000, ge=1_000_000)  # larger images are not decoded
+    tesseract_cmd: str = "tesseract"  # the Tesseract program (a name on PATH or a path)
 
 
 class ExecutionSettings(Section):
@@ -357,6 +373,7 @@ class Settings(BaseSettings):
     webhooks: WebhooksSettings = Field(default_factory=WebhooksSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
+    documents: DocumentSettings = Field(default_factory=DocumentSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -350,6 +350,7 @@ class Daemon:
             rescan=pipeline.request_reconcile,
             bus=bus,
             metrics=metrics,
+            writes=pipeline.steps.intake.writes,
         )
         orchestrator = Orchestrator(
             bus,

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from bench import sample_documents
 from tests.conftest import DaemonProcess, frontmatter, notes, wait_for
 from tests.fakes.dovecot import DovecotServer
 
-PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+PDF = sample_documents.text_pdf(["Invoice 4471", "Total due: 1,250.00 EUR"])
 BIG = bytes(range(256)) * (5 * 1024 * 1024 // 256)
 
 
@@ -125,6 +126,10 @@ def test_three_emails_become_three_actions_seen_only_after_their_notes_and_never
         target = next(link for link in links if name in link)
         path = vault / (target[2:-2])
         assert path.stat().st_size == size
+    invoice = by_subject["Invoice 4471"]
+    assert "## invoice.pdf" in invoice.read_text() and "Total due: 1,250.00 EUR" in invoice.read_text()
+    assert frontmatter(invoice)["extracted"] == "pdf-text"
+    assert frontmatter(by_subject["Scan of the manual"])["extracted"] == "none"  # kept, not read
     wait_for(lambda: len(notes(vault / "Plans")) == 3, message="three plans")
 
     assert daemon.terminate() == 0

@@ -167,17 +167,18 @@ def test_sync_conflict_copy_is_quarantined_with_its_content_kept(running: Daemon
     assert_alive(running)
 
 
-def test_folder_dropped_into_inbox_is_quarantined_with_its_content(
+def test_folder_dropped_into_inbox_becomes_one_action_with_its_content(
     running: DaemonProcess, vault: Path
 ) -> None:
     staging = vault / ".staging-folder"
     staging.mkdir()
     (staging / "inside.txt").write_text("kept")
     os.rename(staging, vault / "Inbox" / "a folder")
-    properties = quarantine_note(vault, "a folder")
-    assert properties["reason"].startswith("folder")
-    [kept] = [path for path in (vault / "Quarantine").iterdir() if path.is_dir()]
-    assert (kept / "inside.txt").read_text() == "kept"
+    [action] = wait_action(vault, "a folder")
+    assert attachment_of(vault, action).read_text() == "kept"
+    assert frontmatter(action)["dropped_folder"] == "a folder"
+    assert os.listdir(vault / "Inbox") == []
+    assert list((vault / "Quarantine").iterdir()) == []
     assert_alive(running)
 
 
@@ -196,11 +197,15 @@ def test_conflict_copy_with_a_very_long_name_is_quarantined_and_blocks_nothing(
 # --- odd but valid files are actions like any other -----------------------------------------------
 
 
-def test_empty_file_becomes_an_action(running: DaemonProcess, vault: Path) -> None:
+def test_empty_file_becomes_a_note_saying_so_with_nothing_to_approve(
+    running: DaemonProcess, vault: Path
+) -> None:
     drop(vault, "empty.txt", b"")
     [action] = wait_action(vault, "empty.txt")
     assert attachment_of(vault, action).stat().st_size == 0
-    wait_plan(vault, frontmatter(action)["id"])
+    assert "there is nothing to read" in action.read_text()
+    assert frontmatter(action)["status"] == "done"
+    assert notes(vault / "Plans") == []  # a local planner's plan is written with the note
     assert_alive(running)
 
 

@@ -5,15 +5,36 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ai_employee.documents.sniff import document_kind
+
 SNIFF_BYTES = 8192
 
 
 def describe_file(path: Path, name: str, size: int, *, limit: int) -> tuple[str, str]:
     """(title, body text) of a file; one over `limit` bytes, or binary, is linked, never loaded whole."""
+    title, text, _ = describe_or_sniff(path, name, size, limit=limit, documents=False)
+    return title, text
+
+
+def describe_or_sniff(
+    path: Path, name: str, size: int, *, limit: int, documents: bool = True
+) -> tuple[str, str, str | None]:
+    """(title, body text, None) of a text file, (name, text, "empty") of one with nothing in it, or
+    (name, "", kind) of a document that needs a reader (`sniff.document_kind`: pdf, image, an Office
+    file, ...), from one read of its head."""
     try:
         head = read_head(path, min(size, limit) + 1 if size <= limit else SNIFF_BYTES)
     except OSError as error:
-        return name, f"_The file could not be read: {error.strerror}._"
+        return name, f"_The file could not be read: {error.strerror}._", None
+    if documents and head:
+        kind = document_kind(head[:SNIFF_BYTES], name) or ("other" if b"\x00" in head[:SNIFF_BYTES] else None)
+        if kind is not None:
+            return name, "", kind
+    title, text = _describe_head(head, name, size, limit)
+    return title, text, "empty" if size == 0 or (size <= limit and not decode_text(head).strip()) else None
+
+
+def _describe_head(head: bytes, name: str, size: int, limit: int) -> tuple[str, str]:
     if b"\x00" in head[:SNIFF_BYTES]:
         return (
             name,
@@ -28,8 +49,19 @@ def describe_file(path: Path, name: str, size: int, *, limit: int) -> tuple[str,
         )
     text = decode_text(head)
     if not text.strip():
-        return name, f"Empty file `{name}` ({human_size(size)})."
-    return first_line(text) or name, text
+        return name, f"Empty file `{name}` ({human_size(size)}): there is nothing to read."
+    title = first_line(text) or name
+    return title, without_heading(text, title)
+
+
+def without_heading(text: str, title: str) -> str:
+    """The text without its first line when that line is a Markdown heading saying the title: the
+    note shows the title as its own heading already."""
+    stripped = text.lstrip()
+    line, _, rest = stripped.partition("\n")
+    if line.startswith("#") and line.lstrip("#").strip() == title and rest.strip():
+        return rest.lstrip("\n")
+    return text
 
 
 def decode_text(data: bytes) -> str:

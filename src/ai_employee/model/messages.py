@@ -22,6 +22,8 @@ class IncomingAttachment:
     data: bytes | None = None
     path: Path | None = None
     content_type: str | None = None
+    #: read for its text (documents/); False for what is no document of its own (an e-mail's raw .eml)
+    extract: bool = True
 
 
 @dataclass

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydantic import ValidationError
@@ -29,7 +29,7 @@ from ai_employee.vault import fs
 from ai_employee.vault.audit import audit_record
 from ai_employee.vault.deciders import decider_of, stamp_hand_decision
 from ai_employee.vault.layout import Folder, is_ignored_name, unsafe_reason
-from ai_employee.vault.ledger import ExecutionRow
+from ai_employee.vault.ledger import ActionRow, ExecutionRow
 from ai_employee.vault.migrations import upgrade
 from ai_employee.vault.note_models import PlanNote, describe_validation, read_plan
 from ai_employee.vault.notes import NoteError, render_note
@@ -58,6 +58,15 @@ class DecisionOutcome:
     quarantined: list[Quarantined] = field(default_factory=list)
     deferred: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds until settled)
     deciders: dict[str, Decider] = field(default_factory=dict)  # plan id -> who decided, which door
+    reread: list[str] = field(default_factory=list)  # action ids whose files changed: read and plan again
+
+
+class Rereading(Protocol):
+    def changed(self, row: ActionRow) -> bool: ...
+
+    def return_plan(
+        self, name: str, plan_id: str, action: str, row: ActionRow, previous: ExecutionRow | None
+    ) -> None: ...
 
 
 class DecisionSteps:
@@ -67,6 +76,8 @@ class DecisionSteps:
         self.ctx = ctx
         self.finishing = finishing
         self.refresh = refresh or PlanRefresh(ctx)
+        #: catches plans made from files that changed after they were read (pipeline/reread.py)
+        self.rereading: Rereading | None = None
 
     # --- Approved/ -------------------------------------------------------------------------
 
@@ -151,6 +162,15 @@ class DecisionSteps:
             outcome.finished.append(self._fail(name, plan, properties, body, digest, why, previous))
             return
         action = self.ctx.ledger.action(plan.action_id)
+        if (
+            not resumed
+            and action is not None
+            and self.rereading is not None
+            and self.rereading.changed(action)
+        ):
+            self.rereading.return_plan(name, plan.id, plan.action, action, previous)
+            outcome.reread.append(plan.action_id)
+            return
         attempt = (previous.attempts if previous else 0) + (0 if resumed else 1)
         if not resumed:
             self.ctx.ledger.upsert_execution(

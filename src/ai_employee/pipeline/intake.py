@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
-from ai_employee.documents.text import describe_file
+from ai_employee.documents.extraction import Extraction
+from ai_employee.documents.markdown import document_markdown, extraction_properties
+from ai_employee.documents.text import describe_or_sniff
 from ai_employee.model.ids import (
     display_name,
     note_stem,
@@ -29,14 +33,22 @@ from ai_employee.model.ids import (
 )
 from ai_employee.model.messages import IncomingMessage
 from ai_employee.pipeline.context import StepContext, utcnow
+from ai_employee.pipeline.documents import CONTENT_FINGERPRINT, Described, InboxDocuments
+from ai_employee.pipeline.folders import FolderSteps, ReadyFolder
 from ai_employee.pipeline.quarantine import Quarantined, quarantine
 from ai_employee.pipeline.renderer import ActionRenderer, IntakeRenderer, NewAction, RenderedAction
 from ai_employee.vault import fs
 from ai_employee.vault.layout import Folder, is_ignored_name, unsafe_reason
 from ai_employee.vault.ledger import ActionRow
 from ai_employee.vault.writer import ClaimedFile, Committer, GroupCommit, InProcessCommitter, commit
+from ai_employee.vault.writes import OpenWrites
 
 log = structlog.get_logger(__name__)
+
+LATE_WARNING = (
+    "This file was still open for writing after {waited} (`vault.max_write_wait`): it was taken as it"
+    " was then and may be incomplete."
+)
 
 
 @dataclass
@@ -44,6 +56,7 @@ class IntakeOutcome:
     actions: list[NewAction] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     deferred: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds until settled)
+    reading: list[str] = field(default_factory=list)  # documents a worker is reading: hinted when read
 
 
 @dataclass
@@ -58,11 +71,15 @@ class PreparedIntake:
 
     reading: list[tuple[str, NewAction]] = field(default_factory=list)  # (name, action): read, not rendered
     files: list[PreparedFile] = field(default_factory=list)  # rendered
+    ready_folders: list[tuple[str, os.stat_result, ReadyFolder]] = field(default_factory=list)
+    folders: list[tuple[str, NewAction]] = field(
+        default_factory=list
+    )  # (name, action): written by the worker
     unsafe: list[tuple[str, str]] = field(default_factory=list)  # (name, reason): to quarantine
     outcome: IntakeOutcome = field(default_factory=IntakeOutcome)
 
     def action_ids(self) -> list[str]:
-        return [item.row.action_id for _, item in self.reading]
+        return [item.row.action_id for _, item in [*self.reading, *self.folders]]
 
 
 @dataclass
@@ -86,6 +103,12 @@ class IntakeSteps:
         self.intake_renderer: IntakeRenderer = intake_renderer or self.renderer
         #: writes the group commits of Inbox files (in a child process in the daemon)
         self.committer = committer or InProcessCommitter()
+        #: Inbox files created and not yet closed by their writer (marked by the watcher)
+        self.writes = OpenWrites()
+        #: reads documents (PDF, images, Office files) in worker processes, off the intake's path
+        self.documents = InboxDocuments(ctx.settings.vault.max_body_bytes, ctx.settings.documents)
+        #: folders dropped into Inbox/
+        self.folders = FolderSteps(ctx, self.documents, self.write_actions)
 
     # --- Inbox files ---------------------------------------------------------------------
 
@@ -108,10 +131,12 @@ class IntakeSteps:
         prepared = PreparedIntake()
         inbox = ctx.layout.folder(Folder.INBOX)
         settle = ctx.settings.vault.settle_seconds
+        max_write_wait = ctx.settings.vault.max_write_wait
         claims = ctx.ledger.claimed_inbox_names()
         now = utcnow()
         wall = now.timestamp()
         ready: list[tuple[str, os.stat_result]] = []
+        late: set[str] = set()  # still open for writing after vault.max_write_wait: taken with a warning
         for name in dict.fromkeys(names):
             if is_ignored_name(name):
                 continue
@@ -119,50 +144,115 @@ class IntakeSteps:
                 info = os.lstat(f"{inbox}/{name}")
             except FileNotFoundError:
                 continue
+            if claims.get(display_name(name)) == info.st_ino:
+                continue  # a crash interrupted this one; recovery finishes it
+            if stat.S_ISDIR(info.st_mode):
+                self.folders.look(name, info, prepared)
+                continue
             reason = unsafe_reason(name, info.st_mode)
             if reason is not None:
                 prepared.unsafe.append((name, reason))
                 continue
-            if claims.get(display_name(name)) == info.st_ino:
-                continue  # a crash interrupted this one; recovery finishes it
             if name not in renamed and settle > 0:
                 age = wall - max(info.st_mtime, info.st_ctime)
                 if age < settle:
                     prepared.outcome.deferred.append((name, settle - age))
                     continue
+            if name not in renamed and self.writes.is_open(name):
+                wait, overdue = self.writes.check(
+                    f"{inbox}/{name}", name, settle=settle, max_wait=max_write_wait
+                )
+                if wait is not None:
+                    prepared.outcome.deferred.append((name, wait))
+                    continue
+                if overdue:
+                    log.warning("inbox file still open for writing; taken as it is", file=display_name(name))
+                    late.add(name)
             ready.append((name, info))
-        if not ready:
+        if not ready and not prepared.ready_folders:
+            return prepared
+
+        described: list[tuple[str, os.stat_result, Described]] = []
+        for name, info in ready:
+            description = self.documents.describe(inbox / name, name, info)
+            if description is None:
+                prepared.outcome.reading.append(name)  # a worker reads it; it comes back as a hint
+            else:
+                described.append((name, info, description))
+        if not described and not prepared.ready_folders:
             return prepared
 
         day = now.strftime("%Y-%m-%d")
-        created_at = now.isoformat(timespec="seconds")
-        action_ids = ctx.issue_action_ids(now, len(ready))
-        for (name, info), action_id in zip(ready, action_ids, strict=True):
-            shown = display_name(name)
-            title, text = self.describe_file(inbox / name, shown, info.st_size)
-            stem = note_stem(action_id, title)
-            row = ActionRow(
-                action_id=action_id,
-                source="file",
-                source_ref=shown,
-                state="claimed",
-                note_rel=f"{Folder.NEEDS_ACTION.value}/{stem}.md",
-                plan_id=plan_id_for(action_id),
-                plan_rel=f"{Folder.PLANS.value}/{stem} plan.md",
-                attachments=[
-                    f"{Folder.ATTACHMENTS.value}/{day}/{short_id(action_id)}-{safe_file_name(shown)}"
-                ],
-                inbox_name=shown,
-                inbox_dev=info.st_dev,
-                inbox_ino=info.st_ino,
-                title=title,
-                created_at=created_at,
+        waited = f"{max_write_wait / 60:g} min" if max_write_wait >= 120 else f"{max_write_wait:g} s"
+        action_ids = ctx.issue_action_ids(now, len(described) + len(prepared.ready_folders))
+        for (name, info, ready_folder), action_id in zip(
+            prepared.ready_folders, action_ids[len(described) :], strict=True
+        ):
+            kept_in = (
+                f"{Folder.ATTACHMENTS.value}/{day}/{short_id(action_id)}-{safe_file_name(ready_folder.title)}"
             )
+            row = self._inbox_row(action_id, name, info, ready_folder.title, now)
+            row.attachments = [f"{kept_in}/{relative}" for relative in ready_folder.files]
+            row.extra.update(ready_folder.properties())
+            row.extra["kept_in"] = kept_in
+            row.extra[CONTENT_FINGERPRINT] = ready_folder.newest_mtime_ns
+            if ready_folder.empty:
+                row.extra["empty"] = True
+            prepared.folders.append((name, NewAction(row=row, text=ready_folder.text(kept_in), received=now)))
+        for (name, info, (title, text, document, empty)), action_id in zip(
+            described, action_ids[: len(described)], strict=True
+        ):
+            shown = display_name(name)
+            row = self._inbox_row(action_id, name, info, title, now)
+            row.attachments = [
+                f"{Folder.ATTACHMENTS.value}/{day}/{short_id(action_id)}-{safe_file_name(shown)}"
+            ]
+            if empty:
+                row.extra["empty"] = True
+            row.extra[CONTENT_FINGERPRINT] = info.st_mtime_ns
+            text = self.note_text(Described(title, text, document, empty), row)
+            if name in late:
+                text = f"> [!warning] {LATE_WARNING.format(waited=waited)}\n\n{text}"
+                row.extra["write_warning"] = LATE_WARNING.format(waited=waited)
             prepared.reading.append((name, NewAction(row=row, text=text, received=now)))
         return prepared
 
+    def note_text(self, described: Described, row: ActionRow) -> str:
+        """The note's text for one Inbox file (a document's as the reader gave it); a document's
+        extraction properties go into the row."""
+        if described.document is None:
+            return described.text
+        row.extra.update(extraction_properties([described.document]))
+        return document_markdown(described.document, row.attachments[0])
+
+    def _inbox_row(
+        self, action_id: str, name: str, info: os.stat_result, title: str, now: datetime
+    ) -> ActionRow:
+        stem = note_stem(action_id, title)
+        shown = display_name(name)
+        return ActionRow(
+            action_id=action_id,
+            source="file",
+            source_ref=shown,
+            state="claimed",
+            note_rel=f"{Folder.NEEDS_ACTION.value}/{stem}.md",
+            plan_id=plan_id_for(action_id),
+            plan_rel=f"{Folder.PLANS.value}/{stem} plan.md",
+            inbox_name=shown,
+            inbox_dev=info.st_dev,
+            inbox_ino=info.st_ino,
+            title=title,
+            created_at=now.isoformat(timespec="seconds"),
+        )
+
     def describe_file(self, path: Path, name: str, size: int) -> tuple[str, str]:
-        return describe_file(path, name, size, limit=self.ctx.settings.vault.max_body_bytes)
+        """(title, body) of a file already kept under Attachments/ (recovery): a document is read
+        now, in a worker, while the caller waits."""
+        title, text, kind = describe_or_sniff(path, name, size, limit=self.ctx.settings.vault.max_body_bytes)
+        if kind in (None, "empty"):
+            return title, text
+        attachment = self.ctx.layout.relative(path) if path.is_relative_to(self.ctx.layout.root) else None
+        return title, document_markdown(self.documents.reader.read(path, name), attachment)
 
     def start_render(self, prepared: PreparedIntake) -> None:
         """Hand the batch's notes to the intake renderer (a helper process in the daemon)."""
@@ -204,6 +294,7 @@ class IntakeSteps:
         begun = BegunIntake(prepared)
         try:
             self._quarantine_unsafe(prepared)
+            self.folders.take(prepared)
             if not prepared.files:
                 return begun
             ctx.ledger.insert_actions([file.rendered.item.row for file in prepared.files])
@@ -316,9 +407,7 @@ class IntakeSteps:
         self.record_actions(rendered)
 
     def record_actions(self, rendered: Sequence[RenderedAction]) -> None:
-        states = [
-            (action.item, "planned" if action.item.planned is not None else "noted") for action in rendered
-        ]
+        states = [(action.item, _state_after_intake(action.item)) for action in rendered]
         self.ctx.ledger.set_action_state(
             [(item.row.action_id, state, None) for item, state in states],
             [record for action in rendered for record in action.audit],
@@ -329,8 +418,19 @@ class IntakeSteps:
 
     # --- messages from sources -----------------------------------------------------------
 
-    def intake_message(self, message: IncomingMessage) -> tuple[NewAction | None, str]:
+    def is_taken(self, message: IncomingMessage) -> bool:
+        """This message made an action already (a redelivery)."""
+        return self.ctx.ledger.action_by_dedup(f"{message.source}:{message.source_ref}") is not None
+
+    def read_message_documents(self, message: IncomingMessage) -> list[Future[Extraction] | None]:
+        """Start reading the message's documents in the reading workers (any thread)."""
+        return self.documents.read_attachments(message.attachments, self.ctx.temp_dir)
+
+    def intake_message(
+        self, message: IncomingMessage, documents: Sequence[Extraction | None] = ()
+    ) -> tuple[NewAction | None, str]:
         """Write one message's attachments and action note. (new action or None, action id).
+        `documents`: what was read from each attachment (`read_message_documents`), shown in the note.
 
         The id is derived from (source, source_ref), so a redelivery after a crash rewrites the
         same files instead of making a second action.
@@ -344,12 +444,17 @@ class IntakeSteps:
         stable = stable_action_id(received.astimezone(UTC), dedup_key)
         action_id = self.ctx.issue_action_ids(received.astimezone(UTC), 1, prefer=stable)[0]
         try:
-            return self._intake_message(message, dedup_key, received, action_id)
+            return self._intake_message(message, dedup_key, received, action_id, documents)
         finally:
             self.ctx.release_action_ids([action_id])
 
     def _intake_message(
-        self, message: IncomingMessage, dedup_key: str, received: datetime, action_id: str
+        self,
+        message: IncomingMessage,
+        dedup_key: str,
+        received: datetime,
+        action_id: str,
+        documents: Sequence[Extraction | None],
     ) -> tuple[NewAction | None, str]:
         title = (message.title or message.subject or "").strip()[:200] or f"{message.source} message"
         stem = note_stem(action_id, title)
@@ -364,6 +469,17 @@ class IntakeSteps:
             else:
                 fs.write_durable(target, attachment.data or b"")
             attachments.append(f"{Folder.ATTACHMENTS.value}/{day}/{name}")
+        body, extra = message.body, dict(message.properties)
+        read = [
+            (attachment.filename, kept, document)
+            for attachment, kept, document in zip(message.attachments, attachments, documents, strict=False)
+            if document is not None
+        ]
+        if read:
+            sections = [f"## {name}\n\n{document_markdown(document, kept)}" for name, kept, document in read]
+            body = "\n\n".join([body.rstrip(), *sections]) if body.strip() else "\n\n".join(sections)
+            for key, value in extraction_properties([document for _, _, document in read]).items():
+                extra.setdefault(key, value)
         row = ActionRow(
             action_id=action_id,
             source=message.source,
@@ -375,13 +491,13 @@ class IntakeSteps:
             attachments=attachments,
             title=title,
             sender=message.sender,
-            extra=dict(message.properties),
+            extra=extra,
             dedup_key=dedup_key,
             created_at=utcnow().isoformat(timespec="seconds"),
         )
         item = NewAction(
             row=row,
-            text=message.body,
+            text=body,
             received=received,
             subject=message.subject,
             trusted=message.trusted_sender,
@@ -406,3 +522,10 @@ def _copy_durable(source: Path, target: Path) -> None:
             os.fsync(writer.fileno())
         os.replace(temp, target)
     fs.fsync_dir(target.parent)
+
+
+def _state_after_intake(item: NewAction) -> str:
+    """planned; noted (a plan is still to be made); empty (nothing to plan: no approval needed)."""
+    if item.planned is not None:
+        return "planned"
+    return "empty" if item.row.extra.get("empty") is True else "noted"

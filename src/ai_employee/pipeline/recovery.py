@@ -84,6 +84,8 @@ class RecoverySteps:
     def _recover_action(self, row: ActionRow) -> NewAction | None:
         ctx = self.ctx
         received = datetime.fromisoformat(row.created_at) if row.created_at else utcnow()
+        if row.state == "claimed" and row.inbox_name is not None and row.extra.get("kept_in"):
+            return self.intake.folders.recover(row, received)
         if row.state == "claimed" and row.inbox_name is not None:
             attachment = ctx.layout.resolve(row.attachments[0])
             inbox_path = ctx.path(Folder.INBOX, row.inbox_name)
@@ -104,7 +106,7 @@ class RecoverySteps:
             item = NewAction(row=row, text=text, received=received)
             self.intake.write_actions([item])
             log.info("recovered an interrupted intake", action_id=row.action_id)
-            return None if item.planned else item
+            return None if item.planned or row.extra.get("empty") is True else item
         note = ctx.layout.resolve(row.note_rel)
         try:
             properties, body = parse_note(note.read_text(encoding="utf-8"))
@@ -120,7 +122,7 @@ class RecoverySteps:
         )
         if row.state == "claimed":
             self.intake.write_actions([item])
-            return None if item.planned else item
+            return None if item.planned or row.extra.get("empty") is True else item
         return item
 
 

@@ -109,15 +109,12 @@ class ActionRenderer:
         rendered: list[RenderedAction] = []
         for item in actions:
             row = item.row
-            if inline:
+            empty = row.extra.get("empty") is True  # nothing in it: nothing to plan or approve
+            if inline and not empty:
                 item.request = plan_request(item, handbook, specs)
                 item.planned = self._planner.plan_local(item.request)
-            writes = [
-                (
-                    f"{self._root}/{row.note_rel}",
-                    self.action_text(item, status="planned" if inline else "needs_action").encode("utf-8"),
-                )
-            ]
+            status = "done" if empty else "planned" if inline else "needs_action"
+            writes = [(f"{self._root}/{row.note_rel}", self.action_text(item, status=status).encode("utf-8"))]
             audit = [
                 audit_record(
                     "action.created",

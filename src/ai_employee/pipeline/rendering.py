@@ -52,7 +52,8 @@ def action_note(
     if intent:
         properties["intent"] = intent
     for key, value in (extra or {}).items():
-        properties.setdefault(key, value)
+        if not key.startswith("_"):  # "_name": kept in the ledger, not shown
+            properties.setdefault(key, value)
     lines = [f"# {title}", ""]
     if plan_rel:
         lines += [f"Plan: {wikilink(plan_rel.rpartition('/')[2])}", ""]

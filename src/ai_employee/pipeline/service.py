@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 import structlog
 
 from ai_employee.config import Settings
+from ai_employee.documents.extraction import Extraction
 from ai_employee.model.bus import EventBus
 from ai_employee.model.events import Event, EventType
 from ai_employee.model.jobs import ExecutionJob
@@ -88,6 +89,8 @@ class PipelineService(Service):
         self._approve = approve
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aie-vault")
         self.intake_flow = IntakeFlow(steps.intake, worker=self._worker, metrics=metrics)
+        # a document read by a worker comes back as a hint, and the next batch takes it with its text
+        steps.intake.documents.on_read = lambda name: self.hint_threadsafe(Folder.INBOX, name)
         self.announce = Announcer(bus, metrics)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: dict[str, bool] = {}  # name -> arrived by rename
@@ -275,6 +278,7 @@ class PipelineService(Service):
         self._worker.shutdown(wait=True)
         self.steps.committer.close()
         self.steps.intake_renderer.close()
+        self.steps.intake.documents.close()
 
     def _schedule_reconcile(self) -> None:
         loop = asyncio.get_running_loop()
@@ -371,7 +375,7 @@ class PipelineService(Service):
         self.announce.action_created(item)
         if item.planned is not None:
             self._plan_created(item, item.planned, item.request)
-        else:
+        elif item.row.extra.get("empty") is not True:  # an empty file or folder: nothing to plan
             self._spawn(self._plan(item))
 
     def _plan_created(self, item: NewAction, proposal: PlanProposal, request: PlanRequest | None) -> None:
@@ -407,7 +411,16 @@ class PipelineService(Service):
     # --- submit (IntakeSink for email, Telegram) -------------------------------------------------
 
     async def submit(self, message: IncomingMessage) -> str:
-        item, action_id = await self._in_thread(self.steps.intake_message, message)
+        documents: list[Extraction | None] = []
+        if message.attachments and not await self._in_thread(self.steps.intake.is_taken, message):
+            # read in the reading workers while the vault worker goes on with other files
+            futures = self.steps.intake.read_message_documents(message)
+            for future in futures:
+                extraction: Extraction | None = None
+                if future is not None:
+                    extraction = await asyncio.wrap_future(future)
+                documents.append(extraction)
+        item, action_id = await self._in_thread(self.steps.intake_message, message, documents)
         if item is not None:
             self._action_created(item)
             self._wake.set()  # the loop appends the audit lines
@@ -421,6 +434,22 @@ class PipelineService(Service):
         self.announce.decisions(outcome)
         for job in outcome.jobs:
             self._spawn(self._execute(job))
+        for action_id in outcome.reread:
+            self._spawn(self._reread(action_id))
+
+    async def _reread(self, action_id: str) -> None:
+        """An approved plan's files changed after they were read: read them and plan again."""
+        item = await self._in_thread(self.steps.reread, action_id)
+        self.announce.publish(
+            EventType.ACTION_UPDATED,
+            {"action_id": action_id, "reason": "attachment changed"},
+            correlation_id=action_id,
+        )
+        if item is not None and item.planned is not None:
+            self._plan_created(item, item.planned, item.request)
+        elif item is not None:
+            await self._plan(item)
+        self._wake.set()  # the loop appends the audit lines
 
     async def _execute(self, job: ExecutionJob) -> None:
         execution = self.steps.execution

@@ -26,6 +26,7 @@ from ai_employee.pipeline.plan_refresh import PlanRefresh
 from ai_employee.pipeline.planning import PlanningSteps
 from ai_employee.pipeline.recovery import RecoverySteps
 from ai_employee.pipeline.renderer import IntakeRenderer
+from ai_employee.pipeline.reread import RereadSteps
 from ai_employee.planners.base import Planner
 from ai_employee.vault.audit import AuditLog
 from ai_employee.vault.layout import VaultLayout
@@ -53,6 +54,8 @@ class VaultSteps:
         self.decisions = DecisionSteps(self.ctx, self.finishing, self.plan_refresh)
         self.execution = ExecutionSteps(self.ctx, self.decisions, self.finishing)
         self.recovery = RecoverySteps(self.ctx, self.intake, self.finishing)
+        self.rereading = RereadSteps(self.ctx, self.intake)
+        self.decisions.rereading = self.rereading
         # the step API, as the service and the tests call it
         self.layout, self.ledger = layout, ledger
         self.intake_files = self.intake.intake_files
@@ -76,6 +79,7 @@ class VaultSteps:
         self.start_job = self.execution.start_job
         self.record_result = self.execution.record_result
         self.recover = self.recovery.recover
+        self.reread = self.rereading.reread
         self.flush_audit = self.ctx.flush_audit
 
     @property

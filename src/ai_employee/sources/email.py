@@ -511,7 +511,9 @@ def incoming_message(
     ]
     if parsed.problems and keep_original:
         _fsync(raw_path)
-        original = IncomingAttachment("original.eml", path=raw_path, content_type="message/rfc822")
+        original = IncomingAttachment(
+            "original.eml", path=raw_path, content_type="message/rfc822", extract=False
+        )
         attachments.append(original)
     fallback = f"Email from {parsed.sender_address or 'unknown'}"
     title = parsed.subject or _first_line(parsed.text) or fallback

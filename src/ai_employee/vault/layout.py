@@ -54,7 +54,7 @@ def unsafe_reason(name: str, mode: int) -> str | None:
     if stat.S_ISLNK(mode):
         return "symlink: links are never followed, so nothing outside the vault is read"
     if stat.S_ISDIR(mode):
-        return "folder: drop files into Inbox/, not folders"
+        return "folder: only notes are taken from here (a folder is taken whole only from Inbox/)"
     if not stat.S_ISREG(mode):
         return "not a regular file (FIFO, socket or device)"
     if is_conflict_copy(name):

@@ -32,6 +32,7 @@ from ai_employee.model.events import Event, EventType
 from ai_employee.model.services import HealthReport, Service
 from ai_employee.observability.metrics import Metrics
 from ai_employee.vault.layout import WATCHED, Folder, VaultLayout, is_ignored_name
+from ai_employee.vault.writes import OpenWrites
 
 log = structlog.get_logger(__name__)
 
@@ -45,30 +46,46 @@ _WATCHED_EVENTS: list[type[FileSystemEvent]] = [
     FileMovedEvent,
     DirCreatedEvent,
     DirMovedEvent,
+    FileClosedEvent,  # IN_CLOSE_WRITE: a file created in Inbox/ is complete only once closed (OpenWrites)
 ]
 
 
 class _Router(FileSystemEventHandler):
     """Runs on watchdog's thread: classify and hand over, nothing more."""
 
-    def __init__(self, folders: dict[str, Folder], hint: Hint) -> None:
+    def __init__(self, folders: dict[str, Folder], hint: Hint, writes: OpenWrites | None = None) -> None:
         self._folders = folders
         self._hint = hint
+        self._writes = writes
 
-    def _route(self, path: str | bytes, renamed: bool) -> None:
+    def _route(
+        self, path: str | bytes, renamed: bool, *, created: bool = False, closed: bool = False
+    ) -> None:
         text = os.fsdecode(path)
         if not text:
             return
         parent, _, name = text.rpartition("/")
         folder = self._folders.get(parent)
-        if folder is not None and name:
-            self._hint(folder, name, renamed)
+        if folder is None or not name:
+            return
+        if folder is Folder.INBOX and self._writes is not None:
+            if created:
+                self._writes.opened(name)
+            elif closed:
+                self._writes.closed(name)
+        elif closed:
+            return  # only Inbox/ files wait for their writer
+        self._hint(folder, name, renamed)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if isinstance(event, (FileMovedEvent, DirMovedEvent)):
             self._route(event.dest_path, True)
-        elif isinstance(event, (FileCreatedEvent, DirCreatedEvent)):
+        elif isinstance(event, FileCreatedEvent):
+            self._route(event.src_path, False, created=True)
+        elif isinstance(event, DirCreatedEvent):
             self._route(event.src_path, False)
+        elif isinstance(event, FileClosedEvent):
+            self._route(event.src_path, False, closed=True)
 
 
 # Plans/: a person's edits only. Obsidian (and most editors) write a note in place: IN_CLOSE_WRITE.
@@ -111,6 +128,7 @@ class WatcherService(Service):
         bus: EventBus,
         metrics: Metrics,
         liveness_check_seconds: float = 5.0,
+        writes: OpenWrites | None = None,
     ) -> None:
         super().__init__()
         self.layout = layout
@@ -123,6 +141,7 @@ class WatcherService(Service):
         self._observer: InotifyObserver | None = None
         self._starts = 0
         self.overflows = 0
+        self._writes = writes
 
     def _overflowed(self) -> None:  # watchdog's thread
         self.overflows += 1
@@ -138,7 +157,7 @@ class WatcherService(Service):
         self.layout.create()  # a folder deleted under us is recreated before watching again
         folders = {str(self.layout.folder(folder)): folder for folder in WATCHED}
         observer = InotifyObserver(generate_full_events=True)
-        router = _Router(folders, self._hint)
+        router = _Router(folders, self._hint, self._writes)
         for path in folders:
             observer.schedule(router, path, recursive=False, event_filter=_WATCHED_EVENTS)
         plans = str(self.layout.folder(Folder.PLANS))
