@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from ai_employee import __version__
 from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import Settings
 from ai_employee.control.dashboard import DashboardService
+from ai_employee.control.port import LOCK_NAME, open_port
 from ai_employee.control.server import ControlServer, new_token
 from ai_employee.model.events import Event, EventType
 from ai_employee.model.plugins import SERVICES_GROUP, PluginDisabled, load_factories
@@ -34,6 +36,7 @@ from ai_employee.orchestrator import Orchestrator
 from ai_employee.pipeline.renderer import start_intake_renderer
 from ai_employee.pipeline.service import PipelineService
 from ai_employee.pipeline.steps import VaultSteps
+from ai_employee.pipeline.work_log import WorkLog
 from ai_employee.planners.approval import may_auto_approve
 from ai_employee.planners.base import Planner
 from ai_employee.planners.choice import build_planner
@@ -48,7 +51,7 @@ from ai_employee.vault.writer import start_committer
 log = structlog.get_logger(__name__)
 
 DAEMON_FILE = "daemon.json"
-LOCK_FILE = "daemon.lock"
+LOCK_FILE = LOCK_NAME
 STATE_DB = "state.db"
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 VAULT_FIRST_SECONDS = 3.0
@@ -147,25 +150,35 @@ class Daemon:
         self.planner_name = "template"
         self.planner: Planner | None = None
         self.started = datetime.now(UTC)
+        self.port: int | None = None
 
     # --- ControlHooks ------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         services = self.orchestrator.status() if self.orchestrator else {}
+        executors = self.registry.status() if self.registry else {}
+        for name, executor in executors.items():
+            executor["live"] = bool(executor.get("available")) and self._runs_live(name)
         return {
             "running": True,
             "pid": os.getpid(),
             "version": __version__,
             "dry_run": self.settings.execution.dry_run,
-            "live_actions": self.settings.execution.live_actions or "all",
+            # the actions whose effect leaves the machine: none in dry-run
+            "live_actions": sorted(name for name, executor in executors.items() if executor["live"]),
             "planner": self.planner_name,
             "planner_link": self._planner_link(),
             "started": self.started.isoformat(timespec="seconds"),
             "vault_path": str(self.layout.root),
+            "control_port": self.port,
             "services": services,
-            "executors": self.registry.status() if self.registry else {},
+            "executors": executors,
             "vault": self.layout.counts(),
         }
+
+    def _runs_live(self, action: str) -> bool:
+        allowed = self.settings.execution.live_actions
+        return self.settings.live and (not allowed or action in allowed)
 
     def _planner_link(self) -> dict[str, Any] | None:
         link = self.planner.link() if self.planner is not None else None
@@ -214,15 +227,16 @@ class Daemon:
         bus = InProcessEventBus()
         await bus.start()
         bus.subscribe(None, lambda event: _track_services(event, metrics), name="service-metrics")
+        work_log = WorkLog(bus)
         token = new_token()
-        control = ControlServer(
-            self, metrics, host=self.settings.health.host, port=self.settings.health.port, token=token
-        )
+        host = self.settings.health.host
+        control = ControlServer(self, metrics, host=host, port=self.settings.health.port or 0, token=token)
         loop = asyncio.get_running_loop()
         try:
             # Visible first: the control port and daemon.json, so that status and stop find the
             # daemon before anything slow (SDK imports, plug-ins, recovery) has happened.
-            port = await control.start()
+            port = await open_port(host, self.settings.health.port, control.start)
+            self.port = port
             DaemonInfo(
                 pid=os.getpid(),
                 port=port,
@@ -239,6 +253,7 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
             await control.stop()
+            work_log.close()
             await bus.close()
             audit.flush()
             ledger.close()
@@ -379,6 +394,13 @@ def _track_services(event: Event, metrics: Metrics) -> None:
         metrics.service_up.labels(service=name).set(0)
     if event.type == EventType.SERVICE_RESTARTED:
         metrics.service_restarts.labels(service=name).inc()
+
+
+def service_names() -> list[str]:
+    """Every service a daemon runs: the vault path's own, then the plug-ins' (their entry-point
+    names: nothing is imported)."""
+    plugins = sorted(entry.name for entry in entry_points(group=SERVICES_GROUP))
+    return [PipelineService.name, WatcherService.name, DashboardService.name, *plugins]
 
 
 def run_daemon(settings: Settings, argv: list[str] | None = None) -> int:

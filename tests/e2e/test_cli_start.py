@@ -1,0 +1,84 @@
+"""Starting and restarting from the command line: a taken port, and
+`restart --services` with names the daemon cannot restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import FOLDERS, DaemonProcess
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A port this test process listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_a_taken_configured_port_is_one_line_naming_the_holder_and_exit_1(
+    vault: Path, daemon: DaemonProcess, listener: int
+) -> None:
+    result = daemon.cli("start", "--vault", str(vault), "--port", str(listener))
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"Error: the control port 127.0.0.1:{listener} is taken by pid {_pid()} (python{_suffix()}); "
+        "choose another with --port N, HEALTH_SERVER_PORT=N or health.port in config.yaml (0 = any free port)"
+    ]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def _suffix() -> str:
+    return psutil.Process().name().removeprefix("python")
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """One daemon for the restart tests (each restarts only what it checks)."""
+    root = tmp_path_factory.mktemp("restart") / "vault"
+    for folder in FOLDERS:
+        (root / folder).mkdir(parents=True)
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("AIE_", "IMAP", "TELEGRAM"))
+    }
+    process = DaemonProcess(root, {**env, "PYTHONUNBUFFERED": "1"}).start()
+    yield process
+    process.terminate()
+
+
+def test_restart_of_a_disabled_service_exits_1_listing_the_names_that_can_be(running: DaemonProcess) -> None:
+    daemon, vault = running, running.vault
+
+    result = daemon.cli("restart", "--vault", str(vault), "--services", "email")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "Error: email is off (IMAP_HOST, IMAP_USER and IMAP_PASSWORD are not set)"
+    )
+    assert "services you can restart: dashboard, pipeline, watcher" in result.stderr
+    assert "restarted" not in result.stdout
+
+
+def test_restart_takes_the_service_names_after_one_services_flag(running: DaemonProcess) -> None:
+    daemon, vault = running, running.vault
+
+    result = daemon.cli("restart", "--vault", str(vault), "--services", "watcher", "dashboard")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["restarted watcher", "restarted dashboard"]
+    status = json.loads(daemon.cli("status", "--vault", str(vault), "--json").stdout)
+    assert status["services"]["watcher"]["restarts"] >= 1
+    assert status["services"]["dashboard"]["restarts"] >= 1
