@@ -9,10 +9,11 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
-from tests.conftest import FOLDERS, DaemonProcess
+from tests.conftest import FOLDERS, DaemonProcess, drop, notes, wait_for
 
 
 @pytest.fixture
@@ -55,8 +56,15 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]
         key: value for key, value in os.environ.items() if not key.startswith(("AIE_", "IMAP", "TELEGRAM"))
     }
     process = DaemonProcess(root, {**env, "PYTHONUNBUFFERED": "1"}).start()
+    daemon_file = root / ".ai-employee" / "daemon.json"
+    wait_for(lambda: _plugins_registered(json.loads(daemon_file.read_text())["port"]), message="the plug-ins")
     yield process
     process.terminate()
+
+
+def _plugins_registered(port: int) -> bool:
+    services = httpx.get(f"http://127.0.0.1:{port}/status", timeout=5).json()["services"]
+    return "email" in services
 
 
 def test_restart_of_a_disabled_service_exits_1_listing_the_names_that_can_be(running: DaemonProcess) -> None:
@@ -82,3 +90,21 @@ def test_restart_takes_the_service_names_after_one_services_flag(running: Daemon
     status = json.loads(daemon.cli("status", "--vault", str(vault), "--json").stdout)
     assert status["services"]["watcher"]["restarts"] >= 1
     assert status["services"]["dashboard"]["restarts"] >= 1
+
+
+def test_status_counts_the_plans_waiting_and_claims_no_live_action_in_dry_run(running: DaemonProcess) -> None:
+    for index in range(3):
+        drop(running.vault, f"status-{index}.txt", f"pump {index} on line 2 is leaking")
+    wait_for(lambda: len(notes(running.vault / "Plans")) == 3, message="three plans")
+
+    text = running.cli("status", "--vault", str(running.vault)).stdout
+    data = json.loads(running.cli("status", "--vault", str(running.vault), "--json").stdout)
+
+    assert "3 plans wait for a decision in Plans/" in text
+    assert "Plans 3" in text
+    assert "dry-run (nothing leaves the machine)" in text
+    assert "LIVE" not in text and " live" not in text
+    assert data["vault"]["Plans"] == 3
+    assert data["dry_run"] is True
+    assert data["live_actions"] == []
+    assert not any(executor["live"] for executor in data["executors"].values())

@@ -1,0 +1,40 @@
+"""What `status` says about live mode: in dry-run no action is live; in live mode the actions that
+send for real are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ai_employee.config import load_settings
+from ai_employee.daemon import Daemon
+from ai_employee.executors.vault_note import VaultNoteExecutor
+from ai_employee.model.registry import ExecutorRegistry
+
+
+def _status(tmp_path: Path, **environ: str) -> dict[str, object]:
+    settings = load_settings(environ={"AIE_VAULT": str(tmp_path / "vault"), **environ})
+    daemon = Daemon(settings)
+    daemon.layout.create()
+    daemon.registry = ExecutorRegistry([VaultNoteExecutor()])
+    return daemon.status()
+
+
+def test_dry_run_status_names_no_live_action(tmp_path: Path) -> None:
+    status = _status(tmp_path)
+
+    assert status["dry_run"] is True
+    assert status["live_actions"] == []
+    assert status["executors"] == {"vault.note": {**status["executors"]["vault.note"], "live": False}}  # type: ignore[index]
+
+
+def test_live_status_names_the_actions_that_send_for_real(tmp_path: Path) -> None:
+    status = _status(tmp_path, AIE_LIVE="1")
+
+    assert status["dry_run"] is False
+    assert status["live_actions"] == ["vault.note"]
+
+
+def test_live_status_leaves_out_actions_not_in_live_actions(tmp_path: Path) -> None:
+    status = _status(tmp_path, AIE_LIVE="1", AIE_EXECUTION__LIVE_ACTIONS="atlas.work_order")
+
+    assert status["live_actions"] == []
