@@ -183,6 +183,8 @@ class TelegramSettings(Section):
     webhook_secret: SecretStr | None = None
     webhook_url: str | None = None  # public URL Telegram posts to (webhook mode), ending in /telegram/webhook
     local_whisper_model: str | None = None
+    #: an update the bot fails to take this often (not for a lost link) goes to Quarantine/
+    max_update_attempts: int = Field(5, ge=1, le=1000)
 
     @field_validator("allowed_chat_ids", mode="before")
     @classmethod
