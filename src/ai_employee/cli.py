@@ -159,6 +159,12 @@ def start(
     running = _running(layout)
     if running is not None:
         raise click.ClickException(f"a daemon is already running on {layout.root} (pid {running.pid})")
+    try:
+        layout.create()
+    except OSError as error:  # CrossDeviceError too: state folders on two filesystems
+        why = error.strerror or str(error)
+        where = f" ({error.filename})" if error.filename else ""
+        raise click.ClickException(f"the vault {layout.root} cannot be used: {why}{where}") from None
     argv = _start_argv(vault, config, log_level, log_format, live, port)
     if detach:
         _start_detached(layout, argv)

@@ -118,3 +118,13 @@ def test_start_help_offers_the_console_log_format(runner: CliRunner) -> None:
     result = runner.invoke(main, ["start", "--help"])
 
     assert "--log-format [auto|json|console]" in result.output
+
+
+def test_a_vault_path_that_is_a_file_is_one_clear_error(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "not-a-folder").write_text("x", encoding="utf-8")
+
+    result = runner.invoke(main, ["start", "--vault", "not-a-folder", "--port", "0"])
+
+    assert result.exit_code == 1
+    path = tmp_path / "not-a-folder"
+    assert result.output == f"Error: the vault {path} cannot be used: File exists ({path})\n"

@@ -42,7 +42,8 @@ async def open_port(
     except OSError as error:
         if error.errno != errno.EADDRINUSE:
             raise ControlPortError(
-                f"cannot listen on {host}:{wanted}: {error.strerror or error}; {HOW_TO_CHOOSE}"
+                f"cannot listen on {host}:{wanted}: {error.strerror or error}; check health.host "
+                f"and health.port (--port N, HEALTH_SERVER_PORT=N)"
             ) from None
         if configured is not None:
             raise ControlPortError(
