@@ -280,6 +280,8 @@ class Daemon:
         # Plug-ins and SDKs take a second to import: in a thread, so that the control port answers.
         registry = await asyncio.to_thread(ExecutorRegistry.from_entry_points, self.settings)
         self.registry = registry
+        for problem in unknown_action_names(self.settings, registry):
+            log.warning(problem)
         planner = build_planner(self.settings, registry, ledger)  # a model planner builds in a thread
         self.planner_name = planner.name
         self.planner = planner
@@ -394,6 +396,19 @@ def _track_services(event: Event, metrics: Metrics) -> None:
         metrics.service_up.labels(service=name).set(0)
     if event.type == EventType.SERVICE_RESTARTED:
         metrics.service_restarts.labels(service=name).inc()
+
+
+def unknown_action_names(settings: Settings, registry: ExecutorRegistry) -> list[str]:
+    """What the config names as an action that no executor is (a typo): said at start. Harmless
+    for safety (such a name makes nothing live or auto-approved), but the person meant something."""
+    known = set(registry.names()) | set(registry.disabled)
+    problems = []
+    for key in ("live_actions", "auto_approve"):
+        unknown = sorted(set(getattr(settings.execution, key)) - known)
+        if unknown:
+            actions = ", ".join(sorted(known))
+            problems.append(f"execution.{key} names no action: {', '.join(unknown)} (the actions: {actions})")
+    return problems
 
 
 def service_names() -> list[str]:

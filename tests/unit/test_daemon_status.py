@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ai_employee.config import load_settings
-from ai_employee.daemon import Daemon
+from ai_employee.daemon import Daemon, unknown_action_names
 from ai_employee.executors.vault_note import VaultNoteExecutor
 from ai_employee.model.registry import ExecutorRegistry
 
@@ -38,3 +38,11 @@ def test_live_status_leaves_out_actions_not_in_live_actions(tmp_path: Path) -> N
     status = _status(tmp_path, AIE_LIVE="1", AIE_EXECUTION__LIVE_ACTIONS="atlas.work_order")
 
     assert status["live_actions"] == []
+
+
+def test_an_action_name_in_the_config_that_no_executor_has_is_reported() -> None:
+    settings = load_settings(environ={"AIE_EXECUTION__AUTO_APPROVE": "vault.note,vault.nte"})
+
+    problems = unknown_action_names(settings, ExecutorRegistry([VaultNoteExecutor()]))
+
+    assert problems == ["execution.auto_approve names no action: vault.nte (the actions: vault.note)"]
