@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ai_employee.cli import DEFAULT_HANDBOOK
 from ai_employee.model.plans import PlanProposal
 from ai_employee.planners.handbook_rules import parse_handbook
 from ai_employee.planners.template import TemplatePlanner
@@ -124,3 +125,16 @@ def test_the_bundled_handbook_yields_its_two_priority_rules() -> None:
 
     assert [(rule.kind, rule.level) for rule in rules.levels] == [("priority", "high"), ("priority", "low")]
     assert [term.label for term in rules.levels[1].terms] == ["When you get a chance", "next shutdown"]
+
+
+def test_the_handbook_init_writes_yields_its_priority_rule() -> None:
+    (rule,) = parse_handbook(DEFAULT_HANDBOOK).levels
+
+    assert (rule.kind, rule.level) == ("priority", "high")
+    assert [term.label for term in rule.terms] == [
+        "smoke",
+        "fire",
+        "leak of oil",
+        "chemicals",
+        "person at risk",
+    ]

@@ -214,6 +214,7 @@ def _quoted_terms(item: str) -> tuple[Term, ...]:
 
 def _listed_terms(item: str, level_start: int, level_end: int) -> tuple[Term, ...]:
     subject = _VERB_OUT.sub("", item[:level_start].strip())
+    subject = subject.rsplit(": ", 1)[-1]  # "Safety first: anything with smoke ..."
     subject = _LEAD_IN.sub("", subject)
     if not _words(subject):  # "Risk is high for anything about ammonia"
         after = _AFTER_LEVEL.match(item[level_end:].strip())
