@@ -33,6 +33,7 @@ from ai_employee.model.services import ServiceContext
 from ai_employee.observability.logging import configure_logging, register_settings_secrets
 from ai_employee.observability.metrics import Metrics
 from ai_employee.orchestrator import Orchestrator
+from ai_employee.pipeline.execution import runs_live
 from ai_employee.pipeline.renderer import start_intake_renderer
 from ai_employee.pipeline.service import PipelineService
 from ai_employee.pipeline.steps import VaultSteps
@@ -158,7 +159,7 @@ class Daemon:
         services = self.orchestrator.status() if self.orchestrator else {}
         executors = self.registry.status() if self.registry else {}
         for name, executor in executors.items():
-            executor["live"] = bool(executor.get("available")) and self._runs_live(name)
+            executor["live"] = bool(executor.get("available")) and self._leaves_machine(name)
         return {
             "running": True,
             "pid": os.getpid(),
@@ -176,9 +177,10 @@ class Daemon:
             "vault": self.layout.counts(),
         }
 
-    def _runs_live(self, action: str) -> bool:
-        allowed = self.settings.execution.live_actions
-        return self.settings.live and (not allowed or action in allowed)
+    def _leaves_machine(self, action: str) -> bool:
+        """Whether the action, run now, would send for real (pipeline.execution.runs_live)."""
+        executor = self.registry.get(action) if self.registry else None
+        return executor is not None and executor.external and runs_live(self.settings, executor)
 
     def _planner_link(self) -> dict[str, Any] | None:
         link = self.planner.link() if self.planner is not None else None
