@@ -8,6 +8,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -108,3 +109,24 @@ def test_status_counts_the_plans_waiting_and_claims_no_live_action_in_dry_run(ru
     assert data["dry_run"] is True
     assert data["live_actions"] == []
     assert not any(executor["live"] for executor in data["executors"].values())
+
+
+def test_the_foreground_log_shows_each_step_as_a_json_line_when_not_a_terminal(
+    running: DaemonProcess,
+) -> None:
+    drop(running.vault, "log-line.txt", "conveyor 7 is jammed on line 1")
+
+    def lines() -> list[dict[str, Any]]:
+        found = []
+        for raw in running.output().splitlines():
+            if raw.startswith("{"):
+                line = json.loads(raw)
+                if line.get("logger") == "ai_employee.work":
+                    found.append(line)
+        return found
+
+    wait_for(lambda: {"received", "planned"} <= {line["event"] for line in lines()}, message="work log lines")
+    received = [line for line in lines() if line["event"] == "received"]
+    mine = next(line for line in received if "conveyor 7" in line.get("title", "").lower())
+    assert mine["source"] == "file"
+    assert mine["action_id"].startswith("act-")
