@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from ai_employee.model.events import EventType
-from ai_employee.sources.telegram import UpdateFailed
+from ai_employee.sources.telegram import WEBHOOK_PATH, UpdateFailed
 from ai_employee.vault.notes import parse_note
 from tests.integration.conftest_telegram import (  # noqa: F401 - harness_fixture registers the fixture
     ALLOWED,
@@ -17,6 +17,7 @@ from tests.integration.conftest_telegram import (  # noqa: F401 - harness_fixtur
     Harness,
     harness_fixture,
 )
+from tests.integration.test_telegram_source import control_port
 
 
 async def test_an_update_that_fails_every_time_is_quarantined_after_the_configured_tries(
@@ -55,3 +56,23 @@ async def test_after_a_quarantined_update_the_next_messages_get_through(harness:
 
     assert stored.message.body == "the next one"
     assert harness.intake.calls == 2
+
+
+async def test_a_webhook_update_that_fails_every_time_is_quarantined_and_answered_200(
+    harness: Harness,
+) -> None:
+    harness.intake.fail_next = 2
+    async with control_port(harness.routes) as base:
+        url = base + WEBHOOK_PATH
+        await harness.start(
+            mode="webhook", webhook_secret="s3cret-webhook-token", webhook_url=url, max_update_attempts=2
+        )
+        harness.telegram.send_text(ALLOWED, "refused twice over the webhook")
+        harness.telegram.send_text(ALLOWED, "the one after it")
+
+        [stored] = await harness.action_count(1)
+        await harness.telegram.wait_for(lambda: not harness.telegram.pending_update_ids, DEADLINE)
+
+    assert stored.message.body == "the one after it"
+    [note] = [path for path in (harness.vault / "Quarantine").iterdir() if path.suffix == ".md"]
+    assert "refused twice over the webhook" in note.read_text(encoding="utf-8")
