@@ -15,7 +15,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/ai-employee start --vault AI_Employee_Vault
+	$(BIN)/ai-employee start --vault AI_Employee_Vault $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
