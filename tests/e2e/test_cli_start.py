@@ -125,8 +125,15 @@ def test_the_foreground_log_shows_each_step_as_a_json_line_when_not_a_terminal(
                     found.append(line)
         return found
 
-    wait_for(lambda: {"received", "planned"} <= {line["event"] for line in lines()}, message="work log lines")
-    received = [line for line in lines() if line["event"] == "received"]
-    mine = next(line for line in received if "conveyor 7" in line.get("title", "").lower())
-    assert mine["source"] == "file"
-    assert mine["action_id"].startswith("act-")
+    def mine(event: str) -> dict[str, Any] | None:
+        return next((line for line in lines() if line["event"] == event and _about_conveyor_7(line)), None)
+
+    received = wait_for(lambda: mine("received"), message="the received line")
+    planned = wait_for(lambda: mine("planned"), message="the planned line")
+    assert received["source"] == "file"
+    assert received["action_id"].startswith("act-")
+    assert planned["plan_id"] == received["action_id"].replace("act-", "plan-", 1)
+
+
+def _about_conveyor_7(line: dict[str, Any]) -> bool:
+    return "conveyor 7" in str(line.get("title", "")).lower() or "conveyor-7" in str(line.get("note", ""))
