@@ -11,7 +11,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet -c requirements.txt -e ".[all]"
 	touch $(STAMP)
 
 # OCR (text in scans and photos) needs the Tesseract program: installed here where apt-get can
@@ -27,7 +27,7 @@ ocr:
 	  fi; }
 
 run: $(STAMP) ocr
-	$(BIN)/ai-employee start --vault AI_Employee_Vault
+	$(BIN)/ai-employee start --vault AI_Employee_Vault $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

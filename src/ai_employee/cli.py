@@ -20,8 +20,25 @@ import click
 import httpx
 
 from ai_employee import __version__
-from ai_employee.config import ConfigError, Settings, load_settings
-from ai_employee.daemon import LOCK_FILE, STATE_DB, AlreadyRunning, DaemonInfo, pid_alive, run_daemon
+from ai_employee.config import (
+    CONFIG_FILE,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    ConfigError,
+    Settings,
+    is_vault_config,
+    load_settings,
+)
+from ai_employee.control.port import ControlPortError
+from ai_employee.daemon import (
+    LOCK_FILE,
+    STATE_DB,
+    AlreadyRunning,
+    DaemonInfo,
+    pid_alive,
+    run_daemon,
+    service_names,
+)
 from ai_employee.model.services import Decider
 from ai_employee.vault.backup import BackupError, backup_state, default_archive_name, restore_state
 from ai_employee.vault.decisions import Decisions
@@ -90,31 +107,63 @@ def main() -> None:
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path), default=Path("AI_Employee_Vault"))
 def init(path: Path) -> None:
-    """Create a vault skeleton and a config."""
+    """Create a vault skeleton and its config (PATH/config.yaml, read by `start --vault PATH`)."""
     layout = VaultLayout(path.resolve())
     layout.create()
     handbook = layout.handbook
     if not handbook.exists():
         handbook.write_text(DEFAULT_HANDBOOK, encoding="utf-8")
-    config = Path("config.yaml")
-    if not config.exists():
-        config.write_text(DEFAULT_CONFIG.format(vault=path.as_posix()), encoding="utf-8")
-        click.echo(f"wrote {config}")
-    click.echo(f"vault ready at {layout.root}")
+    config = layout.root / CONFIG_FILE
+    if config.exists():
+        click.echo(f"kept the config {config}")
+    else:
+        config.write_text(DEFAULT_CONFIG, encoding="utf-8")
+        click.echo(f"wrote the config {config}")
+    here = Path(CONFIG_FILE).resolve()
+    if here.is_file() and here != config and not is_vault_config(here):
+        click.echo(
+            f"note: {here} is read instead when no vault is named; "
+            f"name this one: ai-employee start --vault {path}"
+        )
+    click.echo(f"vault ready at {layout.root}; start it with: ai-employee start --vault {path}")
 
 
 @main.command()
 @vault_option
 @config_option
-@click.option("--log-level", default=None, help="debug, info, warning, error.")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=None,
+    help="Log level (default: config logging.level, info).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS, case_sensitive=False),
+    default=None,
+    help="console: one readable line per event; json: JSON lines; auto (default): console on a "
+    "terminal, JSON otherwise.",
+)
 @click.option("--live", is_flag=True, default=False, help="Live mode: executors send for real.")
 @click.option("--detach", is_flag=True, default=False, help="Run in the background; return once ready.")
-@click.option("--port", type=int, default=None, help="Control port (0 = any free port).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Control port (0 = any free port; default: config health.port, else 8080 if free, else any).",
+)
 def start(
-    vault: Path | None, config: Path | None, log_level: str | None, live: bool, detach: bool, port: int | None
+    vault: Path | None,
+    config: Path | None,
+    log_level: str | None,
+    log_format: str | None,
+    live: bool,
+    detach: bool,
+    port: int | None,
 ) -> None:
     """Run the daemon (in the foreground unless --detach)."""
-    overrides: dict[str, Any] = {"logging.level": log_level, "health.port": port}
+    overrides: dict[str, Any] = {"logging.level": log_level, "logging.format": log_format}
+    overrides["health.port"] = port
     if live:
         overrides["execution.dry_run"] = False
     settings = _settings(config, vault, **overrides)
@@ -124,19 +173,30 @@ def start(
     running = _running(layout)
     if running is not None:
         raise click.ClickException(f"a daemon is already running on {layout.root} (pid {running.pid})")
-    argv = _start_argv(vault, config, log_level, live, port)
+    try:
+        layout.create()
+    except OSError as error:  # CrossDeviceError too: state folders on two filesystems
+        why = error.strerror or str(error)
+        where = f" ({error.filename})" if error.filename else ""
+        raise click.ClickException(f"the vault {layout.root} cannot be used: {why}{where}") from None
+    argv = _start_argv(vault, config, log_level, log_format, live, port)
     if detach:
         _start_detached(layout, argv)
         return
     try:
         code = run_daemon(settings, argv=argv)
-    except (AlreadyRunning, LedgerTooNew) as error:
-        raise click.ClickException(str(error)) from error
+    except (AlreadyRunning, LedgerTooNew, ControlPortError) as error:
+        raise click.ClickException(str(error)) from None
     sys.exit(code)
 
 
 def _start_argv(
-    vault: Path | None, config: Path | None, log_level: str | None, live: bool, port: int | None
+    vault: Path | None,
+    config: Path | None,
+    log_level: str | None,
+    log_format: str | None,
+    live: bool,
+    port: int | None,
 ) -> list[str]:
     argv = ["start"]
     if vault is not None:
@@ -145,6 +205,8 @@ def _start_argv(
         argv += ["--config", str(config.resolve())]
     if log_level:
         argv += ["--log-level", log_level]
+    if log_format:
+        argv += ["--log-format", log_format]
     if live:
         argv.append("--live")
     if port is not None:
@@ -167,13 +229,24 @@ def _start_detached(layout: VaultLayout, argv: list[str], timeout: float = 60.0)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise click.ClickException(f"the daemon exited with {process.returncode}; see {log_path}")
+            why = _last_error(log_path)
+            raise click.ClickException(f"the daemon exited with {process.returncode}{why}; see {log_path}")
         info = DaemonInfo.read(layout)
         if info is not None and info.pid == process.pid:
             click.echo(f"started: pid {info.pid}, control port {info.port}, log {log_path}")
             return
         time.sleep(0.05)  # waiting for another process to come up; there is no event to wait on
     raise click.ClickException(f"the daemon did not become ready within {timeout:g}s; see {log_path}")
+
+
+def _last_error(log_path: Path) -> str:
+    """The `Error: ...` line a failed start wrote last, as `: <why>`."""
+    try:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in lines[-50:] if line.startswith("Error: ")]
+    return ": " + errors[-1].removeprefix("Error: ") if errors else ""
 
 
 @main.command()
@@ -206,13 +279,21 @@ def status(vault: Path | None, config: Path | None, as_json: bool) -> None:
             click.echo(json.dumps(data, indent=2))
         else:
             click.echo(f"No daemon is running for the vault {layout.root}.")
+            if data["vault"]:
+                _echo_counts(data["vault"])
             click.echo("Start one with: ai-employee start --vault " + str(layout.root))
         sys.exit(EXIT_NOT_RUNNING)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    mode = "dry-run" if data.get("dry_run") else "LIVE"
-    click.echo(f"running: pid {data.get('pid')}, {mode}, planner {data.get('planner')}, vault {layout.root}")
+    live = data.get("live_actions") or []
+    if data.get("dry_run", True):
+        mode = "dry-run (nothing leaves the machine)"
+    else:
+        mode = "LIVE: " + (", ".join(live) if live else "no action can run live") + " send for real"
+    port = f", control port {data.get('control_port')}" if data.get("control_port") else ""
+    click.echo(f"running: pid {data.get('pid')}, {mode}, planner {data.get('planner')}{port}")
+    click.echo(f"vault: {layout.root}")
     click.echo("services:")
     for name, service in sorted(data.get("services", {}).items()):
         click.echo(f"  {name:<12} {service.get('state'):<10} {_trouble(service)}")
@@ -228,9 +309,9 @@ def status(vault: Path | None, config: Path | None, as_json: bool) -> None:
             elif executor.get("state") in ("degraded", "retrying"):
                 state = f"{executor['state']}: {_trouble(executor)}"
             else:
-                state = "available"
+                state = "available, live" if executor.get("live") else "available, dry-run"
             click.echo(f"  {name:<18} {state}")
-    click.echo("vault: " + ", ".join(f"{folder} {count}" for folder, count in data.get("vault", {}).items()))
+    _echo_counts(data.get("vault", {}))
     if data.get("distributed"):
         _echo_distributed(data["distributed"])
 
@@ -255,6 +336,14 @@ def _echo_distributed(bus: dict[str, Any]) -> None:
         click.echo(f"dead letters: {dead['count']}")
         for entry in dead.get("recent", [])[:5]:
             click.echo(f"  {entry.get('step')} {entry.get('job')}: {entry.get('note')}")
+
+
+def _echo_counts(counts: dict[str, int]) -> None:
+    """The folders' counts, and first what waits for a person."""
+    waiting = counts.get("Plans", 0)
+    plans = "plan waits" if waiting == 1 else "plans wait"
+    click.echo(f"{waiting} {plans} for a decision in Plans/ (ai-employee approve ID, or move to Approved/)")
+    click.echo("folders: " + ", ".join(f"{folder} {count}" for folder, count in counts.items()))
 
 
 def _trouble(entry: dict[str, Any]) -> str:
@@ -303,29 +392,54 @@ def _stop(info: DaemonInfo, timeout: float) -> None:
         time.sleep(0.05)  # waiting for another process to exit
 
 
+class _ServicesOption(click.Option):
+    """`--services`, whose help lists the service names (read when help is shown, not at import)."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = (
+            f"Restart only these services: {', '.join(service_names())}. Repeat it, separate names "
+            "by commas, or list them after it (--services email telegram)."
+        )
+        return super().get_help_record(ctx)
+
+
 @main.command()
 @vault_option
 @config_option
-@click.option("--services", "services", multiple=True, help="Restart only these services (repeatable).")
-def restart(vault: Path | None, config: Path | None, services: tuple[str, ...]) -> None:
+@click.option("--services", "services", multiple=True, cls=_ServicesOption, metavar="NAME")
+@click.argument("more_services", nargs=-1, metavar="[NAME]...")
+def restart(
+    vault: Path | None, config: Path | None, services: tuple[str, ...], more_services: tuple[str, ...]
+) -> None:
     """Restart the daemon, or only the named services."""
     layout = _layout(config, vault)
     info = _running(layout)
     if info is None:
         click.echo(f"No daemon is running for the vault {layout.root}.")
         sys.exit(EXIT_NOT_RUNNING)
-    if services:
-        names = [name for value in services for name in value.split(",") if name]
-        with _http(info) as client:
-            for name in names:
-                response = client.post(f"/control/services/{name}/restart", timeout=60.0)
-                if response.status_code == 404:
-                    raise click.ClickException(f"no service named {name}")
-                response.raise_for_status()
-                click.echo(f"restarted {name}")
+    given = (*services, *more_services)
+    names = [name.strip() for value in given for name in value.split(",") if name.strip()]
+    if names:
+        _restart_services(info, names)
         return
     _stop(info, 60.0)
     _start_detached(layout, info.argv or ["start", "--vault", str(layout.root)])
+
+
+def _restart_services(info: DaemonInfo, names: list[str]) -> None:
+    with _http(info) as client:
+        for name in names:
+            response = client.post(f"/control/services/{name}/restart", timeout=60.0)
+            if response.status_code in (404, 409):
+                body = response.json()
+                valid = ", ".join(body.get("services", [])) or "none"
+                if response.status_code == 404:
+                    why = f"no service named {name}"
+                else:
+                    why = f"{name} is off ({body.get('reason') or 'disabled'}), so it cannot be restarted"
+                raise click.ClickException(f"{why}; services you can restart: {valid}")
+            response.raise_for_status()
+            click.echo(f"restarted {name}")
 
 
 @main.command()
@@ -546,10 +660,10 @@ def worker(
 
 
 DEFAULT_CONFIG = """\
-# ai-employee configuration. ${{VAR}} and ${{VAR:-default}} come from the environment;
-# AIE_* variables override (nested with __, e.g. AIE_EXECUTION__DRY_RUN=false).
+# ai-employee configuration of the vault this file sits in (`ai-employee start --vault <this
+# folder>` reads it). ${VAR} and ${VAR:-default} come from the environment; AIE_* variables
+# override (nested with __, e.g. AIE_EXECUTION__DRY_RUN=false). Secrets never go in this file.
 vault:
-  path: {vault}
   settle_seconds: 2
   reconcile_interval_seconds: 60
 execution:
@@ -557,9 +671,12 @@ execution:
   live_actions: []       # empty: every registered action may run live
   auto_approve: []       # action types approved without a human; default none
 planner:
-  kind: ${{AIE_PLANNER:-auto}}
+  kind: ${AIE_PLANNER:-auto}
 health:
-  port: ${{HEALTH_SERVER_PORT:-8080}}
+  port: ${HEALTH_SERVER_PORT}   # unset: 8080 if free, else any free port (in .ai-employee/daemon.json)
+logging:
+  level: info            # debug, info, warning, error, critical
+  format: auto           # auto: readable on a terminal, JSON lines otherwise; json; console
 """
 
 DEFAULT_HANDBOOK = f"""\

@@ -8,12 +8,13 @@ e.g. `AIE_EXECUTION__DRY_RUN=false`), the contract's named variables (`AIE_VAULT
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -23,6 +24,7 @@ from pydantic_settings import (
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -134,13 +136,27 @@ class PlannerSettings(Section):
 
 class HealthSettings(Section):
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    #: None (not configured): 8080 if it is free, else any free port; 0: any free port. The port in
+    #: use is in <vault>/.ai-employee/daemon.json (docs/decisions/0011-control-port-default.md).
+    port: int | None = Field(None, ge=0, le=65535)
     check_interval_seconds: float = Field(30.0, gt=0)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("auto", "json", "console")
+
+
 class LoggingSettings(Section):
-    level: str = "info"
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return "warning" if value == "warn" else value
+        return value
 
 
 class DatabaseSettings(Section):
@@ -184,6 +200,8 @@ class TelegramSettings(Section):
     webhook_url: str | None = None  # public URL Telegram posts to (webhook mode), ending in /telegram/webhook
     local_whisper_model: str | None = None
     admin_chat_id: int | None = None  # where supervision alerts go in Telegram (TELEGRAM_ADMIN_CHAT_ID)
+    #: an update the bot fails to take this often (not for a lost link) goes to Quarantine/
+    max_update_attempts: int = Field(5, ge=1, le=1000)
 
     @field_validator("allowed_chat_ids", mode="before")
     @classmethod
@@ -487,21 +505,46 @@ def _drop_empty(tree: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
+CONFIG_FILE = "config.yaml"
+DEFAULT_VAULT = Path("AI_Employee_Vault")
+
+
+def find_config_file(environ: Mapping[str, str], vault: str | Path | None = None) -> Path | None:
+    """The config file when none is named: `$AIE_CONFIG`; else the vault's own `config.yaml` when
+    the vault is named (`--vault`, `$AIE_VAULT`); else `./config.yaml`; else the default vault's."""
+    if environ.get("AIE_CONFIG"):
+        named = Path(environ["AIE_CONFIG"])
+        if not named.is_file():
+            raise ConfigError(f"AIE_CONFIG names {named}, which does not exist")
+        return named
+    vault = vault or environ.get("AIE_VAULT") or None
+    candidates = [Path(vault) / CONFIG_FILE] if vault else []
+    candidates += [Path(CONFIG_FILE), DEFAULT_VAULT / CONFIG_FILE]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def is_vault_config(path: Path) -> bool:
+    """A config.yaml beside a Company_Handbook.md is that vault's own (what `init` writes)."""
+    return path.name == CONFIG_FILE and (path.parent / "Company_Handbook.md").is_file()
+
+
 def load_settings(
     config_file: Path | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[tuple[str, ...], Any] | None = None,
 ) -> Settings:
-    """Build the settings. `config_file` None: `AIE_CONFIG`, else `./config.yaml` if present."""
+    """Build the settings. `config_file` None: see `find_config_file`. A vault's own config
+    without `vault.path` is the config of the vault it sits in."""
     env = dict(os.environ if environ is None else environ)
-    if config_file is None and env.get("AIE_CONFIG"):
-        config_file = Path(env["AIE_CONFIG"])
-        if not config_file.is_file():
-            raise ConfigError(f"AIE_CONFIG names {config_file}, which does not exist")
-    if config_file is None and Path("config.yaml").is_file():
-        config_file = Path("config.yaml")
+    vault_flag = (overrides or {}).get(("vault", "path"))
+    if config_file is None:
+        config_file = find_config_file(env, vault_flag)
     file_tree = read_config_file(config_file, env) if config_file is not None else {}
+    if config_file is not None and is_vault_config(config_file):
+        vault_section = file_tree.setdefault("vault", {})
+        if isinstance(vault_section, dict):
+            vault_section.setdefault("path", str(config_file.parent))
     tree: dict[str, Any] = {}
     for name in _APPLY_ORDER:
         value = env.get(name)
@@ -512,18 +555,57 @@ def load_settings(
     for path, value in (overrides or {}).items():
         _set_path(tree, path, value)
     # AIE_* nested variables are read by pydantic-settings; keep the named ones out of its way.
-    nested = {key: value for key, value in env.items() if key.startswith("AIE_") and "__" in key}
-    token = _ENVIRON.set(nested)
+    token = _ENVIRON.set(_nested_variables(env))
     file_token = _FILE_TREE.set(file_tree)
     try:
         return Settings(**tree)
     except ValidationError as error:
         raise ConfigError(f"invalid configuration: {_describe(error)}") from error
+    except SettingsError as error:
+        raise ConfigError(
+            f"invalid configuration: {error}; write a list as JSON (AIE_EXECUTION__AUTO_APPROVE="
+            "'[\"vault.note\"]') or comma-separated (AIE_EXECUTION__AUTO_APPROVE=vault.note,manus.research)"
+        ) from error
     except ValueError as error:
         raise ConfigError(f"invalid configuration: {error}") from error
     finally:
         _FILE_TREE.reset(file_token)
         _ENVIRON.reset(token)
+
+
+def _nested_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The `AIE_SECTION__KEY` variables, checked against the settings: a name that sets nothing is
+    an error (a typo would otherwise be ignored without a word), and a list may be written
+    comma-separated as well as in JSON."""
+    nested: dict[str, str] = {}
+    for name, value in env.items():
+        if not name.startswith("AIE_") or "__" not in name:
+            continue
+        parts = name[len("AIE_") :].lower().split("__")
+        section = Settings.model_fields.get(parts[0])
+        if section is None:
+            raise ConfigError(
+                f"unknown setting {name}: there is no section {parts[0]!r} "
+                f"(sections: {', '.join(Settings.model_fields)}); see docs/configuration.md"
+            )
+        model = section.annotation
+        if len(parts) >= 2 and isinstance(model, type) and issubclass(model, BaseModel):
+            field = model.model_fields.get(parts[1])
+            if field is None:
+                raise ConfigError(
+                    f"unknown setting {name}: {parts[0]} has no key {parts[1]!r} "
+                    f"(keys: {', '.join(model.model_fields)}); see docs/configuration.md"
+                )
+            if len(parts) == 2 and _is_list(field.annotation) and not value.lstrip().startswith("["):
+                value = json.dumps([item.strip() for item in value.split(",") if item.strip()])
+        nested[name] = value
+    return nested
+
+
+def _is_list(annotation: Any) -> bool:
+    if get_origin(annotation) is list:
+        return True
+    return any(get_origin(argument) is list for argument in get_args(annotation))
 
 
 def _describe(error: ValidationError) -> str:

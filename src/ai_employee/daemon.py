@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from ai_employee import __version__
 from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import Settings
 from ai_employee.control.dashboard import DashboardService
+from ai_employee.control.port import LOCK_NAME, open_port
 from ai_employee.control.server import ControlServer, new_token
 from ai_employee.control.webhooks import WebhookListener
 from ai_employee.model.events import Event, EventType
@@ -42,10 +44,12 @@ from ai_employee.observability.logging import configure_logging, register_settin
 from ai_employee.observability.metrics import Metrics
 from ai_employee.observability.service_manager import Notifier, ServiceManagerReporter
 from ai_employee.orchestrator import Orchestrator
+from ai_employee.pipeline.execution import runs_live
 from ai_employee.pipeline.renderer import start_intake_renderer
 from ai_employee.pipeline.service import PipelineService
 from ai_employee.pipeline.steps import VaultSteps
 from ai_employee.pipeline.work import InProcessWork
+from ai_employee.pipeline.work_log import WorkLog
 from ai_employee.planners.approval import may_auto_approve
 from ai_employee.planners.base import Planner
 from ai_employee.planners.choice import build_planner
@@ -63,7 +67,7 @@ if TYPE_CHECKING:  # imported when REDIS_URL is set: redis takes a tenth of a se
 log = structlog.get_logger(__name__)
 
 DAEMON_FILE = "daemon.json"
-LOCK_FILE = "daemon.lock"
+LOCK_FILE = LOCK_NAME
 STATE_DB = "state.db"
 #: the events after which readiness may have changed: the service manager hears of it at once
 _READINESS_EVENTS = (
@@ -177,23 +181,29 @@ class Daemon:
         self.started = datetime.now(UTC)
         self.webhooks: WebhookListener | None = None
         self._integrations_registered = False  # readiness waits for them when services.required names any
+        self.port: int | None = None
 
     # --- ControlHooks ------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         services = self.orchestrator.status() if self.orchestrator else {}
+        executors = self.registry.status() if self.registry else {}
+        for name, executor in executors.items():
+            executor["live"] = bool(executor.get("available")) and self._leaves_machine(name)
         return {
             "running": True,
             "pid": os.getpid(),
             "version": __version__,
             "dry_run": self.settings.execution.dry_run,
-            "live_actions": self.settings.execution.live_actions or "all",
+            # the actions whose effect leaves the machine: none in dry-run
+            "live_actions": sorted(name for name, executor in executors.items() if executor["live"]),
             "planner": self.planner_name,
             "planner_link": self._planner_link(),
             "started": self.started.isoformat(timespec="seconds"),
             "vault_path": str(self.layout.root),
+            "control_port": self.port,
             "services": services,
-            "executors": self.registry.status() if self.registry else {},
+            "executors": executors,
             "vault": self.layout.counts(),
             "webhooks": {"host": self.webhooks.host, "port": self.webhooks.port} if self.webhooks else None,
             **({"distributed": self.work.status()} if self.work is not None else {}),
@@ -207,6 +217,11 @@ class Daemon:
             "executors": self.registry.status() if self.registry else {},
             "planner_link": self._planner_link(),
         }
+
+    def _leaves_machine(self, action: str) -> bool:
+        """Whether the action, run now, would send for real (pipeline.execution.runs_live)."""
+        executor = self.registry.get(action) if self.registry else None
+        return executor is not None and executor.external and runs_live(self.settings, executor)
 
     def _planner_link(self) -> dict[str, Any] | None:
         link = self.planner.link() if self.planner is not None else None
@@ -257,15 +272,16 @@ class Daemon:
         bus = InProcessEventBus()
         await bus.start()
         bus.subscribe(None, lambda event: _track_services(event, metrics), name="service-metrics")
+        work_log = WorkLog(bus)
         token = new_token()
-        control = ControlServer(
-            self, metrics, host=self.settings.health.host, port=self.settings.health.port, token=token
-        )
+        host = self.settings.health.host
+        control = ControlServer(self, metrics, host=host, port=self.settings.health.port or 0, token=token)
         loop = asyncio.get_running_loop()
         try:
             # Visible first: the control port and daemon.json, so that status and stop find the
             # daemon before anything slow (SDK imports, plug-ins, recovery) has happened.
-            port = await control.start()
+            port = await open_port(host, self.settings.health.port, control.start)
+            self.port = port
             await self._start_webhooks(control)
             DaemonInfo(
                 pid=os.getpid(),
@@ -285,6 +301,7 @@ class Daemon:
             if self.webhooks is not None:
                 await self.webhooks.stop()
             await control.stop()
+            work_log.close()
             await bus.close()
             audit.flush()
             ledger.close()
@@ -319,6 +336,8 @@ class Daemon:
         # Plug-ins and SDKs take a second to import: in a thread, so that the control port answers.
         registry = await asyncio.to_thread(ExecutorRegistry.from_entry_points, self.settings)
         self.registry = registry
+        for problem in unknown_action_names(self.settings, registry):
+            log.warning(problem)
         planner = build_planner(self.settings, registry, ledger)  # a model planner builds in a thread
         self.planner_name = planner.name
         self.planner = planner
@@ -516,6 +535,26 @@ def _track_services(event: Event, metrics: Metrics) -> None:
         metrics.service_up.labels(service=name).set(0)
     if event.type == EventType.SERVICE_RESTARTED:
         metrics.service_restarts.labels(service=name).inc()
+
+
+def unknown_action_names(settings: Settings, registry: ExecutorRegistry) -> list[str]:
+    """What the config names as an action that no executor is (a typo): said at start. Harmless
+    for safety (such a name makes nothing live or auto-approved), but the person meant something."""
+    known = set(registry.names()) | set(registry.disabled)
+    problems = []
+    for key in ("live_actions", "auto_approve"):
+        unknown = sorted(set(getattr(settings.execution, key)) - known)
+        if unknown:
+            actions = ", ".join(sorted(known))
+            problems.append(f"execution.{key} names no action: {', '.join(unknown)} (the actions: {actions})")
+    return problems
+
+
+def service_names() -> list[str]:
+    """Every service a daemon runs: the vault path's own, then the plug-ins' (their entry-point
+    names: nothing is imported)."""
+    plugins = sorted(entry.name for entry in entry_points(group=SERVICES_GROUP))
+    return [PipelineService.name, WatcherService.name, DashboardService.name, *plugins]
 
 
 def run_daemon(settings: Settings, argv: list[str] | None = None) -> int:

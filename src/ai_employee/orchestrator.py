@@ -22,7 +22,7 @@ import structlog
 
 from ai_employee.model.bus import EventBus
 from ai_employee.model.events import Event, EventType
-from ai_employee.model.services import HealthReport, LinkStatus, Service, ServiceState
+from ai_employee.model.services import HealthReport, LinkStatus, Service, ServiceDisabledError, ServiceState
 from ai_employee.observability.logging import redact_text
 
 log = structlog.get_logger(__name__)
@@ -189,10 +189,11 @@ class Orchestrator:
             await self._stop_locked(record)
 
     async def restart(self, name: str) -> None:
+        """Stop and start one service. Raises UnknownServiceError (no such name) or
+        ServiceDisabledError (it is off: nothing to restart)."""
         record = self._get(name)
         if record.service is None:
-            log.info("service.restart_skipped_disabled", service=name, reason=record.detail)
-            return
+            raise ServiceDisabledError(name, record.detail)
         async with record.lock:
             await self._stop_locked(record)
             await self._start_locked(record, relaunch="requested")

@@ -37,7 +37,7 @@ def test_init_creates_the_vault_skeleton_and_a_config(tmp_path: Path, daemon_env
     ):
         assert (tmp_path / "MyVault" / folder).is_dir()
     assert (tmp_path / "MyVault" / "Company_Handbook.md").read_text().startswith("# Company Handbook")
-    assert "dry_run: true" in (tmp_path / "config.yaml").read_text()
+    assert "dry_run: true" in (tmp_path / "MyVault" / "config.yaml").read_text()
 
 
 def test_start_detach_returns_once_running_and_stop_ends_it(vault: Path, daemon: DaemonProcess) -> None:

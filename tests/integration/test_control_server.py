@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from ai_employee.control.server import TOKEN_HEADER, ControlServer, path_params
+from ai_employee.model.services import ServiceDisabledError
 from ai_employee.observability.metrics import Metrics
 
 TOKEN = "test-control-token-0123456789"
@@ -47,6 +48,8 @@ class FakeDaemon:
     async def restart_service(self, name: str) -> None:
         if name not in self.services:
             raise KeyError(name)
+        if self.services[name]["state"] == "disabled":
+            raise ServiceDisabledError(name, "SLACK_BOT_TOKEN is not set")
         self.restarted.append(name)
 
 
@@ -198,7 +201,28 @@ async def test_restart_of_an_unknown_service_answers_404(
     response = await client.post("/control/services/fax/restart", headers={TOKEN_HEADER: TOKEN})
 
     assert response.status_code == 404
-    assert response.json() == {"error": "unknown service", "service": "fax"}
+    assert response.json() == {
+        "error": "unknown service",
+        "service": "fax",
+        "services": ["email", "telegram"],
+    }
+    assert daemon.restarted == []
+
+
+async def test_restart_of_a_disabled_service_answers_409_with_its_reason_and_the_valid_names(
+    client: httpx.AsyncClient, daemon: FakeDaemon
+) -> None:
+    daemon.services["slack"] = {"state": "disabled"}
+
+    response = await client.post("/control/services/slack/restart", headers={TOKEN_HEADER: TOKEN})
+
+    assert response.status_code == 409
+    assert response.json() == {
+        "error": "service is off",
+        "service": "slack",
+        "reason": "SLACK_BOT_TOKEN is not set",
+        "services": ["email", "telegram"],
+    }
     assert daemon.restarted == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,36 @@ def test_counts_skip_ignored_names(tmp_path: Path) -> None:
     assert counts["Plans"] == 2
     assert counts["Inbox"] == 0
     assert "Attachments" not in counts
+
+
+def test_counts_follow_every_change_on_a_filesystem_with_whole_second_times(tmp_path: Path) -> None:
+    """ext3, FAT and many network mounts keep whole seconds: a second change within the same second
+    leaves the folder's time as it was, and a count cached on that time would stay behind."""
+    layout = VaultLayout(tmp_path / "vault")
+    layout.create()
+    plans = layout.folder(Folder.PLANS)
+    whole_second = (time.time_ns() - 500_000_000) // 1_000_000_000 * 1_000_000_000  # 0.5-1.5 s ago
+    (plans / "first plan.md").write_text("x")
+    os.utime(plans, ns=(whole_second, whole_second))
+    assert layout.counts()["Plans"] == 1
+
+    for index in range(9):
+        (plans / f"plan {index}.md").write_text("x")
+    os.utime(plans, ns=(whole_second, whole_second))  # what such a filesystem would show
+
+    assert layout.counts()["Plans"] == 10
+
+
+def test_counts_are_served_from_the_cache_once_a_folder_is_still(tmp_path: Path) -> None:
+    layout = VaultLayout(tmp_path / "vault")
+    layout.create()
+    plans = layout.folder(Folder.PLANS)
+    (plans / "a plan.md").write_text("x")
+    long_ago = time.time_ns() - 10_000_000_000 + 123  # not a whole second: a fine-grained filesystem
+    os.utime(plans, ns=(long_ago, long_ago))
+    assert layout.counts()["Plans"] == 1
+
+    (plans / "unseen.md").write_text("x")
+    os.utime(plans, ns=(long_ago, long_ago))  # no change of time: the cached count stands
+
+    assert layout.counts()["Plans"] == 1

@@ -12,7 +12,7 @@ import pytest
 from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.clients.link import OutsideLink
 from ai_employee.model.events import Event, EventType
-from ai_employee.model.services import HealthReport, LinkStatus, Service, ServiceState
+from ai_employee.model.services import HealthReport, LinkStatus, Service, ServiceDisabledError, ServiceState
 from ai_employee.orchestrator import Orchestrator, UnknownServiceError
 from tests.conftest import eventually
 
@@ -229,6 +229,16 @@ async def test_restart_by_name_relaunches_the_service_and_reports_it(
 async def test_unknown_service_name_is_an_error(make: Callable[..., Orchestrator]) -> None:
     with pytest.raises(UnknownServiceError):
         await make().restart("nope")
+
+
+async def test_restarting_a_disabled_service_is_an_error_that_says_why_it_is_off(
+    make: Callable[..., Orchestrator],
+) -> None:
+    orchestrator = make()
+    orchestrator.register_disabled("email", "IMAP_HOST is not set")
+
+    with pytest.raises(ServiceDisabledError, match="email is off: IMAP_HOST is not set"):
+        await orchestrator.restart("email")
 
 
 async def test_disabled_service_is_listed_with_its_reason_and_never_started(

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
+from ai_employee.model.services import ServiceDisabledError
 from ai_employee.observability.metrics import Metrics
 
 __all__ = [
@@ -72,7 +73,8 @@ class ControlHooks(Protocol):
         ...
 
     async def restart_service(self, name: str) -> None:
-        """Restart one service; raises KeyError when no service has that name."""
+        """Restart one service; raises KeyError when no service has that name, ServiceDisabledError
+        when it is off."""
         ...
 
 
@@ -264,15 +266,27 @@ class ControlServer:
         try:
             await self._hooks.restart_service(name)
         except KeyError:
-            return _json({"error": "unknown service", "service": name}, status=404)
+            body = {"error": "unknown service", "service": name, "services": self._restartable()}
+            return _json(body, status=404)
+        except ServiceDisabledError as off:
+            body = {"error": "service is off", "service": name, "reason": off.reason}
+            return _json({**body, "services": self._restartable()}, status=409)
         return _json({"status": "restarted", "service": name})
+
+    def _restartable(self) -> list[str]:
+        """The names `restart --services` accepts: every service that is not off."""
+        services = self._hooks.status().get("services", {})
+        return sorted(name for name, entry in services.items() if entry.get("state") != "disabled")
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self) -> int:
-        """Bind and serve; returns the bound port (the configured one, or a free one for 0)."""
+    async def start(self, port: int | None = None) -> int:
+        """Bind and serve; returns the bound port (the configured one, or a free one for 0).
+        `port` replaces the configured one (a second try after the first was taken)."""
         if self._runner is not None:
             raise RuntimeError("the control server is already started")
+        if port is not None:
+            self._requested_port = port
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         # No access log: probes and scrapes every few seconds would drown the useful lines.

@@ -100,6 +100,16 @@ class Service(ABC):
         return None
 
 
+class ServiceDisabledError(Exception):
+    """The service is off (its credentials are absent, or it failed to load): there is nothing to
+    restart. `reason` says why it is off."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name} is off: {reason}")
+        self.name = name
+        self.reason = reason
+
+
 class KeyValueStore(Protocol):
     """Durable small state for sources: update offsets, seen ids. Durable when `put` returns."""
 

@@ -261,12 +261,13 @@ class PipelineService(Service):
         self._wake.set()
 
     async def health(self) -> HealthReport:
-        pending = len(self._inbox) + len(self._approved) + len(self._rejected)
+        # files seen and not yet taken; plans waiting for a human are Plans/ in `status`, not these
+        queued = len(self._inbox) + len(self._approved) + len(self._rejected)
         return HealthReport(
             healthy=True,
-            detail=f"{pending} pending, {len(self._tasks)} in flight",
+            detail=f"{queued} files queued, {len(self._tasks)} steps in flight",
             data={
-                "pending": pending,
+                "queued": queued,
                 "in_flight": len(self._tasks),
                 "processed": self._processed,
                 "helpers": self.steps.helper_pids(),

@@ -14,6 +14,11 @@ Rules, in order:
 3. any other research wording -> `manus.research`;
 4. everything else -> a `vault.note` for the human.
 A proposal naming an action that is not registered becomes a note that says so.
+
+Company_Handbook.md overrides these rules where the template planner can read it
+(`planners.handbook_rules`): a handbook rule sets a work order's priority and raises a plan's
+risk, and the plan's steps say which rule did it; a rule it cannot apply and that concerns the
+message is named in the steps, for the approver to check.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 from ai_employee.model.plans import Intent, PlanProposal, PlanRequest, Risk
 from ai_employee.planners import template_words as vocabulary
 from ai_employee.planners.base import Planner
+from ai_employee.planners.handbook_rules import HandbookRules, Matched, parse_handbook
 
 #: Only this much of a message is examined (a burst of 10,000 files must not make the planner
 #: read megabytes); text copied into params is capped by the params models' own limits.
@@ -90,11 +96,13 @@ class TemplatePlanner(Planner):
             or ("find" in scan.words and scan.any_word(vocabulary.FINDABLE))
         )
 
+        handbook = parse_handbook(request.handbook)
+        matched = handbook.matching(scan.words, scan.padded)
         proposal: PlanProposal
         if research and _imperative_research(scan):
             proposal = _research(request, text, title, confidence=0.8)
         elif equipment and fault and not scan.any_phrase(vocabulary.RESOLVED_PHRASES):
-            proposal = _work_order(text, title, scan)
+            proposal = _work_order(text, title, scan, [m for m in matched if m.rule.kind == "priority"])
         elif research:
             proposal = _research(request, text, title, confidence=0.65)
         else:
@@ -111,7 +119,7 @@ class TemplatePlanner(Planner):
                 why=f"This looks like a {proposal.intent.replace('_', ' ')} request, but the action "
                 f"{proposal.action} is not available: a human should decide what to do.",
             )
-        return proposal
+        return _follow_handbook(proposal, handbook, matched, scan)
 
 
 def create(settings: Any) -> TemplatePlanner:
@@ -142,13 +150,65 @@ def _imperative_research(scan: _Scan) -> bool:
     return False
 
 
-def _work_order(text: str, title: str, scan: _Scan) -> PlanProposal:
+_RISKS: tuple[Risk, ...] = ("low", "medium", "high")
+_PRIORITIES = ("LOW", "MEDIUM", "HIGH")
+
+
+def _follow_handbook(
+    proposal: PlanProposal, handbook: HandbookRules, matched: list[Matched], scan: _Scan
+) -> PlanProposal:
+    """The handbook's risk rules, its priority rules on a plan that is not a work order (where
+    the template planner cannot follow them, the plan says so), and the rules it cannot apply."""
+    for match in matched:
+        rule, quoted = match.rule, f"“{match.rule.text}” (it mentions “{match.term.label}”)"
+        if rule.kind == "risk":
+            if _RISKS.index(rule.level) > _RISKS.index(proposal.risk):
+                proposal.risk = rule.level
+                proposal.steps.append(f"Risk {rule.level}, by the company handbook: {quoted}.")
+            elif rule.level != proposal.risk:
+                proposal.steps.append(
+                    f"The company handbook says risk {rule.level}: {quoted}; the template planner "
+                    f"never lowers a plan's risk, which stays {proposal.risk}."
+                )
+        elif proposal.action != WORK_ORDER:
+            if rule.level == "high":
+                proposal.risk = "high"
+            proposal.steps.append(
+                f"The company handbook makes this {rule.priority} priority: {quoted}; the template planner "
+                f"found no equipment fault to open a work order for, so this plan is a {proposal.action}: "
+                "decide whether a work order is needed."
+            )
+    for text in handbook.others_concerning(scan.words):
+        proposal.steps.append(
+            f"Not checked by the template planner, check it yourself: the handbook's “{text}”."
+        )
+    return proposal
+
+
+def _handbook_priority(priority: str, ruled: list[Matched], hazard: bool) -> tuple[str, str | None]:
+    """The priority after the handbook's priority rules (the highest one that matched), and the
+    step that says which rule set it. A rule may lower any priority but a hazard's HIGH."""
+    if not ruled:
+        return priority, None
+    top = max(ruled, key=lambda match: _PRIORITIES.index(match.rule.priority))
+    quoted = f"“{top.rule.text}” (it mentions “{top.term.label}”)"
+    wanted = top.rule.priority
+    if hazard and _PRIORITIES.index(wanted) < _PRIORITIES.index(priority):
+        return priority, (
+            f"Priority kept {priority}: the message names a hazard, although the company handbook says "
+            f"{wanted}: {quoted}."
+        )
+    return wanted, f"Priority {wanted}, by the company handbook: {quoted}."
+
+
+def _work_order(text: str, title: str, scan: _Scan, ruled: list[Matched]) -> PlanProposal:
     asset = _find_asset(scan)
     location = _find_location(scan)
     if location and asset and location.lower() == asset.lower():
         location = None
 
-    if scan.any_word(vocabulary.HAZARD_WORDS) or scan.any_phrase(vocabulary.HAZARD_PHRASES):
+    hazard = scan.any_word(vocabulary.HAZARD_WORDS) or scan.any_phrase(vocabulary.HAZARD_PHRASES)
+    if hazard:
         priority = "HIGH"
     elif scan.any_word(vocabulary.NOT_URGENT_WORDS) or scan.any_phrase(vocabulary.NOT_URGENT_PHRASES):
         priority = "LOW"
@@ -160,6 +220,7 @@ def _work_order(text: str, title: str, scan: _Scan) -> PlanProposal:
         priority = "HIGH"
     else:
         priority = "MEDIUM"
+    priority, by_handbook = _handbook_priority(priority, ruled, hazard)
 
     wo_title = _work_order_title(scan, asset, location, fallback=_subject(title, text))
     params: dict[str, Any] = {
@@ -185,6 +246,7 @@ def _work_order(text: str, title: str, scan: _Scan) -> PlanProposal:
             f"Create a {priority} priority work order in Atlas CMMS titled {wo_title!r}.",
             f"Attach it to asset {asset!r}{where}." if asset else "No asset number found: set it if known.",
             "A technician inspects and repairs, then closes the work order.",
+            *([by_handbook] if by_handbook else []),
         ],
         planner="template",
     )

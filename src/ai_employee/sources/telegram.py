@@ -77,6 +77,7 @@ from ai_employee.sources.telegram_bot import (
 )
 from ai_employee.sources.telegram_decisions import Decisions
 from ai_employee.sources.telegram_intake import MessageIntake
+from ai_employee.sources.telegram_quarantine import UpdateQuarantine
 from ai_employee.sources.telegram_state import TelegramState
 from ai_employee.sources.telegram_transcription import PendingTranscriptions
 
@@ -124,6 +125,9 @@ class TelegramService(Service):
         )
         self._poll_timeout = poll_timeout
         self._state = TelegramState(ctx.state, bot_id=self._token.split(":", 1)[0])
+        self._quarantine = UpdateQuarantine(
+            ctx.state, self._token.split(":", 1)[0], ctx.vault_root, settings.max_update_attempts
+        )
         self._temp_dir = ctx.vault_root / TEMP_FOLDER
 
         self._stop_requested = asyncio.Event()
@@ -375,7 +379,7 @@ class TelegramService(Service):
                 if offset is not None and update.update_id < offset:
                     continue
                 try:
-                    await self.process_update(update)
+                    await self.take_update(update)
                 except UpdateFailed as error:
                     if self._stop_requested.is_set():
                         return  # abandoned by stop(): Telegram hands it over again next time
@@ -392,6 +396,29 @@ class TelegramService(Service):
     async def _sleep(self, seconds: float) -> None:
         """Wait `seconds`, or less if stop() is asked meanwhile."""
         await sleep_unless_stopped(self._stop_requested, seconds)
+
+    async def take_update(self, update: Update) -> None:
+        """`process_update`, counting the failures of the vault side: at the
+        `telegram.max_update_attempts`-th the update is set aside in Quarantine/ and this returns
+        as if it had been taken (the offset moves on). A lost link is not counted."""
+        if self._quarantine.exhausted(update.update_id):
+            self._set_aside(update)
+            return
+        try:
+            await self.process_update(update)
+        except UpdateFailed as error:
+            if self._stop_requested.is_set() or is_link_failure(error.__cause__):
+                raise
+            if self._quarantine.failed(update.update_id, str(error)) < self._quarantine.max_attempts:
+                raise
+            self._set_aside(update)
+            return
+        self._quarantine.succeeded(update.update_id)
+
+    def _set_aside(self, update: Update) -> None:
+        aside = self._quarantine.set_aside(update)
+        name = f"telegram update {aside.update_id}"
+        self._publish(EventType.INPUT_QUARANTINED, None, {"file": name, "reason": aside.reason})
 
     async def process_update(self, update: Update) -> None:
         """Hand one update to the Application; raise UpdateFailed if it did not become durable."""
@@ -427,7 +454,7 @@ class TelegramService(Service):
         if update is None:
             return web.Response(status=400, text="the body is not an update")
         try:
-            await self.process_update(update)
+            await self.take_update(update)
         except Exception as error:
             log.warning("telegram.webhook_update_failed", update_id=update.update_id, error=describe(error))
             return web.Response(status=500, text="not stored; deliver it again")

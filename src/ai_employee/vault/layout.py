@@ -114,8 +114,10 @@ class VaultLayout:
                 result[folder.value] = 0
                 continue
             cached = self._counts.get(folder)
-            # trusted only if listed well after the last change: directory times are coarse (a few ms)
-            if cached is not None and cached[0] == stamp and cached[1] - stamp > _COARSE_CLOCK_NS:
+            # trusted only if listed well after the last change: directory times are coarse (a few
+            # ms), and whole seconds on some filesystems (ext3, FAT, many network mounts), where a
+            # second change within the same second leaves the time as it was
+            if cached is not None and cached[0] == stamp and cached[1] - stamp > _granularity(stamp):
                 result[folder.value] = cached[2]
                 continue
             listed_at = time.time_ns()
@@ -130,3 +132,9 @@ class VaultLayout:
 
 
 _COARSE_CLOCK_NS = 100_000_000
+_WHOLE_SECONDS_NS = 2_000_000_000  # FAT keeps even seconds
+
+
+def _granularity(stamp_ns: int) -> int:
+    """How long after `stamp_ns` a listing can miss no change stamped with it."""
+    return _WHOLE_SECONDS_NS if stamp_ns % 1_000_000_000 == 0 else _COARSE_CLOCK_NS
