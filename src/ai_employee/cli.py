@@ -23,6 +23,7 @@ from ai_employee import __version__
 from ai_employee.config import ConfigError, Settings, load_settings
 from ai_employee.daemon import AlreadyRunning, DaemonInfo, pid_alive, run_daemon
 from ai_employee.model.services import Decider
+from ai_employee.store.database import StoreUnavailable
 from ai_employee.vault.decisions import Decisions
 from ai_employee.vault.layout import HANDBOOK, VaultLayout
 
@@ -124,7 +125,7 @@ def start(
         return
     try:
         code = run_daemon(settings, argv=argv)
-    except AlreadyRunning as error:
+    except (AlreadyRunning, StoreUnavailable) as error:
         raise click.ClickException(str(error)) from error
     sys.exit(code)
 

@@ -18,16 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from sqlalchemy import Engine
 
 from ai_employee import __version__
 from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import Settings
 from ai_employee.control.dashboard import DashboardService
 from ai_employee.control.server import ControlServer, new_token
+from ai_employee.control.tasks import TaskRoutes
 from ai_employee.model.events import Event, EventType
 from ai_employee.model.plugins import SERVICES_GROUP, PluginDisabled, load_factories
 from ai_employee.model.registry import ExecutorRegistry
 from ai_employee.model.services import ServiceContext
+from ai_employee.observability import timing
 from ai_employee.observability.logging import configure_logging, register_settings_secrets
 from ai_employee.observability.metrics import Metrics
 from ai_employee.orchestrator import Orchestrator
@@ -37,6 +40,8 @@ from ai_employee.pipeline.steps import VaultSteps
 from ai_employee.planners.approval import may_auto_approve
 from ai_employee.planners.base import Planner
 from ai_employee.planners.choice import build_planner
+from ai_employee.store.database import open_store
+from ai_employee.store.service import StoreService, build_store_service
 from ai_employee.vault.audit import AuditLog
 from ai_employee.vault.decisions import Decisions
 from ai_employee.vault.fs import write_durable
@@ -147,6 +152,8 @@ class Daemon:
         self.planner_name = "template"
         self.planner: Planner | None = None
         self.started = datetime.now(UTC)
+        self.store_engine: Engine | None = None  # the audit store (None: off)
+        self.store: StoreService | None = None
 
     # --- ControlHooks ------------------------------------------------------------------------
 
@@ -165,6 +172,7 @@ class Daemon:
             "services": services,
             "executors": self.registry.status() if self.registry else {},
             "vault": self.layout.counts(),
+            "store": self.store.writer.state().to_dict() if self.store else {"state": "off"},
         }
 
     def _planner_link(self) -> dict[str, Any] | None:
@@ -208,9 +216,19 @@ class Daemon:
         register_settings_secrets(self.settings)
         self.layout.create()
         self._acquire_lock()
+        if self.settings.database.store:
+            # before anything is visible: a database that cannot be reached stops the start (exit 1)
+            try:
+                self.store_engine = await asyncio.to_thread(
+                    open_store, self.settings.database.url, self.layout.state_dir
+                )
+            except BaseException:
+                self._release_lock()
+                raise
         ledger = Ledger(self.layout.state_dir / STATE_DB)
         audit = AuditLog(ledger, self.layout.root / "Logs")
         metrics = Metrics()
+        timing.bind(metrics.operation_duration_seconds)
         bus = InProcessEventBus()
         await bus.start()
         bus.subscribe(None, lambda event: _track_services(event, metrics), name="service-metrics")
@@ -242,13 +260,22 @@ class Daemon:
             await bus.close()
             audit.flush()
             ledger.close()
+            if self.store is not None:
+                await asyncio.to_thread(self.store.writer.close)
+            if self.store_engine is not None:
+                self.store_engine.dispose()
+            timing.bind(None)
             current = DaemonInfo.read(self.layout)
             if current is not None and current.pid == os.getpid():
                 with contextlib.suppress(FileNotFoundError):
                     (self.layout.state_dir / DAEMON_FILE).unlink()
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
+            self._release_lock()
         return 0
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     async def _serve(
         self,
@@ -303,9 +330,23 @@ class Daemon:
         )
         self.orchestrator = orchestrator
         try:
+            if self.store_engine is not None:
+                # first: its subscription is in place before the pipeline announces anything
+                self.store = build_store_service(
+                    self.store_engine,
+                    url=self.settings.database.url,
+                    layout=self.layout,
+                    ledger=ledger,
+                    bus=bus,
+                    metrics=metrics,
+                )
+                orchestrator.register(self.store)
+                TaskRoutes(self.store_engine).register(control)
             orchestrator.register(pipeline)
             orchestrator.register(watcher)
-            orchestrator.register(DashboardService(self.layout, ledger, bus, self.status))
+            orchestrator.register(
+                DashboardService(self.layout, ledger, bus, self.status, store=self.store_engine)
+            )
             await orchestrator.launch_all()
             # The vault path first: plug-ins import their SDKs (a second of CPU) once it runs, or
             # after VAULT_FIRST_SECONDS (a large vault's recovery holds up no integration longer).

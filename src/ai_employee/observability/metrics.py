@@ -158,6 +158,19 @@ class Metrics:
             registry=r,
         )
 
+        # what outside services cost (the audit store counts them: llm, whisper, manus)
+        self.cost_usd = Counter(
+            PREFIX + "cost_usd", "Money spent on outside services, in US dollars.", ["service"], registry=r
+        )
+        # every timed step and outside call (observability.timing)
+        self.operation_duration_seconds = Histogram(
+            PREFIX + "operation_duration_seconds",
+            "Time one step or outside call took (observability.timing: timer, timed_operation).",
+            ["operation"],
+            buckets=STEP_DURATION_BUCKETS,
+            registry=r,
+        )
+
         self.build_info = Gauge(
             PREFIX + "build_info", "Always 1; the labels say which build runs.", ["version"], registry=r
         )

@@ -19,7 +19,7 @@ import structlog
 from pydantic import ValidationError
 
 from ai_employee.model.jobs import ExecutionJob, Finished
-from ai_employee.model.services import DOORS, Decider
+from ai_employee.model.services import Decider
 from ai_employee.pipeline.context import StepContext
 from ai_employee.pipeline.finishing import FinishingSteps
 from ai_employee.pipeline.quarantine import Quarantined, quarantine
@@ -45,6 +45,8 @@ class DecisionOutcome:
     duplicates: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     deferred: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds until settled)
+    #: plan id -> what the announcement says of a decision: by, door, attempt, action, reason
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class DecisionSteps:
@@ -118,6 +120,7 @@ class DecisionSteps:
             and previous.content_hash != digest
         ):
             outcome.revoked.append(self.revoke(name, plan, properties, body, previous))
+            outcome.facts[plan.id] = {"action_id": plan.action_id, "attempt": previous.attempts}
             return
         resumed = previous is not None and previous.state in ("approved", "running")
         executor = self.ctx.registry.get(plan.action)
@@ -158,6 +161,13 @@ class DecisionSteps:
                 durable=False,  # nothing leaves the machine before `running`, which is durable
             )
             outcome.granted.append((plan.id, plan.action_id))
+            outcome.facts[plan.id] = {
+                "action_id": plan.action_id,
+                "action": plan.action,
+                "attempt": attempt,
+                "note": f"{Folder.APPROVED.value}/{name}",
+                **decider_fields(properties),
+            }
         outcome.jobs.append(
             ExecutionJob(
                 plan_id=plan.id,
@@ -314,17 +324,20 @@ class DecisionSteps:
                 )
             self.finishing.update_action_note(plan.action_id, "rejected")
             outcome.rejected.append(plan.id)
+            outcome.facts[plan.id] = {
+                "action_id": plan.action_id,
+                "action": plan.action,
+                "reason": str(reason) if reason else None,
+                "note": f"{Folder.REJECTED.value}/{name}",
+                **decider_fields(properties),
+            }
         self.ctx.commit_audit()
         return outcome
 
 
 def decider_of(properties: Mapping[str, Any]) -> Decider:
     """Who decided a plan, from the stamp the CLI and the buttons write; a bare move is the vault's."""
-    door = properties.get("decided_via")
-    who = properties.get("decided_by")
-    if door in DOORS and isinstance(who, str) and who:
-        return Decider(who, door)
-    return Decider.vault()
+    return Decider.of(properties)
 
 
 def decider_fields(properties: Mapping[str, Any]) -> dict[str, str]:

@@ -30,6 +30,7 @@ from ai_employee.model.messages import IncomingMessage
 from ai_employee.model.plans import PlanProposal, PlanRequest
 from ai_employee.model.services import HealthReport, Service
 from ai_employee.observability.metrics import Metrics
+from ai_employee.observability.timing import timer
 from ai_employee.pipeline.announcer import Announcer
 from ai_employee.pipeline.decisions import DecisionOutcome
 from ai_employee.pipeline.execution import runs_live
@@ -96,6 +97,7 @@ class PipelineService(Service):
         self._incoming_lock = threading.Lock()
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._running_plans: set[str] = set()  # plan ids with a job in flight in this process
         self._executions = asyncio.Semaphore(settings.execution.concurrency)
         self._planning = asyncio.Semaphore(settings.planner.concurrency)
         self._reconcile_handle: asyncio.TimerHandle | None = None
@@ -221,8 +223,8 @@ class PipelineService(Service):
         self._stopping = True
         if self._reconcile_handle is not None:
             self._reconcile_handle.cancel()
-        for timer in self._timers.values():
-            timer.cancel()
+        for handle in self._timers.values():
+            handle.cancel()
         self._timers.clear()
         self._wake.set()
 
@@ -300,11 +302,12 @@ class PipelineService(Service):
         return self.intake_flow.next_batch(_take(self._inbox, self.settings.vault.batch_size))
 
     async def _timed(self, step: str, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        started = time.perf_counter()
+        timing = timer(step)
         try:
-            return await self._in_thread(function, *args, **kwargs)
+            with timing:
+                return await self._in_thread(function, *args, **kwargs)
         finally:
-            self.metrics.step_duration_seconds.labels(step=step).observe(time.perf_counter() - started)
+            self.metrics.step_duration_seconds.labels(step=step).observe(timing.seconds)
 
     async def _in_thread(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -338,8 +341,14 @@ class PipelineService(Service):
         else:
             self._spawn(self._plan(item))
 
-    def _plan_created(self, item: NewAction, proposal: PlanProposal, request: PlanRequest | None) -> None:
-        self.announce.plan_created(item, proposal)
+    def _plan_created(
+        self,
+        item: NewAction,
+        proposal: PlanProposal,
+        request: PlanRequest | None,
+        duration_ms: float | None = None,
+    ) -> None:
+        self.announce.plan_created(item, proposal, duration_ms)
         if self._approve is not None and self._auto_approve(proposal, request, self.settings):
             log.info("plan auto-approved by config", plan_id=item.row.plan_id, action=proposal.action)
             self._approve(item.row.plan_id)
@@ -347,9 +356,10 @@ class PipelineService(Service):
     async def _plan(self, item: NewAction) -> None:
         async with self._planning:
             request = await self._in_thread(self.steps.plan_request, item)
-            proposal = await self.planner.plan(request)
+            with timer("plan") as timing:
+                proposal = await self.planner.plan(request)
             await self._in_thread(self.steps.write_plans, [(item, proposal)])
-        self._plan_created(item, proposal, request)
+        self._plan_created(item, proposal, request, timing.ms)
         self._wake.set()  # the loop appends the audit lines
 
     def _defer(self, name: str, delay: float) -> None:
@@ -384,9 +394,21 @@ class PipelineService(Service):
             asyncio.get_running_loop().call_later(max(delay, 0.01) + 0.01, self.hint, Folder.APPROVED, name)
         self.announce.decisions(outcome)
         for job in outcome.jobs:
+            if job.plan_id in self._running_plans:
+                # a second look at a plan whose job is under way (the watcher's event and a rescan
+                # both saw it): the running job is the one execution
+                log.debug("plan already running; not starting it twice", plan_id=job.plan_id)
+                continue
+            self._running_plans.add(job.plan_id)
             self._spawn(self._execute(job))
 
     async def _execute(self, job: ExecutionJob) -> None:
+        try:
+            await self._execute_once(job)
+        finally:
+            self._running_plans.discard(job.plan_id)
+
+    async def _execute_once(self, job: ExecutionJob) -> None:
         execution = self.steps.execution
         async with self._executions:
             executor = job.executor
@@ -394,13 +416,15 @@ class PipelineService(Service):
             dry_run = executor.external and not live
             if not await self._in_thread(execution.start_job, job, leaves_machine=executor.external and live):
                 self.announce.publish(
-                    EventType.APPROVAL_REVOKED, {"plan_id": job.plan_id}, correlation_id=job.action_id
+                    EventType.APPROVAL_REVOKED,
+                    {"plan_id": job.plan_id, "action_id": job.action_id, "attempt": job.attempt},
+                    correlation_id=job.action_id,
                 )
                 self._wake.set()  # the loop appends the audit line
                 return
             self.announce.publish(
                 EventType.PLAN_EXECUTING,
-                {"plan_id": job.plan_id, "action": executor.name, "live": live},
+                {"plan_id": job.plan_id, "action": executor.name, "live": live, "attempt": job.attempt},
                 correlation_id=job.action_id,
             )
             ctx = execution.context_for(
@@ -412,10 +436,11 @@ class PipelineService(Service):
                     correlation_id=job.action_id,
                 ),
             )
-            started = time.perf_counter()
-            result = await run_job(job, ctx, dry_run=dry_run)
-            self.metrics.step_duration_seconds.labels(step="execute").observe(time.perf_counter() - started)
+            with timer("execute") as timing:
+                result = await run_job(job, ctx, dry_run=dry_run)
+            self.metrics.step_duration_seconds.labels(step="execute").observe(timing.seconds)
             finished = await self._in_thread(execution.record, job, result)
+            finished.duration_ms = timing.ms
         self.announce.finished(finished)
         self._wake.set()  # the loop appends the audit line
 

@@ -1,0 +1,118 @@
+"""The store as a daemon service: listens to the bus, hands records to the writer, catches up at
+start, and reports how it stands with its database (status, /readyz detail)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import structlog
+from sqlalchemy import Engine
+
+from ai_employee.model.bus import EventBus, Subscription
+from ai_employee.model.events import Event
+from ai_employee.model.services import HealthReport, LinkStatus, Service, ServiceState
+from ai_employee.observability.metrics import Metrics
+from ai_employee.store.catchup import catch_up
+from ai_employee.store.database import database_url, describe
+from ai_employee.store.recorder import STORED_EVENTS, records_for
+from ai_employee.store.records import Record
+from ai_employee.store.writer import SPOOL_FILE, StoreWriter
+from ai_employee.vault.layout import VaultLayout
+from ai_employee.vault.ledger import Ledger
+
+log = structlog.get_logger(__name__)
+
+CatchUp = Callable[[], Sequence[Record]]
+
+
+class StoreService(Service):
+    name = "store"
+    required = False
+
+    def __init__(
+        self,
+        writer: StoreWriter,
+        bus: EventBus,
+        metrics: Metrics,
+        *,
+        catch_up: CatchUp | None = None,
+    ) -> None:
+        super().__init__()
+        self.writer = writer
+        self.bus = bus
+        self.metrics = metrics
+        self._catch_up = catch_up
+        self._stop = asyncio.Event()
+        self._since = datetime.now(UTC)
+
+    def on_event(self, event: Event) -> None:
+        """The bus's handler: translate and queue (a few microseconds; the writer does the rest)."""
+        found = records_for(event)
+        if not found:
+            return
+        for record in found:
+            if record.table == "costs":
+                self.metrics.cost_usd.labels(service=record.values["service"]).inc(record.values["usd"])
+        self.writer.submit(found)
+
+    async def run(self) -> None:
+        self._stop.clear()
+        self.writer.start()
+        subscriptions: list[Subscription] = [
+            self.bus.subscribe(event_type, self.on_event, name="store") for event_type in STORED_EVENTS
+        ]
+        try:
+            if self._catch_up is not None:
+                found = await asyncio.to_thread(self._catch_up)
+                self.writer.submit(list(found))
+            self.ready.set()
+            await self._stop.wait()
+        finally:
+            for subscription in subscriptions:
+                self.bus.unsubscribe(subscription)
+            await asyncio.to_thread(self.writer.drain)
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+    async def health(self) -> HealthReport:
+        state = self.writer.state()
+        if state.state == "spooling":
+            detail = f"database away: {state.spooled} records kept in the local spool"
+            return HealthReport(healthy=True, detail=detail, data=state.to_dict())
+        return HealthReport(healthy=True, detail=f"{state.written} records written", data=state.to_dict())
+
+    def link(self) -> LinkStatus | None:
+        state = self.writer.state()
+        if state.state != "spooling":
+            return LinkStatus(ServiceState.RUNNING, self.writer.target, self._since)
+        down = datetime.fromtimestamp(state.down_since, UTC) if state.down_since else None
+        return LinkStatus(
+            ServiceState.RETRYING,
+            self.writer.target,
+            down or self._since,
+            last_error=(state.last_error or "the database is away")
+            + f"; {state.spooled} records kept in the local spool",
+            down_since=down,
+        )
+
+
+def build_store_service(
+    engine: Engine,
+    *,
+    url: str | None,
+    layout: VaultLayout,
+    ledger: Ledger,
+    bus: EventBus,
+    metrics: Metrics,
+) -> StoreService:
+    """The store's service for one vault: its writer (spool in the vault's state folder) and its
+    catch-up from the ledger."""
+    writer = StoreWriter(
+        engine,
+        layout.state_dir / SPOOL_FILE,
+        target="database " + describe(database_url(url, layout.state_dir)),
+    )
+    return StoreService(writer, bus, metrics, catch_up=lambda: catch_up(engine, ledger, layout))
