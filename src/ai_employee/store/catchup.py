@@ -9,7 +9,7 @@ stepped back. A store that is empty reads the whole ledger once (the history of 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -64,6 +64,17 @@ def catch_up_records(ledger: Ledger, layout: VaultLayout, since: str) -> list[Re
     return out
 
 
+def _iso(stamp: object, fallback: str = "") -> str:
+    """A time as the live events write it (UTC, milliseconds), so that times compare as text."""
+    try:
+        moment = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return fallback
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
 def _properties(layout: VaultLayout, relative: str | None) -> dict[str, Any]:
     if not relative:
         return {}
@@ -75,7 +86,7 @@ def _properties(layout: VaultLayout, relative: str | None) -> dict[str, Any]:
 
 
 def _action_records(row: ActionRow, layout: VaultLayout) -> list[Record]:
-    at = row.created_at
+    at = _iso(row.created_at)
     out = [
         r.task(
             row.action_id,
@@ -98,7 +109,7 @@ def _action_records(row: ActionRow, layout: VaultLayout) -> list[Record]:
         )
     if row.state in ("planned", "done", "rejected", "failed"):
         plan = _properties(layout, row.plan_rel)
-        planned_at = str(plan.get("created") or at)
+        planned_at = _iso(plan.get("created"), at)
         out.append(
             r.task(
                 row.action_id,
@@ -129,12 +140,12 @@ def _execution_records(row: ExecutionRow, layout: VaultLayout) -> list[Record]:
     action_id = row.action_id or ""
     if not action_id:
         return []
-    at = row.updated_at
+    at = _iso(row.updated_at)
     plan_id = row.plan_id
     attempt = max(row.attempts, 1)
     properties = _properties(layout, row.final_rel or row.note_rel)
     decider = Decider.of(properties)
-    decided_at = str(properties.get("decided_at") or at)
+    decided_at = _iso(properties.get("decided_at"), at)
     status = _EXECUTION_STATUS.get(row.state, row.state)
     out = [
         r.task(

@@ -7,6 +7,7 @@ its own beside the ledger's `state.db` so that the store's writes never wait on 
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,8 @@ def migrate(engine: Engine) -> None:
     """Apply every migration the database does not have yet (Alembic, in one transaction)."""
     config = alembic_config()
     with engine.begin() as connection:
+        if MigrationContext.configure(connection).get_current_revision() == head_version():
+            return  # up to date: the usual start, without loading Alembic's environment
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
@@ -110,7 +113,9 @@ def schema_version(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+@functools.cache
 def head_version() -> str | None:
+    """The newest migration this build has."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 

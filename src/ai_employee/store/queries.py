@@ -114,7 +114,7 @@ def story(engine: Engine, action_id: str) -> dict[str, Any] | None:
     timeline: list[dict[str, Any]] = []
     for name, items in parts.items():
         for item in items:
-            timeline.append({"kind": name[:-1], **item})
+            timeline.append({"type": name[:-1], **item})
     timeline.sort(key=lambda item: str(item["at"]))
     return {"task": _task(row), "timeline": timeline, **parts}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, Table, case, func, select, update
+from sqlalchemy import Connection, Engine, Table, and_, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -337,7 +337,7 @@ class StoreWriter:
             if row["cost_usd"] is None:
                 row["cost_usd"] = 0.0
             if row["status"] is None:
-                row["status"] = "received"
+                row["status"] = ""  # not said by this fact (a `task.linked`): the row's status stands
         statement = self._insert(schema.tasks)
         excluded = statement.excluded
         table = schema.tasks
@@ -348,7 +348,9 @@ class StoreWriter:
             for name in columns
             if name not in keep_first | {"status", "updated_at"}
         }
-        update_set["status"] = case((newer, excluded.status), else_=table.c.status)
+        update_set["status"] = case(
+            (and_(newer, excluded.status != ""), excluded.status), else_=table.c.status
+        )
         update_set["updated_at"] = case((newer, excluded.updated_at), else_=table.c.updated_at)
         update_set["created_at"] = case(
             (excluded.created_at < table.c.created_at, excluded.created_at), else_=table.c.created_at
