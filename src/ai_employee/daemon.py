@@ -261,7 +261,7 @@ class Daemon:
             audit.flush()
             ledger.close()
             if self.store is not None:
-                await asyncio.to_thread(self.store.writer.close)
+                await asyncio.to_thread(self.store.close)
             if self.store_engine is not None:
                 self.store_engine.dispose()
             timing.bind(None)

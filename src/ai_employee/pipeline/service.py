@@ -144,8 +144,11 @@ class PipelineService(Service):
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(lambda: self._spawn(self.reconcile()))
 
-    async def reconcile(self) -> int:
-        """List the watched folders and hint every entry; O(entries in those folders), not O(vault)."""
+    async def reconcile(self, *, after_recovery: bool = False) -> int:
+        """List the watched folders and hint every entry; O(entries in those folders), not O(vault).
+
+        `after_recovery`: the first rescan, once recovery finished what a crash interrupted (its
+        event says so: observers that catch up from the ledger wait for it)."""
         found = await self._in_thread(self._list_watched)
         total = 0
         for folder, names in found.items():
@@ -155,7 +158,9 @@ class PipelineService(Service):
             if names:
                 self.metrics.reconcile_found.labels(folder=folder.value).inc(len(names))
         self.metrics.reconcile_runs.inc()
-        self.announce.publish(EventType.RECONCILE_COMPLETED, {"found": total})
+        self.announce.publish(
+            EventType.RECONCILE_COMPLETED, {"found": total, "after_recovery": after_recovery}
+        )
         return total
 
     def _list_watched(self) -> dict[Folder, list[str]]:
@@ -205,7 +210,7 @@ class PipelineService(Service):
             self._spawn(self._plan(item))
         for name in approved:
             self.hint(Folder.APPROVED, name)
-        await self.reconcile()
+        await self.reconcile(after_recovery=True)
         self._schedule_reconcile()
         self.ready.set()
         log.info("pipeline ready", planner=self.planner.name, dry_run=self.settings.execution.dry_run)

@@ -4,14 +4,15 @@ start, and reports how it stands with its database (status, /readyz detail)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from sqlalchemy import Engine
 
 from ai_employee.model.bus import EventBus, Subscription
-from ai_employee.model.events import Event
+from ai_employee.model.events import Event, EventType
 from ai_employee.model.services import HealthReport, LinkStatus, Service, ServiceState
 from ai_employee.observability.metrics import Metrics
 from ai_employee.store.catchup import catch_up
@@ -46,6 +47,8 @@ class StoreService(Service):
         self._catch_up = catch_up
         self._stop = asyncio.Event()
         self._since = datetime.now(UTC)
+        self._recovered = asyncio.Event()
+        self._subscriptions: list[Subscription] = []
 
     def on_event(self, event: Event) -> None:
         """The bus's handler: translate and queue (a few microseconds; the writer does the rest)."""
@@ -59,20 +62,44 @@ class StoreService(Service):
 
     async def run(self) -> None:
         self._stop.clear()
+        self._recovered.clear()
         self.writer.start()
-        subscriptions: list[Subscription] = [
-            self.bus.subscribe(event_type, self.on_event, name="store") for event_type in STORED_EVENTS
-        ]
+        self._listen()
         try:
-            if self._catch_up is not None:
-                found = await asyncio.to_thread(self._catch_up)
-                self.writer.submit(list(found))
             self.ready.set()
+            if self._catch_up is not None:
+                await _first(self._recovered.wait(), self._stop.wait())
+                if self._recovered.is_set():
+                    found = await asyncio.to_thread(self._catch_up)
+                    self.writer.submit(list(found))
             await self._stop.wait()
         finally:
-            for subscription in subscriptions:
-                self.bus.unsubscribe(subscription)
             await asyncio.to_thread(self.writer.drain)
+
+    def _listen(self) -> None:
+        """Subscribe once, and stay subscribed after a stop: the pipeline, stopping at the same time,
+        still announces the steps it finishes; `close` (after every service stopped) lets go."""
+        if self._subscriptions:
+            return
+        self._subscriptions = [
+            self.bus.subscribe(event_type, self.on_event, name="store") for event_type in STORED_EVENTS
+        ]
+        # The catch-up waits for the pipeline's rescan after its recovery: an intake that a crash
+        # interrupted is finished by the recovery without an announcement.
+        self._subscriptions.append(
+            self.bus.subscribe(EventType.RECONCILE_COMPLETED, self._on_rescan, name="store-catch-up")
+        )
+
+    def close(self) -> None:
+        """Stop listening and write (or spool) what is queued. Blocking: call it from a thread."""
+        for subscription in self._subscriptions:
+            self.bus.unsubscribe(subscription)
+        self._subscriptions = []
+        self.writer.close()
+
+    def _on_rescan(self, event: Event) -> None:
+        if event.payload.get("after_recovery"):
+            self._recovered.set()
 
     async def stop(self) -> None:
         self._stop.set()
@@ -97,6 +124,15 @@ class StoreService(Service):
             + f"; {state.spooled} records kept in the local spool",
             down_since=down,
         )
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def build_store_service(
