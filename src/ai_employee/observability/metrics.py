@@ -31,6 +31,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from ai_employee import __version__
+from ai_employee.observability import timing
 
 __all__ = ["BATCH_SIZE_BUCKETS", "STEP_DURATION_BUCKETS", "Metrics"]
 
@@ -163,13 +164,8 @@ class Metrics:
             PREFIX + "cost_usd", "Money spent on outside services, in US dollars.", ["service"], registry=r
         )
         # every timed step and outside call (observability.timing)
-        self.operation_duration_seconds = Histogram(
-            PREFIX + "operation_duration_seconds",
-            "Time one step or outside call took (observability.timing: timer, timed_operation).",
-            ["operation"],
-            buckets=STEP_DURATION_BUCKETS,
-            registry=r,
-        )
+        self.operation_duration_seconds = timing.OperationDurations(STEP_DURATION_BUCKETS)
+        r.register(self.operation_duration_seconds)
 
         self.build_info = Gauge(
             PREFIX + "build_info", "Always 1; the labels say which build runs.", ["version"], registry=r
