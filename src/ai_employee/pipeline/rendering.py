@@ -72,6 +72,8 @@ def plan_properties(
         properties["planner_usage"] = dict(proposal.usage)
     if proposal.cost_usd is not None:
         properties["planner_cost_usd"] = round(proposal.cost_usd, 6)
+    if proposal.context_used is not None:
+        properties["planner_context_used"] = proposal.context_used  # share of the model's window
     return properties
 
 
