@@ -72,7 +72,7 @@ class Pipeline:
         self.metrics = Metrics(process_metrics=False)
         self.bus = InProcessEventBus()
         self.announce = Announcer(self.bus, self.metrics)
-        self.writer = StoreWriter(engine, spool, target="test")
+        self.writer = StoreWriter(engine, spool, target="test", linger=0.01)
         self.store = StoreService(self.writer, self.bus, self.metrics)
         self.bus.subscribe(None, self.store.on_event, name="store")
         self.writer.start()

@@ -42,6 +42,7 @@ class StoreService(Service):
     ) -> None:
         super().__init__()
         self.writer = writer
+        writer.translate = self.translate
         self.bus = bus
         self.metrics = metrics
         self._catch_up = catch_up
@@ -51,14 +52,16 @@ class StoreService(Service):
         self._subscriptions: list[Subscription] = []
 
     def on_event(self, event: Event) -> None:
-        """The bus's handler: translate and queue (a few microseconds; the writer does the rest)."""
+        """The bus's handler: queue the event (one put); the writer's thread does the rest."""
+        self.writer.submit_raw(event)
+
+    def translate(self, event: Event) -> list[Record]:
+        """On the writer's thread: the event's records; its costs counted in /metrics."""
         found = records_for(event)
-        if not found:
-            return
         for record in found:
             if record.table == "costs":
                 self.metrics.cost_usd.labels(service=record.values["service"]).inc(record.values["usd"])
-        self.writer.submit(found)
+        return found
 
     async def run(self) -> None:
         self._stop.clear()

@@ -1,5 +1,7 @@
-"""The store's writer: records are queued by the loop (a dict append, nothing more) and written by
-one thread in batches, one transaction per batch, off the hot path.
+"""The store's writer: facts are queued by the loop (one `put`, nothing more: even turning an event
+into records happens here) and written by one thread in batches, one transaction per batch, off
+the hot path. In a burst, a batch gathers what arrives within `linger` seconds (up to `BATCH_MAX`
+records): a few large transactions a second rather than one per event.
 
 When the database cannot be reached, the batch goes to a local spool (`store-spool.jsonl` in the
 vault's state folder, appended and fsynced) and so does everything after it, in order; the writer
@@ -36,6 +38,7 @@ BATCH_MAX = 2000
 REPLAY_CHUNK = 2000
 RETRY_INITIAL_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
+LINGER_SECONDS = 0.2
 
 _TABLES: dict[str, Table] = {
     "tasks": schema.tasks,
@@ -75,6 +78,8 @@ class StoreWriter:
         on_written: Callable[[int], None] | None = None,
         retry_initial: float = RETRY_INITIAL_SECONDS,
         retry_max: float = RETRY_MAX_SECONDS,
+        translate: Callable[[Any], Sequence[Record]] | None = None,
+        linger: float = LINGER_SECONDS,
     ) -> None:
         self.engine = engine
         self.spool_path = spool_path
@@ -82,11 +87,13 @@ class StoreWriter:
         self._on_written = on_written
         self._retry_initial = retry_initial
         self._retry_max = retry_max
+        self.translate = translate
+        self._linger = linger
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._pending = 0  # submitted, not yet written or spooled
+        self._pending = 0  # chunks submitted, not yet written or spooled
         self._spooled = self._count_spool()
         self._written = 0
         self._last_error: str | None = None
@@ -102,11 +109,14 @@ class StoreWriter:
 
     def submit(self, records: Sequence[Record]) -> None:
         """Queue records for writing; never blocks, never touches the database."""
-        if not records:
-            return
+        if records:
+            self.submit_raw(records)
+
+    def submit_raw(self, item: Any) -> None:
+        """Queue a list of records, or anything `translate` turns into records (a bus event)."""
         with self._lock:
-            self._pending += len(records)
-        self._queue.put(records)
+            self._pending += 1
+        self._queue.put(item)
 
     def state(self) -> WriterState:
         with self._lock:
@@ -156,7 +166,7 @@ class StoreWriter:
                     wait = self._retry_initial if self._replay_spool() else min(wait * 2, self._retry_max)
                     if item is None:
                         continue
-                    batch = self._collect([item])
+                    batch = self._collect([item], linger=False)
                 else:
                     batch, stopping = [], True
             else:
@@ -165,10 +175,11 @@ class StoreWriter:
                     stopping = True
                     batch = []
                 else:
-                    batch = self._collect([item])
-            records = [record for chunk in batch for record in chunk if chunk is not _STOP]
+                    batch = self._collect([item], linger=True)
             if any(chunk is _STOP for chunk in batch):
                 stopping = True
+            chunks = [chunk for chunk in batch if chunk is not _STOP]
+            records = self._records(chunks)
             if records:
                 if self._spooled:
                     self._spool(records)
@@ -179,25 +190,42 @@ class StoreWriter:
                     except SQLAlchemyError as error:
                         self._went_away(error)
                         self._spool(records)
-                self._done(len(records))
+            if chunks:
+                self._done(len(chunks))
             if stopping:
                 if self._spooled and self._down_since is None:
                     self._replay_spool()
                 return
 
-    def _collect(self, first: list[Any]) -> list[Any]:
+    def _collect(self, first: list[Any], *, linger: bool) -> list[Any]:
+        """The first chunk and what follows it: what is queued, and with `linger` what arrives
+        within the linger time (a coalescing window that ends early on a full batch or a stop)."""
         batch = first
-        count = sum(len(chunk) for chunk in batch if chunk is not _STOP)
+        count = 1
+        until = time.monotonic() + (self._linger if linger else 0.0)
         while count < BATCH_MAX:
+            left = until - time.monotonic()
             try:
-                chunk = self._queue.get_nowait()
+                chunk = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             batch.append(chunk)
             if chunk is _STOP:
                 break
-            count += len(chunk)
+            count += 1
         return batch
+
+    def _records(self, chunks: list[Any]) -> list[Record]:
+        records: list[Record] = []
+        for chunk in chunks:
+            if isinstance(chunk, (list, tuple)):
+                records.extend(chunk)
+            elif self.translate is not None:
+                try:
+                    records.extend(self.translate(chunk))
+                except Exception:  # a bug in one translation must not stop the store
+                    log.exception("audit store: an event could not be turned into records")
+        return records
 
     def _done(self, count: int) -> None:
         with self._idle:
