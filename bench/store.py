@@ -42,26 +42,96 @@ def timer_overhead(calls: int = 200_000) -> dict[str, float]:
 
     timed_work = timing.timed_operation("bench.decorated")(work)
     best: dict[str, float] = {}
+    clock = time.thread_time  # CPU of this thread: what a shared, loaded machine leaves steady
     for _ in range(5):
-        started = time.perf_counter()
+        started = clock()
         for _ in range(calls):
             work()
-        bare = time.perf_counter() - started
-        started = time.perf_counter()
+        bare = clock() - started
+        started = clock()
         for _ in range(calls):
             with timing.timer("bench.timer"):
                 work()
-        with_timer = time.perf_counter() - started
-        started = time.perf_counter()
+        with_timer = clock() - started
+        started = clock()
         for _ in range(calls):
             timed_work()
-        decorated = time.perf_counter() - started
+        decorated = clock() - started
         for name, seconds in (("bare_us", bare), ("timer_us", with_timer), ("decorated_us", decorated)):
             best[name] = min(best.get(name, float("inf")), seconds / calls * 1e6)
     timing.bind(None)
     best["timer_overhead_us"] = best["timer_us"] - best["bare_us"]
     best["decorated_overhead_us"] = best["decorated_us"] - best["bare_us"]
     return best
+
+
+def store_cpu(url: str | None, items: int = 10_000) -> dict[str, float]:
+    """CPU seconds of the daemon's threads for the store's share of a burst of `items` files: the
+    loop's handler (queue the event), the writer's thread (events into records, batches written).
+    CPU time, unlike wall time, hardly moves with the load of a shared machine."""
+    from datetime import UTC, datetime
+
+    from ai_employee.model.events import Event, EventType
+    from ai_employee.store.database import open_store
+    from ai_employee.store.recorder import records_for
+    from ai_employee.store.writer import BATCH_MAX, StoreWriter
+
+    with tempfile.TemporaryDirectory(prefix="aie-bench-store-cpu-") as folder:
+        engine = open_store(url, Path(folder))
+        writer = StoreWriter(engine, Path(folder) / "spool.jsonl")
+        events: list[Event] = []
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        for number in range(items):
+            action_id = f"act-{stamp}-{number:06x}"
+            plan_id = "plan-" + action_id.removeprefix("act-")
+            events.append(
+                Event(
+                    EventType.ACTION_CREATED,
+                    {
+                        "action_id": action_id,
+                        "source": "file",
+                        "source_ref": f"burst-{number}.txt",
+                        "title": f"Burst note {number}",
+                        "note": f"Needs_Action/{action_id}.md",
+                    },
+                    action_id,
+                )
+            )
+            events.append(
+                Event(
+                    EventType.PLAN_CREATED,
+                    {
+                        "plan_id": plan_id,
+                        "action_id": action_id,
+                        "action": "vault.note",
+                        "risk": "low",
+                        "planner": "template",
+                        "note": f"Plans/{plan_id}.md",
+                        "source": "file",
+                        "title": f"Burst note {number}",
+                    },
+                    action_id,
+                )
+            )
+        queued = time.thread_time()
+        for event in events:  # the loop's side: one put per event
+            writer.submit_raw(event)
+        loop_cpu = time.thread_time() - queued
+        started = time.thread_time()
+        records = [record for event in events for record in records_for(event)]
+        translate_cpu = time.thread_time() - started
+        started = time.thread_time()
+        for first in range(0, len(records), BATCH_MAX):
+            writer._write(records[first : first + BATCH_MAX])
+        write_cpu = time.thread_time() - started
+        engine.dispose()
+    return {
+        "items": items,
+        "loop_cpu_s": loop_cpu,
+        "translate_cpu_s": translate_cpu,
+        "write_cpu_s": write_cpu,
+        "store_cpu_s": loop_cpu + translate_cpu + write_cpu,
+    }
 
 
 def _own_database(admin_url: str) -> tuple[str, str]:
@@ -105,11 +175,19 @@ def main(argv: list[str] | None = None) -> int:
         help="an admin URL of a PostgreSQL server ('' to leave PostgreSQL out)",
     )
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--timer-only", action="store_true")
+    parser.add_argument("--timer-only", action="store_true", help="only the timer and the store's CPU")
     args = parser.parse_args(argv)
 
     report: dict[str, Any] = {"timer": timer_overhead()}
     print("timer overhead per call (µs):", json.dumps({k: round(v, 3) for k, v in report["timer"].items()}))
+    report["cpu"] = {"sqlite": store_cpu(None)}
+    if args.postgres:
+        name, url = _own_database(args.postgres)
+        try:
+            report["cpu"]["postgresql"] = store_cpu(url)
+        finally:
+            _drop_database(args.postgres, name)
+    print("store CPU for a 10,000-file burst (s):", json.dumps(report["cpu"]))
     if not args.timer_only:
         sizes = Sizes(**{**FULL.__dict__, "runs": args.runs, "burst": args.burst})
         runs: list[dict[str, Any]] = []
