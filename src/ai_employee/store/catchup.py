@@ -9,6 +9,7 @@ stepped back. A store that is empty reads the whole ledger once (the history of 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,9 +56,16 @@ def watermark(engine: Engine) -> str:
     return (datetime.fromisoformat(str(newest)) - CATCH_UP_MARGIN).isoformat(timespec="milliseconds")
 
 
-def catch_up_records(ledger: Ledger, layout: VaultLayout, since: str) -> list[Record]:
+def catch_up_records(
+    ledger: Ledger, layout: VaultLayout, since: str, known: Mapping[str, str | None] | None = None
+) -> list[Record]:
+    """`known`: action id -> `planned_at` of the items the store has; an item it has with as much
+    as the ledger knows of its intake costs no note read and no record."""
+    known = known or {}
     out: list[Record] = []
     for action in ledger.actions_since(since):
+        if action.action_id in known and (known[action.action_id] or action.state == "noted"):
+            continue
         out += _action_records(action, layout)
     for execution in ledger.executions_since(since):
         out += _execution_records(execution, layout)
@@ -232,8 +240,18 @@ def _execution_records(row: ExecutionRow, layout: VaultLayout) -> list[Record]:
     return out
 
 
+def known_items(engine: Engine, since: str) -> dict[str, str | None]:
+    """action id -> planned_at of the store's items changed since `since`."""
+    tasks = schema.tasks
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(tasks.c.action_id, tasks.c.planned_at).where(tasks.c.updated_at >= since)
+        ).all()
+    return {str(action_id): planned_at for action_id, planned_at in rows}
+
+
 def catch_up(engine: Engine, ledger: Ledger, layout: VaultLayout) -> list[Record]:
     since = watermark(engine)
-    found = catch_up_records(ledger, layout, since)
+    found = catch_up_records(ledger, layout, since, known_items(engine, since) if since else None)
     log.info("audit store catch-up", since=since or "the beginning", records=len(found))
     return found
