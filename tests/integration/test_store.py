@@ -384,3 +384,21 @@ def test_an_unknown_id_finds_nothing(pipeline: Pipeline, engine: Engine) -> None
     whole_life(pipeline)
     assert resolve_item_id(engine, "ffffff") is None
     assert story(engine, "act-20990101-000000-ffffff") is None
+
+
+def test_a_plan_taken_out_of_approved_before_it_ran_is_a_cancel_and_an_edit_is_an_edit(
+    pipeline: Pipeline, engine: Engine
+) -> None:
+    whole_life(pipeline)
+    for attempt, reason in ((2, "vanished"), (3, "edited")):
+        pipeline.bus.publish(
+            Event(
+                EventType.APPROVAL_REVOKED,
+                {"plan_id": PLAN, "action_id": ACTION, "attempt": attempt, "reason": reason},
+                ACTION,
+            )
+        )
+    pipeline.settle()
+    found = story(engine, ACTION)
+    assert found is not None
+    assert [item["kind"] for item in found["interventions"]] == ["approve", "cancel", "edit"]

@@ -413,6 +413,10 @@ class PipelineService(Service):
         finally:
             self._running_plans.discard(job.plan_id)
 
+    def _returned_for_approval(self, plan_id: str) -> bool:
+        row = self.steps.ledger.execution(plan_id)
+        return row is not None and row.state == "returned"
+
     async def _execute_once(self, job: ExecutionJob) -> None:
         execution = self.steps.execution
         async with self._executions:
@@ -420,9 +424,16 @@ class PipelineService(Service):
             live = runs_live(self.settings, executor)
             dry_run = executor.external and not live
             if not await self._in_thread(execution.start_job, job, leaves_machine=executor.external and live):
+                returned = await self._in_thread(self._returned_for_approval, job.plan_id)
                 self.announce.publish(
                     EventType.APPROVAL_REVOKED,
-                    {"plan_id": job.plan_id, "action_id": job.action_id, "attempt": job.attempt},
+                    {
+                        "plan_id": job.plan_id,
+                        "action_id": job.action_id,
+                        "attempt": job.attempt,
+                        # edited after approval (back in Plans/), or taken out of Approved/ before it ran
+                        "reason": "edited" if returned else "vanished",
+                    },
                     correlation_id=job.action_id,
                 )
                 self._wake.set()  # the loop appends the audit line
