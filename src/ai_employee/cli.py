@@ -23,9 +23,7 @@ from ai_employee import __version__
 from ai_employee.config import ConfigError, Settings, load_settings
 from ai_employee.daemon import AlreadyRunning, DaemonInfo, pid_alive, run_daemon
 from ai_employee.model.services import Decider
-from ai_employee.store.database import StoreUnavailable, open_store
-from ai_employee.store.history import list_lines, story_lines
-from ai_employee.store.queries import BadQuery, list_tasks, parse_since, resolve_item_id, story
+from ai_employee.store.errors import StoreUnavailable
 from ai_employee.vault.decisions import Decisions
 from ai_employee.vault.layout import HANDBOOK, VaultLayout
 
@@ -340,6 +338,11 @@ def history(
     config: Path | None,
 ) -> None:
     """An item's whole story (by id, short id or file name), or a list of items; works while stopped."""
+    # here, not at the top: every other command starts without SQLAlchemy's imports
+    from ai_employee.store.database import open_store
+    from ai_employee.store.history import list_lines, story_lines
+    from ai_employee.store.queries import BadQuery, list_tasks, parse_since, resolve_item_id, story
+
     settings = _settings(config, vault)
     if not settings.database.store:
         raise click.ClickException("the audit store is off (database.store: false)")

@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine
 
 from ai_employee import __version__
 from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import Settings
 from ai_employee.control.dashboard import DashboardService
 from ai_employee.control.server import ControlServer, new_token
-from ai_employee.control.tasks import TaskRoutes
 from ai_employee.model.events import Event, EventType
 from ai_employee.model.plugins import SERVICES_GROUP, PluginDisabled, load_factories
 from ai_employee.model.registry import ExecutorRegistry
@@ -40,8 +38,6 @@ from ai_employee.pipeline.steps import VaultSteps
 from ai_employee.planners.approval import may_auto_approve
 from ai_employee.planners.base import Planner
 from ai_employee.planners.choice import build_planner
-from ai_employee.store.database import open_store
-from ai_employee.store.service import StoreService, build_store_service
 from ai_employee.vault.audit import AuditLog
 from ai_employee.vault.decisions import Decisions
 from ai_employee.vault.fs import write_durable
@@ -152,8 +148,9 @@ class Daemon:
         self.planner_name = "template"
         self.planner: Planner | None = None
         self.started = datetime.now(UTC)
-        self.store_engine: Engine | None = None  # the audit store (None: off)
-        self.store: StoreService | None = None
+        self.store_engine: Any = None  # the audit store's SQLAlchemy Engine (None: off)
+        self.store: Any = None  # its StoreService
+        self._store_error: Exception | None = None  # the store's database could not be reached
 
     # --- ControlHooks ------------------------------------------------------------------------
 
@@ -216,15 +213,6 @@ class Daemon:
         register_settings_secrets(self.settings)
         self.layout.create()
         self._acquire_lock()
-        if self.settings.database.store:
-            # before anything is visible: a database that cannot be reached stops the start (exit 1)
-            try:
-                self.store_engine = await asyncio.to_thread(
-                    open_store, self.settings.database.url, self.layout.state_dir
-                )
-            except BaseException:
-                self._release_lock()
-                raise
         ledger = Ledger(self.layout.state_dir / STATE_DB)
         audit = AuditLog(ledger, self.layout.root / "Logs")
         metrics = Metrics()
@@ -270,7 +258,54 @@ class Daemon:
                 with contextlib.suppress(FileNotFoundError):
                     (self.layout.state_dir / DAEMON_FILE).unlink()
             self._release_lock()
+        if self._store_error is not None:
+            raise self._store_error
         return 0
+
+    async def _start_store(
+        self,
+        opening: asyncio.Task[Any],
+        orchestrator: Orchestrator,
+        pipeline: PipelineService,
+        dashboard: DashboardService,
+        ledger: Ledger,
+        bus: InProcessEventBus,
+        metrics: Metrics,
+        control: ControlServer,
+    ) -> None:
+        """The store once its database is open: its service (which catches up from the ledger
+        once the pipeline has recovered, covering what was announced before it listened),
+        `GET /tasks`, and the dashboard's facts. A database that cannot be reached stops the
+        daemon; `run` then raises its error (one line from the CLI, exit 1)."""
+        from ai_employee.store.errors import StoreUnavailable
+
+        try:
+            self.store_engine = await opening
+        except StoreUnavailable as error:
+            self._store_error = error
+            self.request_stop()
+            return
+        from ai_employee.control.tasks import TaskRoutes
+        from ai_employee.store.service import build_store_service
+
+        self.store = build_store_service(
+            self.store_engine,
+            url=self.settings.database.url,
+            layout=self.layout,
+            ledger=ledger,
+            bus=bus,
+            metrics=metrics,
+            recovered=pipeline.ready.is_set,
+        )
+        orchestrator.register(self.store)
+        TaskRoutes(self.store_engine).register(control)
+        dashboard.store = self.store_engine
+        await orchestrator.launch_all()
+
+    def _open_store(self) -> Any:
+        from ai_employee.store.database import open_store
+
+        return open_store(self.settings.database.url, self.layout.state_dir)
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
@@ -329,28 +364,22 @@ class Daemon:
             required=self.settings.services.required,
         )
         self.orchestrator = orchestrator
+        dashboard = DashboardService(self.layout, ledger, bus, self.status)
         try:
-            if self.store_engine is not None:
-                # first: its subscription is in place before the pipeline announces anything
-                self.store = build_store_service(
-                    self.store_engine,
-                    url=self.settings.database.url,
-                    layout=self.layout,
-                    ledger=ledger,
-                    bus=bus,
-                    metrics=metrics,
-                )
-                orchestrator.register(self.store)
-                TaskRoutes(self.store_engine).register(control)
             orchestrator.register(pipeline)
             orchestrator.register(watcher)
-            orchestrator.register(
-                DashboardService(self.layout, ledger, bus, self.status, store=self.store_engine)
-            )
+            orchestrator.register(dashboard)
             await orchestrator.launch_all()
             # The vault path first: plug-ins import their SDKs (a second of CPU) once it runs, or
             # after VAULT_FIRST_SECONDS (a large vault's recovery holds up no integration longer).
             await orchestrator.wait_running((pipeline.name, watcher.name), VAULT_FIRST_SECONDS)
+            # The audit store opens (imports, connect, migrations) once the vault path runs, beside
+            # the plug-ins; a database that cannot be reached stops the daemon: one line, exit 1.
+            opening = (
+                asyncio.create_task(asyncio.to_thread(self._open_store))
+                if self.settings.database.store
+                else None
+            )
             context = ServiceContext(
                 settings=self.settings,
                 bus=bus,
@@ -365,6 +394,10 @@ class Daemon:
                 orchestrator, context, *await asyncio.to_thread(load_factories, SERVICES_GROUP)
             )
             await orchestrator.launch_all()
+            if opening is not None:
+                await self._start_store(
+                    opening, orchestrator, pipeline, dashboard, ledger, bus, metrics, control
+                )
             bus.publish(Event(type=EventType.SYSTEM_STARTED, payload={"pid": os.getpid(), "port": port}))
             log.info(
                 "daemon started",

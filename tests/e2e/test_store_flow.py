@@ -67,8 +67,13 @@ def test_a_plan_approved_and_edited_while_stopped_runs_and_is_logged_once(
     assert _executed_total(daemon) == 1
 
     # GET /tasks and /tasks/{id} while it runs
-    listed = _get(daemon, "/tasks?status=done&since=1d&limit=5")
-    assert [task["plan_id"] for task in listed["tasks"]] == [plan_id]
+    wait_for(  # the store writes a fraction of a second behind the vault
+        lambda: (
+            [task["plan_id"] for task in _get(daemon, "/tasks?status=done&since=1d&limit=5").get("tasks", [])]
+            == [plan_id]
+        ),
+        message="GET /tasks lists the done item",
+    )
     one = _get(daemon, f"/tasks/{plan_id}")
     assert one["task"]["status"] == "done"
     assert [item["kind"] for item in one["interventions"]] == ["approve"]
@@ -116,10 +121,14 @@ def private_postgres() -> Any:
 
 
 def _store_rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    """The rows, or none while the store has not made its tables yet."""
     import psycopg
 
     with psycopg.connect(url) as connection:
-        return list(connection.execute(query).fetchall())
+        try:
+            return list(connection.execute(query).fetchall())
+        except psycopg.errors.UndefinedTable:
+            return []
 
 
 def test_postgresql_gone_while_running_spools_says_so_and_writes_everything_when_back(
@@ -129,7 +138,7 @@ def test_postgresql_gone_while_running_spools_says_so_and_writes_everything_when
     daemon.start()
     drop(vault, "first.txt", "Please file this: the first note")
     wait_for(
-        lambda: _store_rows(private_postgres.url, "SELECT count(*) FROM checkpoints")[0][0] == 2,
+        lambda: _store_rows(private_postgres.url, "SELECT count(*) FROM checkpoints") == [(2,)],
         message="the first item in PostgreSQL",
     )
 

@@ -16,13 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from ai_employee.model.bus import EventBus, Subscription
 from ai_employee.model.events import Event, EventType
 from ai_employee.model.services import HealthReport, Service
-from ai_employee.store.queries import cost_between, last_failure, titles_by_short_id
 from ai_employee.vault.fs import write_durable
 from ai_employee.vault.layout import Folder, VaultLayout, is_ignored_name
 from ai_employee.vault.ledger import Ledger
@@ -45,10 +42,11 @@ class DashboardService(Service):
         status: Callable[[], dict[str, Any]],
         *,
         min_interval: float = 1.0,
-        store: Engine | None = None,
+        store: Any = None,
     ) -> None:
         super().__init__()
-        self.store = store  # the audit store: titles, ages, errors and costs (None: folders only)
+        # the audit store's Engine: titles, ages, errors and costs (None: folders only)
+        self.store = store
         self.layout = layout
         self.ledger = ledger
         self.bus = bus
@@ -201,6 +199,10 @@ class DashboardService(Service):
     def _facts(self, short_ids: list[str]) -> dict[str, dict[str, Any]]:
         if self.store is None:
             return {}
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from ai_employee.store.queries import titles_by_short_id
+
         try:
             found = titles_by_short_id(self.store, [short for short in short_ids if short])
         except SQLAlchemyError:
@@ -212,6 +214,10 @@ class DashboardService(Service):
     def _failure(self, action_id: str | None) -> str:
         if self.store is None or not action_id:
             return ""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from ai_employee.store.queries import last_failure
+
         try:
             return _cell(last_failure(self.store, [action_id]).get(action_id, ""))
         except SQLAlchemyError:
@@ -220,6 +226,10 @@ class DashboardService(Service):
     def _costs(self, now: datetime) -> tuple[dict[str, float], dict[str, float]]:
         day = now.strftime("%Y-%m-%d")
         if self.store is not None:
+            from sqlalchemy.exc import SQLAlchemyError
+
+            from ai_employee.store.queries import cost_between
+
             try:
                 return cost_between(self.store, day, day), cost_between(self.store, day[:8] + "01", day)
             except SQLAlchemyError:

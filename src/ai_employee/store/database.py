@@ -21,14 +21,14 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from ai_employee.store.errors import StoreUnavailable
+
+__all__ = ["StoreUnavailable", "database_url", "describe", "migrate", "open_store", "reason"]
+
 STORE_DB = "store.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: how long a PostgreSQL connect may take before the store calls the server unreachable
 CONNECT_TIMEOUT_SECONDS = 5
-
-
-class StoreUnavailable(Exception):
-    """The store's database cannot be reached or used; the message says so in one line."""
 
 
 def database_url(url: str | None, state_dir: Path) -> URL:

@@ -39,6 +39,7 @@ class StoreService(Service):
         metrics: Metrics,
         *,
         catch_up: CatchUp | None = None,
+        recovered: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__()
         self.writer = writer
@@ -46,6 +47,7 @@ class StoreService(Service):
         self.bus = bus
         self.metrics = metrics
         self._catch_up = catch_up
+        self._pipeline_recovered = recovered  # the pipeline recovered before the store listened
         self._stop = asyncio.Event()
         self._since = datetime.now(UTC)
         self._recovered = asyncio.Event()
@@ -68,6 +70,8 @@ class StoreService(Service):
         self._recovered.clear()
         self.writer.start()
         self._listen()
+        if self._pipeline_recovered is not None and self._pipeline_recovered():
+            self._recovered.set()
         try:
             self.ready.set()
             if self._catch_up is not None:
@@ -146,6 +150,7 @@ def build_store_service(
     ledger: Ledger,
     bus: EventBus,
     metrics: Metrics,
+    recovered: Callable[[], bool] | None = None,
 ) -> StoreService:
     """The store's service for one vault: its writer (spool in the vault's state folder) and its
     catch-up from the ledger."""
@@ -154,4 +159,6 @@ def build_store_service(
         layout.state_dir / SPOOL_FILE,
         target="database " + describe(database_url(url, layout.state_dir)),
     )
-    return StoreService(writer, bus, metrics, catch_up=lambda: catch_up(engine, ledger, layout))
+    return StoreService(
+        writer, bus, metrics, catch_up=lambda: catch_up(engine, ledger, layout), recovered=recovered
+    )
