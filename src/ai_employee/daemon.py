@@ -373,13 +373,6 @@ class Daemon:
             # The vault path first: plug-ins import their SDKs (a second of CPU) once it runs, or
             # after VAULT_FIRST_SECONDS (a large vault's recovery holds up no integration longer).
             await orchestrator.wait_running((pipeline.name, watcher.name), VAULT_FIRST_SECONDS)
-            # The audit store opens (imports, connect, migrations) once the vault path runs, beside
-            # the plug-ins; a database that cannot be reached stops the daemon: one line, exit 1.
-            opening = (
-                asyncio.create_task(asyncio.to_thread(self._open_store))
-                if self.settings.database.store
-                else None
-            )
             context = ServiceContext(
                 settings=self.settings,
                 bus=bus,
@@ -392,6 +385,14 @@ class Daemon:
             )
             self._register_plugins(
                 orchestrator, context, *await asyncio.to_thread(load_factories, SERVICES_GROUP)
+            )
+            # The audit store opens (imports, connect, migrations) once the vault path runs and the
+            # plug-ins are registered, while they start; a database that cannot be reached stops
+            # the daemon: one line, exit 1.
+            opening = (
+                asyncio.create_task(asyncio.to_thread(self._open_store))
+                if self.settings.database.store
+                else None
             )
             await orchestrator.launch_all()
             if opening is not None:
