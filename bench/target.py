@@ -60,6 +60,7 @@ class TargetSpec:
     command: str | None = None  # None: our own daemon
     output: str = OWN_OUTPUT
     settle_seconds: float = 2.0
+    env: dict[str, str] = field(default_factory=dict)  # more environment (bench/store.py: the store)
 
     @property
     def own(self) -> bool:
@@ -284,7 +285,7 @@ def start(spec: TargetSpec, vault: Path) -> Running:
         started = time.monotonic_ns()
         process = subprocess.Popen(
             spec.argv(vault),
-            env=clean_env(spec.settle_seconds),
+            env={**clean_env(spec.settle_seconds), **spec.env},
             stdout=handle,
             stderr=subprocess.STDOUT,
             # ours away from any ./config.yaml; a peer where the bench was started (relative paths)

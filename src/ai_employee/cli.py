@@ -40,6 +40,7 @@ from ai_employee.daemon import (
     service_names,
 )
 from ai_employee.model.services import Decider
+from ai_employee.store.errors import StoreUnavailable
 from ai_employee.vault.backup import BackupError, backup_state, default_archive_name, restore_state
 from ai_employee.vault.decisions import Decisions
 from ai_employee.vault.layout import HANDBOOK, VaultLayout
@@ -185,7 +186,7 @@ def start(
         return
     try:
         code = run_daemon(settings, argv=argv)
-    except (AlreadyRunning, LedgerTooNew, ControlPortError) as error:
+    except (AlreadyRunning, LedgerTooNew, ControlPortError, StoreUnavailable) as error:
         raise click.ClickException(str(error)) from None
     sys.exit(code)
 
@@ -474,6 +475,58 @@ def _plan_id(layout: VaultLayout, ref: str) -> str:
     except PlanRefError as error:
         click.echo(str(error), err=True)
         sys.exit(EXIT_NOT_FOUND)
+
+
+@main.command()
+@click.argument("item_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--since", default=None, help="List items since: 7d, 12h, 30m, 2w or a date.")
+@click.option("--status", "status_filter", default=None, help="List items with this status (e.g. failed).")
+@click.option("--action", default=None, help="List items of this action (e.g. atlas.work_order).")
+@click.option("--limit", type=int, default=100, show_default=True, help="At most this many items.")
+@vault_option
+@config_option
+def history(
+    item_id: str | None,
+    as_json: bool,
+    since: str | None,
+    status_filter: str | None,
+    action: str | None,
+    limit: int,
+    vault: Path | None,
+    config: Path | None,
+) -> None:
+    """An item's whole story (by id, short id or file name), or a list of items; works while stopped."""
+    # here, not at the top: every other command starts without SQLAlchemy's imports
+    from ai_employee.store.database import open_store
+    from ai_employee.store.history import list_lines, story_lines
+    from ai_employee.store.queries import BadQuery, list_tasks, parse_since, resolve_item_id, story
+
+    settings = _settings(config, vault)
+    if not settings.database.store:
+        raise click.ClickException("the audit store is off (database.store: false)")
+    layout = VaultLayout(settings.vault.path.resolve())
+    try:
+        engine = open_store(settings.database.url, layout.state_dir)
+    except StoreUnavailable as error:
+        raise click.ClickException(str(error)) from error
+    try:
+        if item_id is not None:
+            action_id = resolve_item_id(engine, item_id)
+            found = story(engine, action_id) if action_id else None
+            if found is None:
+                click.echo(f"{item_id}: no item with that id in the audit store", err=True)
+                sys.exit(EXIT_NOT_FOUND)
+            click.echo(json.dumps(found, indent=2, default=str) if as_json else "\n".join(story_lines(found)))
+            return
+        try:
+            since_at = parse_since(since)
+        except BadQuery as error:
+            raise click.UsageError(str(error)) from error
+        tasks = list_tasks(engine, status=status_filter, since=since_at, action=action, limit=limit)
+        click.echo(json.dumps(tasks, indent=2, default=str) if as_json else "\n".join(list_lines(tasks)))
+    finally:
+        engine.dispose()
 
 
 def _cli_decider() -> Decider:

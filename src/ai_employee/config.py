@@ -161,6 +161,24 @@ class LoggingSettings(Section):
 
 class DatabaseSettings(Section):
     url: str | None = None  # None: SQLite in <vault>/.ai-employee/
+    #: the audit store (tasks, checkpoints, interventions, artifacts); false: off
+    store: bool = True
+
+
+class ModelPrice(Section):
+    input_per_mtok: float = Field(ge=0)  # USD per million input tokens
+    output_per_mtok: float = Field(ge=0)  # USD per million output tokens
+
+
+class CostSettings(Section):
+    """What outside services cost, for the store, the notes, Dashboard.md and /metrics."""
+
+    #: model name prefix -> price; the longest prefix wins, over the built-in table (planners/budget.py)
+    models: dict[str, ModelPrice] = Field(default_factory=dict)
+    #: model name prefix -> context window in tokens, over the built-in table (planners/context.py)
+    context_windows: dict[str, int] = Field(default_factory=dict)
+    whisper_usd_per_minute: float = Field(0.006, ge=0)
+    manus_usd_per_credit: float = Field(0.01, ge=0)
 
 
 class AtlasSettings(Section):
@@ -392,6 +410,7 @@ class Settings(BaseSettings):
     bus: BusSettings = Field(default_factory=BusSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
     documents: DocumentSettings = Field(default_factory=DocumentSettings)
+    costs: CostSettings = Field(default_factory=CostSettings)
 
     @classmethod
     def settings_customise_sources(

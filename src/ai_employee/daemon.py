@@ -40,6 +40,7 @@ from ai_employee.model.plugins import (
 )
 from ai_employee.model.registry import ExecutorRegistry
 from ai_employee.model.services import ServiceContext
+from ai_employee.observability import timing
 from ai_employee.observability.logging import configure_logging, register_settings_secrets
 from ai_employee.observability.metrics import Metrics
 from ai_employee.observability.service_manager import Notifier, ServiceManagerReporter
@@ -182,6 +183,9 @@ class Daemon:
         self.webhooks: WebhookListener | None = None
         self._integrations_registered = False  # readiness waits for them when services.required names any
         self.port: int | None = None
+        self.store_engine: Any = None  # the audit store's SQLAlchemy Engine (None: off)
+        self.store: Any = None  # its StoreService
+        self._store_error: Exception | None = None  # the store's database could not be reached
 
     # --- ControlHooks ------------------------------------------------------------------------
 
@@ -207,6 +211,7 @@ class Daemon:
             "vault": self.layout.counts(),
             "webhooks": {"host": self.webhooks.host, "port": self.webhooks.port} if self.webhooks else None,
             **({"distributed": self.work.status()} if self.work is not None else {}),
+            "store": self.store.writer.state().to_dict() if self.store else {"state": "off"},
         }
 
     def health_view(self) -> dict[str, Any]:
@@ -269,6 +274,7 @@ class Daemon:
         ledger = Ledger(self.layout.state_dir / STATE_DB)
         audit = AuditLog(ledger, self.layout.root / "Logs")
         metrics = Metrics()
+        timing.bind(metrics.operation_duration_seconds)
         bus = InProcessEventBus()
         await bus.start()
         bus.subscribe(None, lambda event: _track_services(event, metrics), name="service-metrics")
@@ -305,12 +311,18 @@ class Daemon:
             await bus.close()
             audit.flush()
             ledger.close()
+            if self.store is not None:
+                await asyncio.to_thread(self.store.close)
+            if self.store_engine is not None:
+                self.store_engine.dispose()
+            timing.bind(None)
             current = DaemonInfo.read(self.layout)
             if current is not None and current.pid == os.getpid():
                 with contextlib.suppress(FileNotFoundError):
                     (self.layout.state_dir / DAEMON_FILE).unlink()
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
+            self._release_lock()
+        if self._store_error is not None:
+            raise self._store_error
         return 0
 
     async def _start_webhooks(self, control: ControlServer) -> None:
@@ -320,6 +332,56 @@ class Daemon:
             return
         self.webhooks = WebhookListener(control.dispatch_webhook, host=self.settings.webhooks.host, port=port)
         await self.webhooks.start()
+
+    async def _start_store(
+        self,
+        opening: asyncio.Task[Any],
+        orchestrator: Orchestrator,
+        pipeline: PipelineService,
+        dashboard: DashboardService,
+        ledger: Ledger,
+        bus: InProcessEventBus,
+        metrics: Metrics,
+        control: ControlServer,
+    ) -> None:
+        """The store once its database is open: its service (which catches up from the ledger
+        once the pipeline has recovered, covering what was announced before it listened),
+        `GET /tasks`, and the dashboard's facts. A database that cannot be reached stops the
+        daemon; `run` then raises its error (one line from the CLI, exit 1)."""
+        from ai_employee.store.errors import StoreUnavailable
+
+        try:
+            self.store_engine = await opening
+        except StoreUnavailable as error:
+            self._store_error = error
+            self.request_stop()
+            return
+        from ai_employee.control.tasks import TaskRoutes
+        from ai_employee.store.service import build_store_service
+
+        self.store = build_store_service(
+            self.store_engine,
+            url=self.settings.database.url,
+            layout=self.layout,
+            ledger=ledger,
+            bus=bus,
+            metrics=metrics,
+            recovered=pipeline.ready.is_set,
+        )
+        orchestrator.register(self.store)
+        TaskRoutes(self.store_engine).register(control)
+        dashboard.store = self.store_engine
+        await orchestrator.launch_all()
+
+    def _open_store(self) -> Any:
+        from ai_employee.store.database import open_store
+
+        return open_store(self.settings.database.url, self.layout.state_dir)
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     async def _serve(
         self,
@@ -379,10 +441,11 @@ class Daemon:
         )
         self.orchestrator = orchestrator
         reporter = self._report_to_service_manager(bus)
+        dashboard = DashboardService(self.layout, ledger, bus, self.status)
         try:
             orchestrator.register(pipeline)
             orchestrator.register(watcher)
-            orchestrator.register(DashboardService(self.layout, ledger, bus, self.status))
+            orchestrator.register(dashboard)
             if self.work is not None:
                 from ai_employee.bus.worker_health import WorkersService
 
@@ -406,8 +469,20 @@ class Daemon:
             self._register_plugins(
                 orchestrator, context, *await asyncio.to_thread(load_factories, SERVICES_GROUP)
             )
+            # The audit store opens (imports, connect, migrations) once the vault path runs and the
+            # plug-ins are registered, while they start; a database that cannot be reached stops
+            # the daemon: one line, exit 1.
+            opening = (
+                asyncio.create_task(asyncio.to_thread(self._open_store))
+                if self.settings.database.store
+                else None
+            )
             await orchestrator.launch_all()
             self._integrations_registered = True
+            if opening is not None:
+                await self._start_store(
+                    opening, orchestrator, pipeline, dashboard, ledger, bus, metrics, control
+                )
             bus.publish(Event(type=EventType.SYSTEM_STARTED, payload={"pid": os.getpid(), "port": port}))
             log.info(
                 "daemon started",

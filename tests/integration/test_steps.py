@@ -497,3 +497,22 @@ def test_rejected_plan_moved_to_approved_later_is_never_run(vault: Vault) -> Non
     assert (vault.root / failed.final_rel).parent == vault.folder(Folder.FAILED)
     assert events(vault, "plan.executed") == []
     assert not list((vault.root / "Notes").glob("*.md"))  # vault.note never ran
+
+
+async def test_a_plan_looked_at_twice_before_it_ran_is_recorded_and_logged_once(vault: Vault) -> None:
+    """Two looks at one approved plan (the rescan after recovery and the watcher's first rescan, at a
+    start after the plan was moved and edited while the daemon was stopped) give two jobs; the
+    second result is not recorded again: one `plan.executed`, one announcement."""
+    steps = intake_one(vault)
+    name = approve_the_only_plan(vault)
+    [first] = steps.examine_approved([name]).jobs
+    [second] = steps.examine_approved([name]).jobs
+    assert second.resumed and second.attempt == first.attempt
+    assert steps.start_job(first) and steps.start_job(second)  # both under way before either ended
+    results = []
+    for job in (first, second):
+        result = await job.executor.execute(job.params, context_for(vault, steps, job))
+        results.append(steps.record_result(job, dry_run=False, result=result, error=None))
+    assert [finished.repeat for finished in results] == [False, True]
+    assert len([path for path in notes(vault.folder(Folder.DONE)) if path.name.endswith(" plan.md")]) == 1
+    assert [line["id"] for line in events(vault, "plan.executed")] == [first.plan_id]

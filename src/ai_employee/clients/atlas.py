@@ -43,6 +43,7 @@ from ai_employee.clients.retry import (
     parse_retry_after,
     timeouts,
 )
+from ai_employee.observability.timing import timed_operation
 
 log = structlog.get_logger(__name__)
 
@@ -377,6 +378,7 @@ class AtlasClient:
             raise ServiceAuthError(f"Atlas refused {method} {path} ({status}): {message}", status=status)
         raise ServiceRejected(f"Atlas answered {status}: {message}", status=status)
 
+    @timed_operation("atlas.request")
     async def request(
         self,
         method: str,

@@ -33,6 +33,7 @@ from ai_employee.clients.retry import (
     parse_retry_after,
     timeouts,
 )
+from ai_employee.observability.timing import timed_operation
 
 log = structlog.get_logger(__name__)
 
@@ -194,6 +195,7 @@ class ManusClient:
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
+    @timed_operation("manus.request")
     async def _once(
         self,
         method: str,
@@ -365,6 +367,7 @@ class ManusClient:
             await asyncio.sleep(min(interval, remaining))
             interval = min(max_seconds, max(interval * 2, 0.001))
 
+    @timed_operation("manus.download")
     async def download(self, url: str, *, max_bytes: int) -> bytes:
         """Fetch a result file. Without the API key: these URLs are not the API's."""
         if not url.startswith(("https://", "http://")):

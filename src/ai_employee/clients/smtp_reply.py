@@ -24,6 +24,8 @@ import aiosmtplib
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from ai_employee.observability.timing import timed_operation
+
 log = structlog.get_logger(__name__)
 
 # What may be retried: the message certainly was not accepted yet.
@@ -87,6 +89,7 @@ class ReplySender:
         message.set_content(reply.body)
         return message
 
+    @timed_operation("smtp.send")
     async def send(self, reply: Reply) -> Literal["sent", "dry_run"]:
         message = self.compose(reply)
         if self.dry_run:

@@ -33,6 +33,7 @@ from ai_employee.clients.retry import (
 )
 from ai_employee.config import Settings
 from ai_employee.model.services import LinkStatus
+from ai_employee.observability.timing import timed_operation
 
 log = structlog.get_logger(__name__)
 
@@ -130,6 +131,7 @@ class OpenAITranscriber:
     def engine(self) -> str:
         return f"openai:{self._model}"
 
+    @timed_operation("whisper.transcribe")
     async def transcribe(self, audio: AudioFile) -> Transcript:
         if not audio.data:
             raise TranscriptionError("the audio file is empty")
@@ -220,6 +222,7 @@ class LocalWhisperTranscriber:
     def engine(self) -> str:
         return f"local:{self._model_name}"
 
+    @timed_operation("whisper.local")
     async def transcribe(self, audio: AudioFile) -> Transcript:
         if not audio.data:
             raise TranscriptionError("the audio file is empty")
@@ -274,6 +277,7 @@ def build_transcriber(settings: Settings, *, retry: RetryPolicy | None = None) -
         timeout_seconds=max(TRANSCRIPTION_READ_SECONDS, settings.services.read_timeout),
         connect_timeout=settings.services.connect_timeout,
         retry=retry,
+        price_per_minute=settings.costs.whisper_usd_per_minute,
     )
 
 

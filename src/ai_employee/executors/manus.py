@@ -150,8 +150,10 @@ class ManusResearchExecutor(Executor):
         http: httpx.AsyncClient | None = None,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        usd_per_credit: float = 0.01,
     ) -> None:
         self._api_key = api_key
+        self.usd_per_credit = usd_per_credit  # config `costs.manus_usd_per_credit`
         self.base_url = base_url.rstrip("/")
         self.default_profile = default_profile
         self.poll_initial_seconds = poll_initial_seconds
@@ -471,6 +473,8 @@ class ManusResearchExecutor(Executor):
             "credit_usage": credits,
             "note": wikilink(note_path),
         }
+        if credits is not None:
+            result["cost_usd"] = round(credits * self.usd_per_credit, 6)
         if links:
             result["files"] = links
         if not_downloaded:
@@ -540,4 +544,5 @@ def create(settings: Any) -> ManusResearchExecutor:
         timeout_seconds=settings.services.read_timeout,
         connect_timeout=settings.services.connect_timeout,
         retry=RetryPolicy.for_services(settings.services),
+        usd_per_credit=settings.costs.manus_usd_per_credit,
     )

@@ -68,6 +68,10 @@ class EventType(StrEnum):
     SYSTEM_STOPPED = "system.stopped"
     WATCHER_OVERFLOW = "watcher.overflow"
     RECONCILE_COMPLETED = "reconcile.completed"
+    # the audit store (#13)
+    PLAN_CONTEXT_WARNING = "plan.context_warning"  # a planner prompt used over 70% / 85% of the window
+    TASK_LINKED = "task.linked"  # where an item lives elsewhere: {"action_id", "slack_thread": "C1:1712.5"}
+    COST_INCURRED = "cost.incurred"  # money spent for an item: {"action_id", "service", "usd", "key"}
 
 
 def new_event_id() -> str:

@@ -48,3 +48,6 @@ class Finished:
     result: dict[str, Any] | None
     error: str | None
     final_rel: str
+    attempt: int = 0  # which execution of the plan this was (1 the first; more after a retry)
+    duration_ms: float | None = None  # how long the run took, when it ran
+    repeat: bool = False  # this execution's result was recorded before: nothing new to announce

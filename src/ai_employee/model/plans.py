@@ -50,3 +50,4 @@ class PlanProposal:
     usage: dict[str, int] | None = None  # input_tokens, output_tokens
     cost_usd: float | None = None
     fallback_reason: str | None = None
+    context_used: float | None = None  # share of the model's context window the prompt filled (0..1)

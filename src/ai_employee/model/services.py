@@ -137,6 +137,16 @@ class Decider:
     def vault(cls) -> Decider:
         return cls("vault", "vault")
 
+    @classmethod
+    def of(cls, properties: Mapping[str, Any]) -> Decider:
+        """Who decided a plan, from the stamp the CLI and the buttons write (`decided_by`,
+        `decided_via`); a bare move is the vault's."""
+        door = properties.get("decided_via")
+        who = properties.get("decided_by")
+        if door in DOORS and isinstance(who, str) and who:
+            return cls(who, door)
+        return cls.vault()
+
 
 @dataclass(frozen=True)
 class DecisionResult:

@@ -31,6 +31,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from ai_employee import __version__
+from ai_employee.observability import timing
 
 __all__ = ["BATCH_SIZE_BUCKETS", "STEP_DURATION_BUCKETS", "Metrics"]
 
@@ -157,6 +158,14 @@ class Metrics:
             ["planner", "kind"],
             registry=r,
         )
+
+        # what outside services cost (the audit store counts them: llm, whisper, manus)
+        self.cost_usd = Counter(
+            PREFIX + "cost_usd", "Money spent on outside services, in US dollars.", ["service"], registry=r
+        )
+        # every timed step and outside call (observability.timing)
+        self.operation_duration_seconds = timing.OperationDurations(STEP_DURATION_BUCKETS)
+        r.register(self.operation_duration_seconds)
 
         self.build_info = Gauge(
             PREFIX + "build_info", "Always 1; the labels say which build runs.", ["version"], registry=r

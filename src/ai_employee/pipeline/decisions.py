@@ -19,7 +19,6 @@ import structlog
 from pydantic import ValidationError
 
 from ai_employee.model.jobs import ExecutionJob, Finished
-from ai_employee.model.services import Decider
 from ai_employee.pipeline.context import StepContext, utcnow
 from ai_employee.pipeline.finishing import FinishingSteps, with_decision
 from ai_employee.pipeline.plan_refresh import PlanRefresh
@@ -57,7 +56,8 @@ class DecisionOutcome:
     duplicates: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     deferred: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds until settled)
-    deciders: dict[str, Decider] = field(default_factory=dict)  # plan id -> who decided, which door
+    #: plan id -> what the announcement says of a decision: by, door, attempt, action, reason
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     reread: list[str] = field(default_factory=list)  # action ids whose files changed: read and plan again
 
 
@@ -147,6 +147,7 @@ class DecisionSteps:
             and previous.content_hash != digest
         ):
             outcome.revoked.append(self.revoke(name, plan, properties, body, previous))
+            outcome.facts[plan.id] = {"action_id": plan.action_id, "attempt": previous.attempts}
             return
         resumed = previous is not None and previous.state in ("approved", "running")
         executor = self.ctx.registry.get(plan.action)
@@ -196,7 +197,13 @@ class DecisionSteps:
                 durable=False,  # nothing leaves the machine before `running`, which is durable
             )
             outcome.granted.append((plan.id, plan.action_id))
-            outcome.deciders[plan.id] = decider_of(properties)
+            outcome.facts[plan.id] = {
+                "action_id": plan.action_id,
+                "action": plan.action,
+                "attempt": attempt,
+                "note": f"{Folder.APPROVED.value}/{name}",
+                **decider_fields(properties),
+            }
         outcome.jobs.append(
             ExecutionJob(
                 plan_id=plan.id,
@@ -361,7 +368,13 @@ class DecisionSteps:
                 )
             self.finishing.update_action_note(plan.action_id, "rejected")
             outcome.rejected.append(plan.id)
-            outcome.deciders[plan.id] = decider_of(properties)
+            outcome.facts[plan.id] = {
+                "action_id": plan.action_id,
+                "action": plan.action,
+                "reason": str(reason) if reason else None,
+                "note": f"{Folder.REJECTED.value}/{name}",
+                **decider_fields(properties),
+            }
         self.ctx.commit_audit()
         return outcome
 

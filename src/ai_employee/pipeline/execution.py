@@ -105,6 +105,13 @@ class ExecutionSteps:
         return self.record(job, ExecutionResult(dry_run=dry_run, result=result, error=error))
 
     def record(self, job: ExecutionJob, outcome: ExecutionResult) -> Finished:
+        previous = self.ctx.ledger.execution(job.plan_id)
+        if (
+            previous is not None
+            and previous.attempts == job.attempt
+            and previous.state in ("executed", "failing", "done", "failed")
+        ):
+            return self._recorded_before(job, previous)
         row = ExecutionRow(
             plan_id=job.plan_id,
             action_id=job.action_id,
@@ -130,6 +137,27 @@ class ExecutionSteps:
         self.ctx.ledger.upsert_execution(row, [line])
         finished = self.finishing.finalize(job.name, job.plan_id, job.properties, job.body, row)
         self.ctx.commit_audit()
+        return finished
+
+    def _recorded_before(self, job: ExecutionJob, previous: ExecutionRow) -> Finished:
+        """A second result for one execution (two looks at one plan, or a run resumed after its
+        result was committed): the first one stands; no second audit line, no second announcement."""
+        log.warning("this execution's result is recorded already; keeping the first", plan_id=job.plan_id)
+        if previous.state in ("executed", "failing"):  # recorded, not yet moved: finish the move
+            finished = self.finishing.finalize(job.name, job.plan_id, job.properties, job.body, previous)
+        else:
+            finished = Finished(
+                plan_id=job.plan_id,
+                action_id=job.action_id,
+                action=job.executor.name,
+                status=previous.state,
+                dry_run=previous.dry_run,
+                result=previous.result,
+                error=previous.error,
+                final_rel=previous.final_rel or "",
+                attempt=previous.attempts,
+            )
+        finished.repeat = True
         return finished
 
 

@@ -95,6 +95,7 @@ class FinishingSteps:
             result=row.result,
             error=row.error,
             final_rel=final_rel,
+            attempt=row.attempts,
         )
 
     def leave_approved(self, name: str, folder: Folder, plan_id: str, text: str) -> Path:

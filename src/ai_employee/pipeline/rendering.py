@@ -97,6 +97,8 @@ def plan_properties(
         properties[f"planner_{name}"] = count  # planner_input_tokens, planner_output_tokens
     if proposal.cost_usd is not None:
         properties["planner_cost_usd"] = round(proposal.cost_usd, 6)
+    if proposal.context_used is not None:
+        properties["planner_context_used"] = proposal.context_used  # share of the model's window
     return properties
 
 

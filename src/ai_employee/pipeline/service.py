@@ -31,6 +31,7 @@ from ai_employee.model.plans import PlanProposal, PlanRequest
 from ai_employee.model.services import HealthReport, Service
 from ai_employee.model.work import WorkRunner
 from ai_employee.observability.metrics import Metrics
+from ai_employee.observability.timing import timer
 from ai_employee.pipeline.announcer import Announcer
 from ai_employee.pipeline.decisions import DecisionOutcome
 from ai_employee.pipeline.execution import runs_live
@@ -104,6 +105,7 @@ class PipelineService(Service):
         self._incoming_lock = threading.Lock()
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._running_plans: set[str] = set()  # plan ids with a job in flight in this process
         self._executions = asyncio.Semaphore(self.work.concurrency("execute", settings.execution.concurrency))
         self._planning = asyncio.Semaphore(self.work.concurrency("plan", settings.planner.concurrency))
         self._reconcile_handle: asyncio.TimerHandle | None = None
@@ -169,11 +171,13 @@ class PipelineService(Service):
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(lambda: self._spawn(self.reconcile()))
 
-    async def reconcile(self, plans: bool = True) -> int:
+    async def reconcile(self, plans: bool = True, *, after_recovery: bool = False) -> int:
         """List the watched folders and hint every entry; O(entries in those folders), not O(vault).
 
         `plans`: Plans/ too (at start and when the watcher (re)starts: edits nobody saw); its notes
-        are read again only if they changed since they were last looked at."""
+        are read again only if they changed since they were last looked at. `after_recovery`: the
+        first rescan, once recovery finished what a crash interrupted (its event says so: observers
+        that catch up from the ledger wait for it)."""
         found = await self._in_thread(self._list_watched, plans)
         total = 0
         for folder, names in found.items():
@@ -186,7 +190,9 @@ class PipelineService(Service):
             if names:
                 self.metrics.reconcile_found.labels(folder=folder.value).inc(len(names))
         self.metrics.reconcile_runs.inc()
-        self.announce.publish(EventType.RECONCILE_COMPLETED, {"found": total})
+        self.announce.publish(
+            EventType.RECONCILE_COMPLETED, {"found": total, "after_recovery": after_recovery}
+        )
         return total
 
     def _list_watched(self, plans: bool = False) -> dict[Folder, list[str]]:
@@ -236,7 +242,7 @@ class PipelineService(Service):
             self._spawn(self._plan(item))
         for name in approved:
             self.hint(Folder.APPROVED, name)
-        await self.reconcile()
+        await self.reconcile(after_recovery=True)
         self._schedule_reconcile()
         self.ready.set()
         log.info("pipeline ready", planner=self.planner.name, dry_run=self.settings.execution.dry_run)
@@ -254,8 +260,8 @@ class PipelineService(Service):
         self._stopping = True
         if self._reconcile_handle is not None:
             self._reconcile_handle.cancel()
-        for timer in [*self._timers.values(), *self._plan_timers.values()]:
-            timer.cancel()
+        for handle in [*self._timers.values(), *self._plan_timers.values()]:
+            handle.cancel()
         self._timers.clear()
         self._plan_timers.clear()
         self._wake.set()
@@ -341,11 +347,12 @@ class PipelineService(Service):
         return self.intake_flow.next_batch(_take(self._inbox, self.settings.vault.batch_size))
 
     async def _timed(self, step: str, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        started = time.perf_counter()
+        timing = timer(step)
         try:
-            return await self._in_thread(function, *args, **kwargs)
+            with timing:
+                return await self._in_thread(function, *args, **kwargs)
         finally:
-            self.metrics.step_duration_seconds.labels(step=step).observe(time.perf_counter() - started)
+            self.metrics.step_duration_seconds.labels(step=step).observe(timing.seconds)
 
     async def _in_thread(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -379,8 +386,14 @@ class PipelineService(Service):
         elif item.row.extra.get("empty") is not True:  # an empty file or folder: nothing to plan
             self._spawn(self._plan(item))
 
-    def _plan_created(self, item: NewAction, proposal: PlanProposal, request: PlanRequest | None) -> None:
-        self.announce.plan_created(item, proposal)
+    def _plan_created(
+        self,
+        item: NewAction,
+        proposal: PlanProposal,
+        request: PlanRequest | None,
+        duration_ms: float | None = None,
+    ) -> None:
+        self.announce.plan_created(item, proposal, duration_ms)
         if self._approve is not None and self._auto_approve(proposal, request, self.settings):
             log.info("plan auto-approved by config", plan_id=item.row.plan_id, action=proposal.action)
             self._approve(item.row.plan_id)
@@ -388,9 +401,10 @@ class PipelineService(Service):
     async def _plan(self, item: NewAction) -> None:
         async with self._planning:
             request = await self._in_thread(self.steps.plan_request, item)
-            proposal = await self.work.plan(request)
+            with timer("plan") as timing:
+                proposal = await self.work.plan(request)
             await self._in_thread(self.steps.write_plans, [(item, proposal)])
-        self._plan_created(item, proposal, request)
+        self._plan_created(item, proposal, request, timing.ms)
         self._wake.set()  # the loop appends the audit lines
 
     def _defer(self, name: str, delay: float) -> None:
@@ -434,6 +448,12 @@ class PipelineService(Service):
             asyncio.get_running_loop().call_later(max(delay, 0.01) + 0.01, self.hint, Folder.APPROVED, name)
         self.announce.decisions(outcome)
         for job in outcome.jobs:
+            if job.plan_id in self._running_plans:
+                # a second look at a plan whose job is under way (the watcher's event and a rescan
+                # both saw it): the running job is the one execution
+                log.debug("plan already running; not starting it twice", plan_id=job.plan_id)
+                continue
+            self._running_plans.add(job.plan_id)
             self._spawn(self._execute(job))
         for action_id in outcome.reread:
             self._spawn(self._reread(action_id))
@@ -453,20 +473,39 @@ class PipelineService(Service):
         self._wake.set()  # the loop appends the audit lines
 
     async def _execute(self, job: ExecutionJob) -> None:
+        try:
+            await self._execute_once(job)
+        finally:
+            self._running_plans.discard(job.plan_id)
+
+    def _returned_for_approval(self, plan_id: str) -> bool:
+        row = self.steps.ledger.execution(plan_id)
+        return row is not None and row.state == "returned"
+
+    async def _execute_once(self, job: ExecutionJob) -> None:
         execution = self.steps.execution
         async with self._executions:
             executor = job.executor
             live = runs_live(self.settings, executor)
             dry_run = executor.external and not live
             if not await self._in_thread(execution.start_job, job, leaves_machine=executor.external and live):
+                returned = await self._in_thread(self._returned_for_approval, job.plan_id)
                 self.announce.publish(
-                    EventType.APPROVAL_REVOKED, {"plan_id": job.plan_id}, correlation_id=job.action_id
+                    EventType.APPROVAL_REVOKED,
+                    {
+                        "plan_id": job.plan_id,
+                        "action_id": job.action_id,
+                        "attempt": job.attempt,
+                        # edited after approval (back in Plans/), or taken out of Approved/ before it ran
+                        "reason": "edited" if returned else "vanished",
+                    },
+                    correlation_id=job.action_id,
                 )
                 self._wake.set()  # the loop appends the audit line
                 return
             self.announce.publish(
                 EventType.PLAN_EXECUTING,
-                {"plan_id": job.plan_id, "action": executor.name, "live": live},
+                {"plan_id": job.plan_id, "action": executor.name, "live": live, "attempt": job.attempt},
                 correlation_id=job.action_id,
             )
             ctx = execution.context_for(
@@ -478,10 +517,11 @@ class PipelineService(Service):
                     correlation_id=job.action_id,
                 ),
             )
-            started = time.perf_counter()
-            result = await self.work.execute(job, ctx, dry_run=dry_run)
-            self.metrics.step_duration_seconds.labels(step="execute").observe(time.perf_counter() - started)
+            with timer("execute") as timing:
+                result = await self.work.execute(job, ctx, dry_run=dry_run)
+            self.metrics.step_duration_seconds.labels(step="execute").observe(timing.seconds)
             finished = await self._in_thread(execution.record, job, result)
+            finished.duration_ms = timing.ms
         self.announce.finished(finished)
         self._wake.set()  # the loop appends the audit line
 

@@ -13,7 +13,7 @@ daemon backs with its ledger; `InMemoryBudgetStore` is for tests and one-off com
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -81,7 +81,13 @@ _BY_LENGTH = sorted(PRICES, key=len, reverse=True)
 _warned: set[str] = set()
 
 
-def price_of(model: str) -> Price:
+def price_of(model: str, overrides: Mapping[str, Price] | None = None) -> Price:
+    """The price of `model`: the config's table (`costs.models`) first, then the built-in one;
+    the longest matching prefix wins in each."""
+    if overrides:
+        for prefix in sorted(overrides, key=len, reverse=True):
+            if model.startswith(prefix):
+                return overrides[prefix]
     for prefix in _BY_LENGTH:
         if model.startswith(prefix):
             return PRICES[prefix]
@@ -91,9 +97,9 @@ def price_of(model: str) -> Price:
     return UNKNOWN_MODEL_PRICE
 
 
-def cost_usd(model: str, usage: dict[str, int]) -> float:
+def cost_usd(model: str, usage: dict[str, int], prices: Mapping[str, Price] | None = None) -> float:
     """The price of one call from its usage: input, output and (Anthropic) prompt-cache tokens."""
-    price = price_of(model)
+    price = price_of(model, prices)
     per_token_in = price.input_per_mtok / 1_000_000
     per_token_out = price.output_per_mtok / 1_000_000
     return (

@@ -16,9 +16,9 @@ import asyncio
 import json
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
 import structlog
@@ -29,7 +29,8 @@ from ai_employee.model.plans import PlanProposal, PlanRequest
 from ai_employee.model.services import LinkStatus
 from ai_employee.planners import prompt
 from ai_employee.planners.base import Planner
-from ai_employee.planners.budget import BudgetStore, DailyBudget, InMemoryBudgetStore, cost_usd
+from ai_employee.planners.budget import BudgetStore, DailyBudget, InMemoryBudgetStore, Price, cost_usd
+from ai_employee.planners.context import context_window, estimate_tokens, input_chars_that_fit
 from ai_employee.planners.errors import InvalidAnswer, PlannerError, PlannerUnavailable
 from ai_employee.planners.guard import collect_secrets
 
@@ -78,8 +79,12 @@ class LLMPlanner(Planner):
         base_url: str = "",
         deadlines: float | Deadlines | None = None,
         connect_timeout: float = 10.0,
+        prices: Mapping[str, Price] | None = None,
+        context_windows: Mapping[str, int] | None = None,
     ) -> None:
         self.model = model
+        self.prices = dict(prices or {})  # config `costs.models`, over the built-in table
+        self.window = context_window(model, context_windows)
         self.settings = settings
         self.budget = budget
         self.secrets = secrets or []
@@ -103,8 +108,8 @@ class LLMPlanner(Planner):
     async def plan(self, request: PlanRequest) -> PlanProposal:
         self.budget.check()
         system = prompt.system_prompt(request)
-        user = prompt.user_message(request, self.settings.max_input_chars)
         tool_schema = prompt.tool_input_schema(request.actions)
+        user, used = self._fit(request, system, tool_schema)
         deadline = self.outer_deadline()
         started = time.monotonic()
         async with self._calls:
@@ -120,7 +125,7 @@ class LLMPlanner(Planner):
                 self._learn_from(error)
                 raise
             self._link.connected()
-        cost = cost_usd(self.model, answer.usage)
+        cost = cost_usd(self.model, answer.usage, self.prices)
         spent = self.budget.record(cost)
         log.info(
             "planner call",
@@ -146,7 +151,26 @@ class LLMPlanner(Planner):
             raise
         proposal.usage = answer.usage
         proposal.cost_usd = cost
+        proposal.context_used = used
         return proposal
+
+    def _fit(self, request: PlanRequest, system: str, tool_schema: dict[str, Any]) -> tuple[str, float]:
+        """The user message, its input cut (with a marker) when the prompt would not fit the
+        model's window; and the share of the window the prompt fills."""
+        fixed = estimate_tokens(system, json.dumps(tool_schema)) + estimate_tokens(
+            prompt.user_message(replace(request, text=""), self.settings.max_input_chars)
+        )
+        limit = input_chars_that_fit(fixed, self.window, self.settings.max_input_chars)
+        if limit < min(len(request.text), self.settings.max_input_chars):
+            log.warning(
+                "planner input cut to fit the model's context window",
+                planner=self.label,
+                action_id=request.action_id,
+                chars=len(request.text),
+                kept=limit,
+            )
+        user = prompt.user_message(request, limit)
+        return user, round(estimate_tokens(system, json.dumps(tool_schema), user) / self.window, 4)
 
     def _learn_from(self, error: PlannerError) -> None:
         """What a failed call says about the link: the API was not reached (a refused or timed
@@ -179,6 +203,11 @@ def planner_options(settings: Settings, model: str, budget_store: BudgetStore | 
         "budget": DailyBudget(budget_store or InMemoryBudgetStore(), settings.planner.daily_budget_usd),
         "secrets": collect_secrets(settings),
         "connect_timeout": settings.services.connect_timeout,
+        "prices": {
+            prefix: Price(price.input_per_mtok, price.output_per_mtok)
+            for prefix, price in settings.costs.models.items()
+        },
+        "context_windows": settings.costs.context_windows,
     }
 
 

@@ -465,6 +465,26 @@ class Ledger:
         with self.transaction() as db:
             db.execute("DELETE FROM outbox WHERE seq <= ?", (up_to_seq,))
 
+    # --- what changed since (the audit store's catch-up at start) --------------------------
+
+    def actions_since(self, stamp: str) -> list[ActionRow]:
+        """Actions written or changed at or after `stamp` (ISO, UTC); "" for all, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM actions WHERE updated_at >= ? AND state NOT IN ('claimed', 'abandoned')"
+                " ORDER BY created_at",
+                (stamp,),
+            ).fetchall()
+        return [_action_row(row) for row in rows]
+
+    def executions_since(self, stamp: str) -> list[ExecutionRow]:
+        """Executions changed at or after `stamp` (ISO, UTC); "" for all."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM executions WHERE updated_at >= ? ORDER BY updated_at", (stamp,)
+            ).fetchall()
+        return [_execution_row(row) for row in rows]
+
 
 @dataclass(frozen=True)
 class AuditRecord:

@@ -1,0 +1,1 @@
+"""Alembic's migration environment and the store's versioned migrations (run at start)."""
