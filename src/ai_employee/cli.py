@@ -39,6 +39,7 @@ from ai_employee.daemon import (
     run_daemon,
     service_names,
 )
+from ai_employee.model.ids import action_id_for
 from ai_employee.model.services import Decider
 from ai_employee.store.errors import StoreUnavailable
 from ai_employee.vault.backup import BackupError, backup_state, default_archive_name, restore_state
@@ -512,7 +513,7 @@ def history(
         raise click.ClickException(str(error)) from error
     try:
         if item_id is not None:
-            action_id = resolve_item_id(engine, item_id)
+            action_id = _item_in_vault(layout, item_id) or resolve_item_id(engine, item_id)
             found = story(engine, action_id) if action_id else None
             if found is None:
                 click.echo(f"{item_id}: no item with that id in the audit store", err=True)
@@ -527,6 +528,18 @@ def history(
         click.echo(json.dumps(tasks, indent=2, default=str) if as_json else "\n".join(list_lines(tasks)))
     finally:
         engine.dispose()
+
+
+def _item_in_vault(layout: VaultLayout, ref: str) -> str | None:
+    """The action id of the plan `ref` names in the vault (the resolver approve/reject use); None
+    when the vault has no such plan (the store may still know the item: a note moved away)."""
+    try:
+        return action_id_for(resolve_plan(layout, ref).plan_id)
+    except PlanRefError as error:
+        if len(error.candidates) > 1:  # an ambiguous short id: say which plans it names
+            click.echo(str(error), err=True)
+            sys.exit(EXIT_NOT_FOUND)
+        return None
 
 
 def _cli_decider() -> Decider:
