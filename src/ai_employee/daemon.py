@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import fcntl
 import json
 import os
-import secrets
 import signal
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
@@ -29,27 +26,30 @@ from ai_employee.control.dashboard import DashboardService
 from ai_employee.control.port import LOCK_NAME, open_port
 from ai_employee.control.server import ControlServer, new_token
 from ai_employee.control.webhooks import WebhookListener
+from ai_employee.daemon_parts import (
+    distributed_work,
+    load_supervision,
+    open_store,
+    register_plugins,
+    register_supervision,
+    report_to_service_manager,
+    start_webhooks,
+)
 from ai_employee.model.events import Event, EventType
-from ai_employee.model.plans import PlanProposal, PlanRequest
 from ai_employee.model.plugins import (
-    PLANNERS_GROUP,
     SERVICES_GROUP,
-    PluginDisabled,
     load_factories,
-    load_factory,
 )
 from ai_employee.model.registry import ExecutorRegistry
 from ai_employee.model.services import ServiceContext
 from ai_employee.observability import timing
 from ai_employee.observability.logging import configure_logging, register_settings_secrets
 from ai_employee.observability.metrics import Metrics
-from ai_employee.observability.service_manager import Notifier, ServiceManagerReporter
 from ai_employee.orchestrator import Orchestrator
 from ai_employee.pipeline.execution import runs_live
 from ai_employee.pipeline.renderer import start_intake_renderer
 from ai_employee.pipeline.service import PipelineService
 from ai_employee.pipeline.steps import VaultSteps
-from ai_employee.pipeline.work import InProcessWork
 from ai_employee.pipeline.work_log import WorkLog
 from ai_employee.planners.approval import may_auto_approve
 from ai_employee.planners.base import Planner
@@ -70,18 +70,6 @@ log = structlog.get_logger(__name__)
 DAEMON_FILE = "daemon.json"
 LOCK_FILE = LOCK_NAME
 STATE_DB = "state.db"
-#: the events after which readiness may have changed: the service manager hears of it at once
-_READINESS_EVENTS = (
-    EventType.SERVICE_STARTED,
-    EventType.SERVICE_STOPPED,
-    EventType.SERVICE_FAILED,
-    EventType.SERVICE_RESTARTED,
-    EventType.SERVICE_CONNECTING,
-    EventType.SERVICE_CONNECTED,
-    EventType.SERVICE_RETRYING,
-    EventType.HEALTH_CHANGED,
-    EventType.SYSTEM_STARTED,
-)
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 VAULT_FIRST_SECONDS = 3.0
 
@@ -288,7 +276,7 @@ class Daemon:
             # daemon before anything slow (SDK imports, plug-ins, recovery) has happened.
             port = await open_port(host, self.settings.health.port, control.start)
             self.port = port
-            await self._start_webhooks(control)
+            self.webhooks = await start_webhooks(self.settings, control)
             DaemonInfo(
                 pid=os.getpid(),
                 port=port,
@@ -324,14 +312,6 @@ class Daemon:
         if self._store_error is not None:
             raise self._store_error
         return 0
-
-    async def _start_webhooks(self, control: ControlServer) -> None:
-        """The public listener for the webhook routes only (`webhooks.port`; off when unset)."""
-        port = self.settings.webhooks.port
-        if port is None:
-            return
-        self.webhooks = WebhookListener(control.dispatch_webhook, host=self.settings.webhooks.host, port=port)
-        await self.webhooks.start()
 
     async def _start_store(
         self,
@@ -373,11 +353,6 @@ class Daemon:
         dashboard.store = self.store_engine
         await orchestrator.launch_all()
 
-    def _open_store(self) -> Any:
-        from ai_employee.store.database import open_store
-
-        return open_store(self.settings.database.url, self.layout.state_dir)
-
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -414,7 +389,7 @@ class Daemon:
             intake_renderer=start_intake_renderer(self.layout.root, planner),
         )
         decisions = Decisions(self.layout)
-        self.work = await self._distributed_work(ledger, planner, metrics)
+        self.work = await distributed_work(self.settings, ledger, planner, metrics)
         pipeline = PipelineService(
             steps,
             bus=bus,
@@ -440,7 +415,7 @@ class Daemon:
             required=self.settings.services.required,
         )
         self.orchestrator = orchestrator
-        reporter = self._report_to_service_manager(bus)
+        reporter = report_to_service_manager(bus, self.readiness)
         dashboard = DashboardService(self.layout, ledger, bus, self.status)
         try:
             orchestrator.register(pipeline)
@@ -465,15 +440,14 @@ class Daemon:
                 routes=_RouteProxy(control),
                 actions=_ActionLookup(ledger),
             )
-            self._register_supervision(orchestrator, context, await asyncio.to_thread(_load_supervision))
-            self._register_plugins(
-                orchestrator, context, *await asyncio.to_thread(load_factories, SERVICES_GROUP)
-            )
+            supervision = await asyncio.to_thread(load_supervision)
+            register_supervision(orchestrator, context, supervision, self.health_view)
+            register_plugins(orchestrator, context, *await asyncio.to_thread(load_factories, SERVICES_GROUP))
             # The audit store opens (imports, connect, migrations) once the vault path runs and the
             # plug-ins are registered, while they start; a database that cannot be reached stops
             # the daemon: one line, exit 1.
             opening = (
-                asyncio.create_task(asyncio.to_thread(self._open_store))
+                asyncio.create_task(asyncio.to_thread(open_store, self.settings, self.layout))
                 if self.settings.database.store
                 else None
             )
@@ -508,96 +482,6 @@ class Daemon:
             pipeline.close()
             if self.work is not None:
                 await self.work.close()
-
-    async def _distributed_work(self, ledger: Ledger, planner: Planner, metrics: Metrics) -> RedisWork | None:
-        """With REDIS_URL (or `bus.backend: redis`): the slow steps go to workers (docs/distributed.md).
-        The daemon's id names its result stream; it is kept in the ledger, so that a restarted daemon
-        reads the results it had not taken yet."""
-        url = self.settings.redis.url
-        if not self.settings.bus.enabled(url):
-            return None
-        if not url:
-            raise RuntimeError("bus.backend is redis, but no REDIS_URL (redis.url) is set")
-        from ai_employee.bus.redis_streams import RedisStreams
-        from ai_employee.bus.redis_work import RedisWork
-
-        daemon_id = ledger.kv_get("bus", "daemon_id")
-        if daemon_id is None:
-            daemon_id = secrets.token_hex(8)
-            ledger.kv_put("bus", "daemon_id", daemon_id)
-        template_factory = load_factory(PLANNERS_GROUP, "template")
-        assert template_factory is not None
-        template: Planner = template_factory(self.settings)
-
-        def template_plan(request: PlanRequest, reason: str) -> PlanProposal:
-            return dataclasses.replace(template.plan_local(request), fallback_reason=reason)
-
-        work = RedisWork(
-            RedisStreams(url, self.settings.bus.namespace),
-            self.settings.bus,
-            daemon_id=daemon_id,
-            local=InProcessWork(planner),
-            template_plan=template_plan,
-            plan_remotely=not planner.local,
-            metrics=metrics,
-        )
-        await work.start()
-        return work
-
-    def _report_to_service_manager(self, bus: InProcessEventBus) -> ServiceManagerReporter:
-        """systemd's Type=notify (deploy/systemd): READY=1 when /readyz first says ready, STATUS=,
-        WATCHDOG=1, STOPPING=1. Nothing is sent without NOTIFY_SOCKET."""
-        reporter = ServiceManagerReporter(Notifier.from_environ(os.environ), self.readiness)
-        for event_type in _READINESS_EVENTS:
-            bus.subscribe(event_type, lambda _event: reporter.poke(), name="service-manager")
-        return reporter
-
-    def _register_supervision(
-        self, orchestrator: Orchestrator, context: ServiceContext, build: Callable[..., Any]
-    ) -> None:
-        """The supervisor (checkpoints, alerts) and the Slack service: part of the daemon, since
-        they watch the orchestrator's status; Slack stays off without its token (docs/slack.md)."""
-        try:
-            services, off = build(context, self.health_view)
-        except Exception as error:
-            log.exception("supervision could not be built")
-            orchestrator.register_disabled("supervisor", f"could not be built: {error}")
-            return
-        for name, reason in off.items():
-            log.info("service off", service=name, reason=reason)
-            orchestrator.register_disabled(name, reason)
-        for service in services:
-            orchestrator.register(service)
-
-    def _register_plugins(
-        self,
-        orchestrator: Orchestrator,
-        context: ServiceContext,
-        factories: dict[str, Callable[..., Any]],
-        broken: dict[str, str],
-    ) -> None:
-        for name, reason in broken.items():
-            log.error("service failed to load", service=name, reason=reason)
-            orchestrator.register_disabled(name, reason)
-        for name, factory in factories.items():
-            try:
-                service = factory(context)
-            except PluginDisabled as reason:
-                log.info("service off", service=name, reason=str(reason))
-                orchestrator.register_disabled(name, str(reason))
-                continue
-            except Exception as error:
-                log.exception("service could not be built", service=name)
-                orchestrator.register_disabled(name, f"could not be built: {error}")
-                continue
-            orchestrator.register(service)
-
-
-def _load_supervision() -> Callable[..., Any]:
-    """Import supervision (slack-sdk, python-telegram-bot: a second of CPU) off the event loop."""
-    from ai_employee.supervision.supervisor import build_supervision
-
-    return build_supervision
 
 
 def _track_services(event: Event, metrics: Metrics) -> None:
