@@ -25,7 +25,6 @@ from ai_employee.config import Settings
 from ai_employee.documents.extraction import Extraction
 from ai_employee.model.bus import EventBus
 from ai_employee.model.events import Event, EventType
-from ai_employee.model.jobs import ExecutionJob
 from ai_employee.model.messages import IncomingMessage
 from ai_employee.model.plans import PlanProposal, PlanRequest
 from ai_employee.model.services import HealthReport, Service
@@ -34,14 +33,15 @@ from ai_employee.observability.metrics import Metrics
 from ai_employee.observability.timing import timer
 from ai_employee.pipeline.announcer import Announcer
 from ai_employee.pipeline.decisions import DecisionOutcome
-from ai_employee.pipeline.execution import runs_live
 from ai_employee.pipeline.intake import IntakeOutcome
 from ai_employee.pipeline.intake_flow import IntakeFlow
+from ai_employee.pipeline.jobs import JobRunner
 from ai_employee.pipeline.renderer import NewAction
+from ai_employee.pipeline.settle_timers import SettleTimers
 from ai_employee.pipeline.steps import VaultSteps
 from ai_employee.pipeline.work import InProcessWork
 from ai_employee.planners.base import Planner
-from ai_employee.vault.layout import WATCHED, Folder, is_ignored_name
+from ai_employee.vault.layout import WATCHED, Folder, VaultLayout, is_ignored_name
 
 log = structlog.get_logger(__name__)
 
@@ -98,19 +98,27 @@ class PipelineService(Service):
         self._approved: dict[str, None] = {}
         self._rejected: dict[str, None] = {}
         self._plans: dict[str, None] = {}  # Plans/ notes edited (settled) to refresh
-        self._plan_timers: dict[str, asyncio.TimerHandle] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._plan_timers = SettleTimers()  # Plans/ notes being edited
+        self._timers = SettleTimers()  # Inbox files not yet still
         self._wake = asyncio.Event()
         self._incoming: list[tuple[Folder, str, bool]] = []
         self._incoming_lock = threading.Lock()
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._running_plans: set[str] = set()  # plan ids with a job in flight in this process
-        self._executions = asyncio.Semaphore(self.work.concurrency("execute", settings.execution.concurrency))
         self._planning = asyncio.Semaphore(self.work.concurrency("plan", settings.planner.concurrency))
         self._reconcile_handle: asyncio.TimerHandle | None = None
         self._last_audit_flush = 0.0
         self._processed = 0
+        self.jobs = JobRunner(
+            steps,
+            settings=settings,
+            metrics=metrics,
+            work=self.work,
+            announce=self.announce,
+            worker=self._worker,
+            spawn=self._spawn,
+            wake=self._wake.set,
+        )
 
     # --- hints -------------------------------------------------------------------------------
 
@@ -119,7 +127,7 @@ class PipelineService(Service):
         if folder == Folder.INBOX:
             self._inbox[name] = self._inbox.get(name, False) or renamed
             if name not in self._timers or renamed:
-                self._cancel_timer(name)
+                self._timers.cancel(name)
         elif folder == Folder.APPROVED:
             self._approved[name] = None
         elif folder == Folder.REJECTED:
@@ -134,18 +142,12 @@ class PipelineService(Service):
     def _plan_edited(self, name: str) -> None:
         """A plan note written in Plans/: refresh it once it has been still for the settle time
         (a person typing in Obsidian saves every few seconds)."""
-        timer = self._plan_timers.pop(name, None)
-        if timer is not None:
-            timer.cancel()
 
         def settled() -> None:
-            self._plan_timers.pop(name, None)
             self._plans[name] = None
             self._wake.set()
 
-        self._plan_timers[name] = asyncio.get_running_loop().call_later(
-            self.settings.vault.settle_seconds, settled
-        )
+        self._plan_timers.start(name, self.settings.vault.settle_seconds, settled)
 
     def hint_threadsafe(self, folder: Folder, name: str, renamed: bool = False) -> None:
         """From the watcher's thread. Hints are collected and handed over in bulk: one wake-up of the
@@ -178,7 +180,7 @@ class PipelineService(Service):
         are read again only if they changed since they were last looked at. `after_recovery`: the
         first rescan, once recovery finished what a crash interrupted (its event says so: observers
         that catch up from the ledger wait for it)."""
-        found = await self._in_thread(self._list_watched, plans)
+        found = await self._in_thread(_list_watched, self.steps.layout, plans)
         total = 0
         for folder, names in found.items():
             for name in names:
@@ -194,16 +196,6 @@ class PipelineService(Service):
             EventType.RECONCILE_COMPLETED, {"found": total, "after_recovery": after_recovery}
         )
         return total
-
-    def _list_watched(self, plans: bool = False) -> dict[Folder, list[str]]:
-        found: dict[Folder, list[str]] = {}
-        for folder in (*WATCHED, Folder.PLANS) if plans else WATCHED:
-            try:
-                with os.scandir(self.steps.layout.folder(folder)) as entries:
-                    found[folder] = [entry.name for entry in entries if not is_ignored_name(entry.name)]
-            except FileNotFoundError:
-                found[folder] = []
-        return found
 
     # --- the service ---------------------------------------------------------------------------
 
@@ -260,10 +252,8 @@ class PipelineService(Service):
         self._stopping = True
         if self._reconcile_handle is not None:
             self._reconcile_handle.cancel()
-        for handle in [*self._timers.values(), *self._plan_timers.values()]:
-            handle.cancel()
-        self._timers.clear()
-        self._plan_timers.clear()
+        self._timers.cancel_all()
+        self._plan_timers.cancel_all()
         self._wake.set()
 
     async def health(self) -> HealthReport:
@@ -409,19 +399,7 @@ class PipelineService(Service):
 
     def _defer(self, name: str, delay: float) -> None:
         """Look again once the file has been still for the settle time (a timer, not a poll loop)."""
-        self._cancel_timer(name)
-        loop = asyncio.get_running_loop()
-
-        def again() -> None:
-            self._timers.pop(name, None)
-            self.hint(Folder.INBOX, name)
-
-        self._timers[name] = loop.call_later(max(delay, 0.01) + 0.01, again)
-
-    def _cancel_timer(self, name: str) -> None:
-        timer = self._timers.pop(name, None)
-        if timer is not None:
-            timer.cancel()
+        self._timers.start(name, max(delay, 0.01) + 0.01, lambda: self.hint(Folder.INBOX, name))
 
     # --- submit (IntakeSink for email, Telegram) -------------------------------------------------
 
@@ -448,13 +426,7 @@ class PipelineService(Service):
             asyncio.get_running_loop().call_later(max(delay, 0.01) + 0.01, self.hint, Folder.APPROVED, name)
         self.announce.decisions(outcome)
         for job in outcome.jobs:
-            if job.plan_id in self._running_plans:
-                # a second look at a plan whose job is under way (the watcher's event and a rescan
-                # both saw it): the running job is the one execution
-                log.debug("plan already running; not starting it twice", plan_id=job.plan_id)
-                continue
-            self._running_plans.add(job.plan_id)
-            self._spawn(self._execute(job))
+            self.jobs.start(job)
         for action_id in outcome.reread:
             self._spawn(self._reread(action_id))
 
@@ -472,62 +444,20 @@ class PipelineService(Service):
             await self._plan(item)
         self._wake.set()  # the loop appends the audit lines
 
-    async def _execute(self, job: ExecutionJob) -> None:
-        try:
-            await self._execute_once(job)
-        finally:
-            self._running_plans.discard(job.plan_id)
-
-    def _returned_for_approval(self, plan_id: str) -> bool:
-        row = self.steps.ledger.execution(plan_id)
-        return row is not None and row.state == "returned"
-
-    async def _execute_once(self, job: ExecutionJob) -> None:
-        execution = self.steps.execution
-        async with self._executions:
-            executor = job.executor
-            live = runs_live(self.settings, executor)
-            dry_run = executor.external and not live
-            if not await self._in_thread(execution.start_job, job, leaves_machine=executor.external and live):
-                returned = await self._in_thread(self._returned_for_approval, job.plan_id)
-                self.announce.publish(
-                    EventType.APPROVAL_REVOKED,
-                    {
-                        "plan_id": job.plan_id,
-                        "action_id": job.action_id,
-                        "attempt": job.attempt,
-                        # edited after approval (back in Plans/), or taken out of Approved/ before it ran
-                        "reason": "edited" if returned else "vanished",
-                    },
-                    correlation_id=job.action_id,
-                )
-                self._wake.set()  # the loop appends the audit line
-                return
-            self.announce.publish(
-                EventType.PLAN_EXECUTING,
-                {"plan_id": job.plan_id, "action": executor.name, "live": live, "attempt": job.attempt},
-                correlation_id=job.action_id,
-            )
-            ctx = execution.context_for(
-                job,
-                live=live,
-                progress=lambda message, data: self.announce.publish(
-                    EventType.EXECUTION_PROGRESS,
-                    {"plan_id": job.plan_id, "message": message, **data},
-                    correlation_id=job.action_id,
-                ),
-            )
-            with timer("execute") as timing:
-                result = await self.work.execute(job, ctx, dry_run=dry_run)
-            self.metrics.step_duration_seconds.labels(step="execute").observe(timing.seconds)
-            finished = await self._in_thread(execution.record, job, result)
-            finished.duration_ms = timing.ms
-        self.announce.finished(finished)
-        self._wake.set()  # the loop appends the audit line
-
 
 def _take(pending: dict[str, T], limit: int) -> dict[str, T]:
     taken: dict[str, T] = {}
     for name in list(itertools.islice(pending, limit)):
         taken[name] = pending.pop(name)
     return taken
+
+
+def _list_watched(layout: VaultLayout, plans: bool = False) -> dict[Folder, list[str]]:
+    found: dict[Folder, list[str]] = {}
+    for folder in (*WATCHED, Folder.PLANS) if plans else WATCHED:
+        try:
+            with os.scandir(layout.folder(folder)) as entries:
+                found[folder] = [entry.name for entry in entries if not is_ignored_name(entry.name)]
+        except FileNotFoundError:
+            found[folder] = []
+    return found
