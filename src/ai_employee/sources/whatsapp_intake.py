@@ -26,9 +26,9 @@ from ai_employee.clients.retry import ServiceRejected
 from ai_employee.clients.whatsapp import WhatsAppGraph
 from ai_employee.clients.whisper import Transcriber
 from ai_employee.model.events import EventType
-from ai_employee.model.messages import IncomingAttachment, IncomingMessage, IntakeSink
-from ai_employee.sources.chat_content import Content, MediaRef, make_title
-from ai_employee.sources.chat_intake import Prepared, compose_body, transcribe_speech
+from ai_employee.model.messages import IncomingMessage, IntakeSink
+from ai_employee.sources.chat_content import Content, MediaRef
+from ai_employee.sources.chat_intake import Prepared, fill_in
 from ai_employee.sources.chat_replies import arrival_text, unsupported_text
 from ai_employee.sources.whatsapp_decisions import Decisions
 from ai_employee.sources.whatsapp_outbox import Outbox, Outgoing, Publish
@@ -205,19 +205,9 @@ class DeliveryIntake:
             ),
             content,
         )
-        said = content.text
-        media = content.media
-        if media is not None:
-            path = await self._download(media, prepared)
-            if path is not None:
-                prepared.message.attachments.append(
-                    IncomingAttachment(filename=media.filename, path=path, content_type=media.content_type)
-                )
-            if content.is_speech:
-                said = await transcribe_speech(self._transcriber(), media, path, prepared)
-        prepared.message.body = compose_body(content, said, prepared)
-        prepared.message.title = make_title(content, said, sender, label="WhatsApp message")
-        return prepared
+        return await fill_in(
+            prepared, sender, download=self._download, transcriber=self._transcriber, label="WhatsApp message"
+        )
 
     async def _download(self, media: MediaRef, prepared: Prepared) -> Path | None:
         """Fetch a media file into the vault's private temp folder (same filesystem as Attachments/).
