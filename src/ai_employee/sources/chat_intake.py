@@ -19,8 +19,9 @@ import structlog
 
 from ai_employee.clients.retry import ServiceError
 from ai_employee.clients.whisper import AudioFile, Transcriber, Transcript, TranscriptionError
-from ai_employee.model.messages import IncomingAttachment, IncomingMessage
+from ai_employee.model.messages import IncomingAttachment, IncomingMessage, IntakeSink
 from ai_employee.sources.chat_content import Content, MediaRef, format_duration, make_title
+from ai_employee.sources.chat_replies import arrival_text
 from ai_employee.vault.notes import NoteError, parse_note
 
 log = structlog.get_logger(__name__)
@@ -37,6 +38,25 @@ class Prepared:
     transcription_error: str | None = None
     attachment_error: str | None = None
     temp_files: list[Path] = field(default_factory=list)
+
+    async def submit(self, intake: IntakeSink) -> str:
+        """Hand the message to the intake (durable when it returns); returns the action id. The
+        downloaded temp files go either way: the intake has moved what it keeps."""
+        try:
+            return await intake.submit(self.message)
+        finally:
+            self.cleanup()
+
+    def arrival_text(self, action_id: str) -> str:
+        """The reply that says the message became action `action_id` (and what went wrong)."""
+        return arrival_text(
+            action_id,
+            self.content,
+            transcript=self.transcript,
+            pending_reason=self.pending_reason,
+            transcription_error=self.transcription_error,
+            attachment_error=self.attachment_error,
+        )
 
     def cleanup(self) -> None:
         for path in self.temp_files:

@@ -29,7 +29,7 @@ from ai_employee.sources.telegram_content import (
     describe_sender,
 )
 from ai_employee.sources.telegram_decisions import Decisions
-from ai_employee.sources.telegram_replies import arrival_text, unsupported_text
+from ai_employee.sources.telegram_replies import unsupported_text
 from ai_employee.sources.telegram_state import ActionLink, PendingTranscription, TelegramState
 
 log = structlog.get_logger(LOGGER_NAME)
@@ -85,10 +85,7 @@ class MessageIntake:
             return
         with self._decisions.storing():
             prepared = await self._prepare(message, content, source_ref)
-            try:
-                action_id = await self._intake.submit(prepared.message)
-            finally:
-                prepared.cleanup()
+            action_id = await prepared.submit(self._intake)
             if prepared.pending_reason is not None and content.media is not None:
                 # Before the link: once the link exists a redelivery is skipped, so the
                 # pending record must already be there.
@@ -127,14 +124,7 @@ class MessageIntake:
             )
         await self._bot.send(
             chat_id,
-            arrival_text(
-                action_id,
-                content,
-                transcript=prepared.transcript,
-                pending_reason=prepared.pending_reason,
-                transcription_error=prepared.transcription_error,
-                attachment_error=prepared.attachment_error,
-            ),
+            prepared.arrival_text(action_id),
             reply_to=message,
         )
         self._state.mark_acknowledged(link)

@@ -29,7 +29,7 @@ from ai_employee.model.events import EventType
 from ai_employee.model.messages import IncomingMessage, IntakeSink
 from ai_employee.sources.chat_content import Content, MediaRef
 from ai_employee.sources.chat_intake import Prepared, fill_in
-from ai_employee.sources.chat_replies import arrival_text, unsupported_text
+from ai_employee.sources.chat_replies import unsupported_text
 from ai_employee.sources.whatsapp_decisions import Decisions
 from ai_employee.sources.whatsapp_outbox import Outbox, Outgoing, Publish
 from ai_employee.sources.whatsapp_state import Handled, Sender, WhatsAppState
@@ -139,10 +139,7 @@ class DeliveryIntake:
         self._state.remember_sender(Sender(message.id, to, message.name))
         with self._decisions.storing(message.id):
             prepared = await self._prepare(message, content)
-            try:
-                action_id = await self._intake.submit(prepared.message)
-            finally:
-                prepared.cleanup()
+            action_id = await prepared.submit(self._intake)
             if prepared.pending_reason is not None and content.media is not None:
                 # Before the message counts as handled: a redelivery then finds it pending already.
                 self._pending.put(
@@ -161,14 +158,7 @@ class DeliveryIntake:
             self._outbox.put(
                 Outgoing(
                     to,
-                    arrival_text(
-                        action_id,
-                        content,
-                        transcript=prepared.transcript,
-                        pending_reason=prepared.pending_reason,
-                        transcription_error=prepared.transcription_error,
-                        attachment_error=prepared.attachment_error,
-                    ),
+                    prepared.arrival_text(action_id),
                     action_id,
                     reply_to=message.id,
                 )
