@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
+from ai_employee.control.site import DispatchSite
 from ai_employee.model.services import ServiceDisabledError
 from ai_employee.observability.metrics import Metrics
 
@@ -136,13 +137,11 @@ class ControlServer:
             raise ValueError("the control token must not be empty")
         self._hooks = hooks
         self._metrics = metrics
-        self._host = host
-        self._requested_port = port
         self._token = token.encode("utf-8")
-        self._shutdown_timeout = shutdown_timeout
         self._routes: dict[tuple[str, str], _Route] = {}
-        self._runner: web.AppRunner | None = None
-        self._bound_port: int | None = None
+        self._site = DispatchSite(
+            self._dispatch, name="control port", host=host, port=port, shutdown_timeout=shutdown_timeout
+        )
 
         self._add("GET", "/livez", self._livez, builtin=True)
         self._add("GET", "/health", self._livez, builtin=True)
@@ -283,45 +282,22 @@ class ControlServer:
     async def start(self, port: int | None = None) -> int:
         """Bind and serve; returns the bound port (the configured one, or a free one for 0).
         `port` replaces the configured one (a second try after the first was taken)."""
-        if self._runner is not None:
-            raise RuntimeError("the control server is already started")
-        if port is not None:
-            self._requested_port = port
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        # No access log: probes and scrapes every few seconds would drown the useful lines.
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self._shutdown_timeout)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self._host, self._requested_port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._bound_port = int(runner.addresses[0][1])
-        log.info("control port listening", host=self._host, port=self._bound_port)
-        return self._bound_port
+        return await self._site.start(port)
 
     async def stop(self) -> None:
         """Stop listening; requests in flight get `shutdown_timeout` to finish. Idempotent."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-            log.info("control port closed", port=self._bound_port)
+        await self._site.stop()
 
     @property
     def port(self) -> int:
         """The bound port once started, else the configured one."""
-        return self._bound_port if self._bound_port is not None else self._requested_port
+        return self._site.port
 
     @property
     def host(self) -> str:
-        return self._host
+        return self._site.host
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """(address, port) of every listening socket; empty when stopped."""
-        if self._runner is None:
-            return []
-        return [(str(address[0]), int(address[1])) for address in self._runner.addresses]
+        return self._site.addresses

@@ -12,7 +12,7 @@ from ai_employee.config import Settings
 from ai_employee.model.plugins import PLANNERS_GROUP, load_factory
 from ai_employee.model.registry import ExecutorRegistry
 from ai_employee.planners.base import Planner
-from ai_employee.planners.fallback import FallbackPlanner, PendingPlanner
+from ai_employee.planners.fallback import FallbackPlanner, PendingPlanner, template_planner
 from ai_employee.planners.guard import collect_secrets
 from ai_employee.vault.ledger import Ledger
 
@@ -40,10 +40,7 @@ def build_planner(settings: Settings, registry: ExecutorRegistry, ledger: Ledger
     """The chosen planner, returned at once: a model planner (its SDK takes a second to import) is
     built in a background thread, and the first plan waits for it; if it cannot be built, the
     template planner plans, with the reason. Only the chosen planner's module is imported."""
-    template_factory = load_factory(PLANNERS_GROUP, "template")
-    if template_factory is None:
-        raise RuntimeError("the template planner is not installed (pip install -e .)")
-    template: Planner = template_factory(settings)
+    template = template_planner(settings)
     kind = settings.planner_kind()
     if kind == "template":
         return template

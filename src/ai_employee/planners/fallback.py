@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 
 import structlog
 
+from ai_employee.config import Settings
 from ai_employee.model.plans import PlanProposal, PlanRequest
-from ai_employee.model.plugins import PluginDisabled
+from ai_employee.model.plugins import PLANNERS_GROUP, PluginDisabled, load_factory
 from ai_employee.model.services import LinkStatus
 from ai_employee.planners.base import Planner
 from ai_employee.planners.errors import BudgetExceeded, PlannerError, PlannerUnavailable
@@ -175,3 +176,13 @@ class FallbackPlanner(Planner):
     async def aclose(self) -> None:
         await self.primary.aclose()
         await self.fallback.aclose()
+
+
+def template_planner(settings: Settings) -> Planner:
+    """The template planner, loaded through its entry point like every planner: what plans when
+    the chosen one is the template, or cannot be had, and the fallback of every other."""
+    factory = load_factory(PLANNERS_GROUP, "template")
+    if factory is None:
+        raise RuntimeError("the template planner is not installed (pip install -e .)")
+    planner: Planner = factory(settings)
+    return planner

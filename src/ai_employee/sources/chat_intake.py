@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,9 @@ import structlog
 
 from ai_employee.clients.retry import ServiceError
 from ai_employee.clients.whisper import AudioFile, Transcriber, Transcript, TranscriptionError
-from ai_employee.model.messages import IncomingMessage
-from ai_employee.sources.chat_content import Content, MediaRef, format_duration
+from ai_employee.model.messages import IncomingAttachment, IncomingMessage, IntakeSink
+from ai_employee.sources.chat_content import Content, MediaRef, format_duration, make_title
+from ai_employee.sources.chat_replies import arrival_text
 from ai_employee.vault.notes import NoteError, parse_note
 
 log = structlog.get_logger(__name__)
@@ -37,6 +38,25 @@ class Prepared:
     transcription_error: str | None = None
     attachment_error: str | None = None
     temp_files: list[Path] = field(default_factory=list)
+
+    async def submit(self, intake: IntakeSink) -> str:
+        """Hand the message to the intake (durable when it returns); returns the action id. The
+        downloaded temp files go either way: the intake has moved what it keeps."""
+        try:
+            return await intake.submit(self.message)
+        finally:
+            self.cleanup()
+
+    def arrival_text(self, action_id: str) -> str:
+        """The reply that says the message became action `action_id` (and what went wrong)."""
+        return arrival_text(
+            action_id,
+            self.content,
+            transcript=self.transcript,
+            pending_reason=self.pending_reason,
+            transcription_error=self.transcription_error,
+            attachment_error=self.attachment_error,
+        )
 
     def cleanup(self) -> None:
         for path in self.temp_files:
@@ -86,6 +106,32 @@ async def transcribe_speech(
         return prepared.content.text
     properties.update(transcript_properties(prepared.transcript, media.duration_seconds))
     return prepared.transcript.text
+
+
+async def fill_in(
+    prepared: Prepared,
+    sender: str | None,
+    *,
+    download: Callable[[MediaRef, Prepared], Awaitable[Path | None]],
+    transcriber: Callable[[], Transcriber | None],
+    label: str,
+) -> Prepared:
+    """Complete a chat message's action: its file downloaded and attached (`download` returns
+    None when the file could not be had), a voice note transcribed, then its body and title."""
+    content = prepared.content
+    said = content.text
+    media = content.media
+    if media is not None:
+        path = await download(media, prepared)
+        if path is not None:
+            prepared.message.attachments.append(
+                IncomingAttachment(filename=media.filename, path=path, content_type=media.content_type)
+            )
+        if content.is_speech:
+            said = await transcribe_speech(transcriber(), media, path, prepared)
+    prepared.message.body = compose_body(content, said, prepared)
+    prepared.message.title = make_title(content, said, sender, label=label)
+    return prepared
 
 
 def compose_body(content: Content, said: str, prepared: Prepared) -> str:

@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from ai_employee.clients.whisper import Transcript
-from ai_employee.model.services import DecisionResult
+from ai_employee.model.events import Event, EventType
+from ai_employee.model.services import ApprovalGateway, Decider, DecisionResult
 from ai_employee.sources.chat_content import Content, format_duration
 
 Decision = Literal["approve", "reject"]
+ChatDoor = Literal["telegram", "whatsapp"]
 
 CALLBACK_PREFIX = "aie"
 MAX_CALLBACK_BYTES = 64  # Bot API limit for callback_data (WhatsApp allows 256 for a reply id)
@@ -45,6 +47,26 @@ def parse_callback(data: str | None) -> tuple[Decision, str] | None:
     if parts[1] == "reject":
         return "reject", parts[2]
     return None
+
+
+def decide(
+    approvals: ApprovalGateway,
+    decision: Decision,
+    plan_id: str,
+    who: str,
+    door: Literal["telegram", "whatsapp"],
+) -> DecisionResult:
+    """Make a button's decision: the same move as Obsidian, recorded with who and the door."""
+    if decision == "approve":
+        return approvals.approve(plan_id, Decider(who, door))
+    app = "Telegram" if door == "telegram" else "WhatsApp"
+    return approvals.reject(plan_id, f"rejected in {app} by {who}", Decider(who, door))
+
+
+def plan_and_action(event: Event) -> tuple[str, str]:
+    """The plan id and the action id a plan event names ("" for one it does not name)."""
+    plan_id = str(event.payload.get("plan_id") or "")
+    return plan_id, event.correlation_id or str(event.payload.get("action_id") or "")
 
 
 def _quote(text: str) -> str:
@@ -183,6 +205,21 @@ def failed_text(plan_id: str, payload: Mapping[str, Any]) -> str:
     error = payload.get("error")
     reason = _quote(str(error)) if error else "no reason was given"
     return truncate(f"Plan {plan_id} failed: {reason}")
+
+
+def no_decision_text(plan_id: str, payload: Mapping[str, Any]) -> str | None:
+    """What to say of a plan created with a status that needs no decision; None if it needs one."""
+    status = payload.get("status")
+    if isinstance(status, str) and status not in ("", "pending_approval"):
+        return truncate(f"Plan {plan_id} was created ({status}); no decision is needed.")
+    return None
+
+
+def outcome_text(plan_id: str, event: Event) -> str:
+    """What to say of a plan's PLAN_EXECUTED or PLAN_FAILED event."""
+    if event.type == EventType.PLAN_EXECUTED:
+        return executed_text(plan_id, event.payload)
+    return failed_text(plan_id, event.payload)
 
 
 def unsupported_text() -> str:

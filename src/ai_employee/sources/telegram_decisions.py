@@ -19,15 +19,14 @@ from telegram.ext import ContextTypes
 from ai_employee.clients.retry import describe
 from ai_employee.model.bus import EventBus, Subscription
 from ai_employee.model.events import Event, EventType
-from ai_employee.model.services import ApprovalGateway, Decider, DecisionResult
+from ai_employee.model.services import ApprovalGateway, DecisionResult
+from ai_employee.sources.chat_replies import decide, no_decision_text, outcome_text, plan_and_action
 from ai_employee.sources.telegram_bot import LOGGER_NAME, Access, ActionInfo, BotClient
 from ai_employee.sources.telegram_content import describe_sender
 from ai_employee.sources.telegram_replies import (
     callback_answer,
     decided_suffix,
     decision_keyboard,
-    executed_text,
-    failed_text,
     parse_callback,
     plan_text,
     plan_text_without_buttons,
@@ -100,12 +99,7 @@ class Decisions:
         self._deciding.add(plan_id)  # the bus's approval event must not edit the message first
         try:
             try:
-                if decision == "approve":
-                    result = self._approvals.approve(plan_id, Decider(who, "telegram"))
-                else:
-                    result = self._approvals.reject(
-                        plan_id, f"rejected in Telegram by {who}", Decider(who, "telegram")
-                    )
+                result = decide(self._approvals, decision, plan_id, who, "telegram")
             except Exception as error:
                 log.exception("telegram.decision_failed", plan_id=plan_id, decision=decision)
                 await self._bot.answer(
@@ -147,8 +141,7 @@ class Decisions:
     # -- plans and outcomes from the bus ----------------------------------------------------
 
     async def on_plan_created(self, event: Event) -> None:
-        plan_id = str(event.payload.get("plan_id") or "")
-        action_id = event.correlation_id or str(event.payload.get("action_id") or "")
+        plan_id, action_id = plan_and_action(event)
         if not plan_id or not action_id or self._bot.app is None:
             return
         link = self._state.link(action_id)
@@ -175,10 +168,9 @@ class Decisions:
             return
         self._announcing.add(plan_id)
         try:
-            status = payload.get("status")
-            if isinstance(status, str) and status not in ("", "pending_approval"):
-                text = truncate(f"Plan {plan_id} was created ({status}); no decision is needed.")
-                await self._bot.send(link.chat_id, text, reply_to=link.message_id)
+            no_decision = no_decision_text(plan_id, payload)
+            if no_decision is not None:
+                await self._bot.send(link.chat_id, no_decision, reply_to=link.message_id)
                 return
             keyboard = decision_keyboard(plan_id)
             text = plan_text(plan_id, payload) if keyboard else plan_text_without_buttons(plan_id, payload)
@@ -194,16 +186,11 @@ class Decisions:
         if event.id in self._seen_outcomes or self._bot.app is None:
             return
         self._seen_outcomes.append(event.id)
-        plan_id = str(event.payload.get("plan_id") or "")
-        action_id = event.correlation_id or str(event.payload.get("action_id") or "")
+        plan_id, action_id = plan_and_action(event)
         link = self._find_link(action_id) if action_id else None
         if link is None or not plan_id:
             return
-        if event.type == EventType.PLAN_EXECUTED:
-            text = executed_text(plan_id, event.payload)
-        else:
-            text = failed_text(plan_id, event.payload)
-        await self._bot.send(link.chat_id, text, reply_to=link.message_id)
+        await self._bot.send(link.chat_id, outcome_text(plan_id, event), reply_to=link.message_id)
         await self._retire_buttons(plan_id, "Approved outside Telegram.")
 
     async def on_decided_elsewhere(self, event: Event) -> None:

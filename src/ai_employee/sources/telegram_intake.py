@@ -19,18 +19,17 @@ from telegram.ext import ContextTypes
 
 from ai_employee.clients.whisper import Transcriber
 from ai_employee.model.events import EventType
-from ai_employee.model.messages import IncomingAttachment, IncomingMessage, IntakeSink
-from ai_employee.sources.chat_intake import Prepared, compose_body, transcribe_speech
+from ai_employee.model.messages import IncomingMessage, IntakeSink
+from ai_employee.sources.chat_intake import Prepared, fill_in
 from ai_employee.sources.telegram_bot import LOGGER_NAME, Access, BotClient, Publish
 from ai_employee.sources.telegram_content import (
     Content,
     MediaRef,
     classify,
     describe_sender,
-    make_title,
 )
 from ai_employee.sources.telegram_decisions import Decisions
-from ai_employee.sources.telegram_replies import arrival_text, unsupported_text
+from ai_employee.sources.telegram_replies import unsupported_text
 from ai_employee.sources.telegram_state import ActionLink, PendingTranscription, TelegramState
 
 log = structlog.get_logger(LOGGER_NAME)
@@ -86,10 +85,7 @@ class MessageIntake:
             return
         with self._decisions.storing():
             prepared = await self._prepare(message, content, source_ref)
-            try:
-                action_id = await self._intake.submit(prepared.message)
-            finally:
-                prepared.cleanup()
+            action_id = await prepared.submit(self._intake)
             if prepared.pending_reason is not None and content.media is not None:
                 # Before the link: once the link exists a redelivery is skipped, so the
                 # pending record must already be there.
@@ -128,14 +124,7 @@ class MessageIntake:
             )
         await self._bot.send(
             chat_id,
-            arrival_text(
-                action_id,
-                content,
-                transcript=prepared.transcript,
-                pending_reason=prepared.pending_reason,
-                transcription_error=prepared.transcription_error,
-                attachment_error=prepared.attachment_error,
-            ),
+            prepared.arrival_text(action_id),
             reply_to=message,
         )
         self._state.mark_acknowledged(link)
@@ -155,19 +144,9 @@ class MessageIntake:
             ),
             content,
         )
-        said = content.text
-        media = content.media
-        if media is not None:
-            path = await self._download(media, prepared)
-            if path is not None:
-                prepared.message.attachments.append(
-                    IncomingAttachment(filename=media.filename, path=path, content_type=media.content_type)
-                )
-            if content.is_speech:
-                said = await self._transcribe_new(media, path, prepared)
-        prepared.message.body = compose_body(content, said, prepared)
-        prepared.message.title = make_title(content, said, sender)
-        return prepared
+        return await fill_in(
+            prepared, sender, download=self._download, transcriber=self._transcriber, label="Telegram message"
+        )
 
     async def _download(self, media: MediaRef, prepared: Prepared) -> Path | None:
         """Fetch a file into the vault's private temp folder (same filesystem as Attachments/).
@@ -193,7 +172,3 @@ class MessageIntake:
             prepared.message.properties["attachment_error"] = prepared.attachment_error
             log.warning("telegram.file_refused", source_ref=prepared.message.source_ref, error=error.message)
             return None
-
-    async def _transcribe_new(self, media: MediaRef, path: Path | None, prepared: Prepared) -> str:
-        """Transcribe a fresh voice note; on any failure the action is still created, marked pending."""
-        return await transcribe_speech(self._transcriber(), media, path, prepared)

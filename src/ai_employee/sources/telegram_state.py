@@ -12,15 +12,13 @@ Values are small JSON documents; every `put` is durable when it returns (KeyValu
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
-from typing import Any, TypeVar
+from dataclasses import asdict, dataclass
+from typing import Any
 
+from ai_employee.model.json_state import JsonNamespace, record_from_json
 from ai_employee.model.services import KeyValueStore
 
 NAMESPACE = "telegram"
-
-R = TypeVar("R")
 
 
 @dataclass
@@ -66,6 +64,7 @@ class TelegramState:
 
     def __init__(self, store: KeyValueStore, bot_id: str) -> None:
         self._store = store
+        self._json = JsonNamespace(store, NAMESPACE)
         self._bot_id = bot_id
 
     # -- getUpdates offset -----------------------------------------------------------------
@@ -86,37 +85,37 @@ class TelegramState:
         return self.link(action_id) if action_id else None
 
     def link(self, action_id: str) -> ActionLink | None:
-        return _build(ActionLink, self._load(f"action:{action_id}"))
+        return record_from_json(ActionLink, self._json.load(f"action:{action_id}"))
 
     def remember_link(self, link: ActionLink, source_ref: str) -> None:
-        self._save(f"action:{link.action_id}", asdict(link))
+        self._json.save(f"action:{link.action_id}", asdict(link))
         self._store.put(NAMESPACE, f"ref:{source_ref}", link.action_id)
 
     def mark_acknowledged(self, link: ActionLink) -> None:
         link.acknowledged = True
-        self._save(f"action:{link.action_id}", asdict(link))
+        self._json.save(f"action:{link.action_id}", asdict(link))
 
     # -- plans waiting for a decision ------------------------------------------------------
 
     def plan_message(self, plan_id: str) -> PlanMessage | None:
-        return _build(PlanMessage, self._load(f"plan:{plan_id}"))
+        return record_from_json(PlanMessage, self._json.load(f"plan:{plan_id}"))
 
     def remember_plan_message(self, plan: PlanMessage) -> None:
-        self._save(f"plan:{plan.plan_id}", asdict(plan))
+        self._json.save(f"plan:{plan.plan_id}", asdict(plan))
 
     # -- voice notes waiting for a transcript ----------------------------------------------
 
     def pending_transcriptions(self) -> list[PendingTranscription]:
-        data = self._load("pending_transcriptions")
+        data = self._json.load("pending_transcriptions")
         if not isinstance(data, list):
             return []
-        built = (_build(PendingTranscription, item) for item in data)
+        built = (record_from_json(PendingTranscription, item) for item in data)
         return [item for item in built if item is not None]
 
     def add_pending(self, pending: PendingTranscription) -> None:
         items = [item for item in self.pending_transcriptions() if item.action_id != pending.action_id]
         items.append(pending)
-        self._save("pending_transcriptions", [asdict(item) for item in items])
+        self._json.save("pending_transcriptions", [asdict(item) for item in items])
 
     def update_pending(self, pending: PendingTranscription) -> None:
         self.add_pending(pending)
@@ -125,39 +124,14 @@ class TelegramState:
         items = self.pending_transcriptions()
         kept = [item for item in items if item.action_id != action_id]
         if len(kept) != len(items):
-            self._save("pending_transcriptions", [asdict(item) for item in kept])
+            self._json.save("pending_transcriptions", [asdict(item) for item in kept])
 
     # -- late transcripts, kept until the pipeline has folded them into the note ---------------
 
     def transcript(self, action_id: str) -> dict[str, Any] | None:
         """The TRANSCRIPTION_COMPLETED payload of an action, should the event have been missed."""
-        data = self._load(f"transcript:{action_id}")
+        data = self._json.load(f"transcript:{action_id}")
         return data if isinstance(data, dict) else None
 
     def save_transcript(self, action_id: str, payload: dict[str, Any]) -> None:
-        self._save(f"transcript:{action_id}", payload)
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    def _load(self, key: str) -> Any:
-        value = self._store.get(NAMESPACE, key)
-        if not value:
-            return None
-        try:
-            return json.loads(value)
-        except ValueError:
-            return None
-
-    def _save(self, key: str, value: Any) -> None:
-        self._store.put(NAMESPACE, key, json.dumps(value, separators=(",", ":"), sort_keys=True))
-
-
-def _build(cls: type[R], data: Any) -> R | None:
-    """A record from its JSON, ignoring fields a later version added; None if it is unusable."""
-    if not isinstance(data, dict):
-        return None
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    try:
-        return cls(**{key: value for key, value in data.items() if key in known})
-    except TypeError:
-        return None
+        self._json.save(f"transcript:{action_id}", payload)

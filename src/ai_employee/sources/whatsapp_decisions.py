@@ -19,13 +19,15 @@ import structlog
 from ai_employee.clients.retry import describe
 from ai_employee.model.bus import EventBus, Subscription
 from ai_employee.model.events import Event, EventType
-from ai_employee.model.services import ApprovalGateway, Decider
+from ai_employee.model.services import ApprovalGateway
 from ai_employee.sources.chat_replies import (
     callback_answer,
     callback_data,
-    executed_text,
-    failed_text,
+    decide,
+    no_decision_text,
+    outcome_text,
     parse_callback,
+    plan_and_action,
     plan_text,
     plan_text_without_buttons,
     truncate,
@@ -94,8 +96,7 @@ class Decisions:
 
     async def on_plan_created(self, event: Event) -> None:
         payload = event.payload
-        plan_id = str(payload.get("plan_id") or "")
-        action_id = event.correlation_id or str(payload.get("action_id") or "")
+        plan_id, action_id = plan_and_action(event)
         if not plan_id or payload.get("source") not in (None, "whatsapp"):
             return
         sender = self._sender_for(action_id, payload)
@@ -116,10 +117,9 @@ class Decisions:
     def _announce(self, plan_id: str, action_id: str, sender: Sender, payload: Mapping[str, Any]) -> None:
         record = PlanMessage(plan_id=plan_id, action_id=action_id, to=sender.to)
         self._state.remember_plan_message(record)  # before sending: a repeated event sends nothing twice
-        status = payload.get("status")
-        if isinstance(status, str) and status not in ("", "pending_approval"):
-            text = truncate(f"Plan {plan_id} was created ({status}); no decision is needed.")
-            self._outbox.put(Outgoing(sender.to, text, action_id, reply_to=sender.message_id))
+        no_decision = no_decision_text(plan_id, payload)
+        if no_decision is not None:
+            self._outbox.put(Outgoing(sender.to, no_decision, action_id, reply_to=sender.message_id))
             return
         approve = callback_data("approve", plan_id, MAX_REPLY_ID_BYTES)
         reject = callback_data("reject", plan_id, MAX_REPLY_ID_BYTES)
@@ -148,15 +148,11 @@ class Decisions:
         if event.id in self._seen_outcomes:
             return
         self._seen_outcomes.append(event.id)
-        plan_id = str(event.payload.get("plan_id") or "")
-        action_id = event.correlation_id or str(event.payload.get("action_id") or "")
+        plan_id, action_id = plan_and_action(event)
         sender = self._sender_for(action_id, {}) if action_id else None
         if sender is None or not plan_id:
             return
-        if event.type == EventType.PLAN_EXECUTED:
-            text = executed_text(plan_id, event.payload)
-        else:
-            text = failed_text(plan_id, event.payload)
+        text = outcome_text(plan_id, event)
         self._outbox.put(Outgoing(sender.to, text, action_id, reply_to=sender.message_id))
         record = self._state.plan_message(plan_id)
         if record is not None and not record.decided:
@@ -177,12 +173,7 @@ class Decisions:
         record = self._state.plan_message(plan_id)
         action_id = record.action_id if record else None
         try:
-            if decision == "approve":
-                result = self._approvals.approve(plan_id, Decider(who, "whatsapp"))
-            else:
-                result = self._approvals.reject(
-                    plan_id, f"rejected in WhatsApp by {who}", Decider(who, "whatsapp")
-                )
+            result = decide(self._approvals, decision, plan_id, who, "whatsapp")
         except Exception as error:
             log.exception("whatsapp.decision_failed", plan_id=plan_id, decision=decision)
             text = truncate(f"Could not {decision} {plan_id}: {describe(error)}", 1000)

@@ -26,10 +26,10 @@ from ai_employee.clients.retry import ServiceRejected
 from ai_employee.clients.whatsapp import WhatsAppGraph
 from ai_employee.clients.whisper import Transcriber
 from ai_employee.model.events import EventType
-from ai_employee.model.messages import IncomingAttachment, IncomingMessage, IntakeSink
-from ai_employee.sources.chat_content import Content, MediaRef, make_title
-from ai_employee.sources.chat_intake import Prepared, compose_body, transcribe_speech
-from ai_employee.sources.chat_replies import arrival_text, unsupported_text
+from ai_employee.model.messages import IncomingMessage, IntakeSink
+from ai_employee.sources.chat_content import Content, MediaRef
+from ai_employee.sources.chat_intake import Prepared, fill_in
+from ai_employee.sources.chat_replies import unsupported_text
 from ai_employee.sources.whatsapp_decisions import Decisions
 from ai_employee.sources.whatsapp_outbox import Outbox, Outgoing, Publish
 from ai_employee.sources.whatsapp_state import Handled, Sender, WhatsAppState
@@ -139,10 +139,7 @@ class DeliveryIntake:
         self._state.remember_sender(Sender(message.id, to, message.name))
         with self._decisions.storing(message.id):
             prepared = await self._prepare(message, content)
-            try:
-                action_id = await self._intake.submit(prepared.message)
-            finally:
-                prepared.cleanup()
+            action_id = await prepared.submit(self._intake)
             if prepared.pending_reason is not None and content.media is not None:
                 # Before the message counts as handled: a redelivery then finds it pending already.
                 self._pending.put(
@@ -161,14 +158,7 @@ class DeliveryIntake:
             self._outbox.put(
                 Outgoing(
                     to,
-                    arrival_text(
-                        action_id,
-                        content,
-                        transcript=prepared.transcript,
-                        pending_reason=prepared.pending_reason,
-                        transcription_error=prepared.transcription_error,
-                        attachment_error=prepared.attachment_error,
-                    ),
+                    prepared.arrival_text(action_id),
                     action_id,
                     reply_to=message.id,
                 )
@@ -205,19 +195,9 @@ class DeliveryIntake:
             ),
             content,
         )
-        said = content.text
-        media = content.media
-        if media is not None:
-            path = await self._download(media, prepared)
-            if path is not None:
-                prepared.message.attachments.append(
-                    IncomingAttachment(filename=media.filename, path=path, content_type=media.content_type)
-                )
-            if content.is_speech:
-                said = await transcribe_speech(self._transcriber(), media, path, prepared)
-        prepared.message.body = compose_body(content, said, prepared)
-        prepared.message.title = make_title(content, said, sender, label="WhatsApp message")
-        return prepared
+        return await fill_in(
+            prepared, sender, download=self._download, transcriber=self._transcriber, label="WhatsApp message"
+        )
 
     async def _download(self, media: MediaRef, prepared: Prepared) -> Path | None:
         """Fetch a media file into the vault's private temp folder (same filesystem as Attachments/).

@@ -12,15 +12,12 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
-from typing import Any, TypeVar
+from dataclasses import asdict, dataclass
 
+from ai_employee.model.json_state import JsonNamespace, record_from_json
 from ai_employee.model.services import KeyValueStore
 
 NAMESPACE = "whatsapp"
-
-R = TypeVar("R")
 
 
 @dataclass
@@ -65,22 +62,23 @@ class Sent:
 class WhatsAppState:
     def __init__(self, store: KeyValueStore) -> None:
         self._store = store
+        self._json = JsonNamespace(store, NAMESPACE)
 
     # -- duplicates ---------------------------------------------------------------------------
 
     def handled(self, message_id: str) -> Handled | None:
-        return _build(Handled, self._load(f"msg:{message_id}"))
+        return record_from_json(Handled, self._json.load(f"msg:{message_id}"))
 
     def mark_handled(self, message_id: str, handled: Handled) -> None:
-        self._save(f"msg:{message_id}", asdict(handled))
+        self._json.save(f"msg:{message_id}", asdict(handled))
 
     # -- senders ------------------------------------------------------------------------------
 
     def sender_of(self, message_id: str) -> Sender | None:
-        return _build(Sender, self._load(f"ref:{message_id}"))
+        return record_from_json(Sender, self._json.load(f"ref:{message_id}"))
 
     def remember_sender(self, sender: Sender) -> None:
-        self._save(f"ref:{sender.message_id}", asdict(sender))
+        self._json.save(f"ref:{sender.message_id}", asdict(sender))
         if sender.action_id:
             self._store.put(NAMESPACE, f"action:{sender.action_id}", sender.message_id)
 
@@ -105,39 +103,14 @@ class WhatsAppState:
     # -- what we sent -------------------------------------------------------------------------
 
     def plan_message(self, plan_id: str) -> PlanMessage | None:
-        return _build(PlanMessage, self._load(f"plan:{plan_id}"))
+        return record_from_json(PlanMessage, self._json.load(f"plan:{plan_id}"))
 
     def remember_plan_message(self, plan: PlanMessage) -> None:
-        self._save(f"plan:{plan.plan_id}", asdict(plan))
+        self._json.save(f"plan:{plan.plan_id}", asdict(plan))
 
     def sent(self, wamid: str) -> Sent | None:
-        return _build(Sent, self._load(f"out:{wamid}"))
+        return record_from_json(Sent, self._json.load(f"out:{wamid}"))
 
     def remember_sent(self, sent: Sent) -> None:
         if sent.wamid:
-            self._save(f"out:{sent.wamid}", asdict(sent))
-
-    # -- plumbing -----------------------------------------------------------------------------
-
-    def _load(self, key: str) -> Any:
-        value = self._store.get(NAMESPACE, key)
-        if not value:
-            return None
-        try:
-            return json.loads(value)
-        except ValueError:
-            return None
-
-    def _save(self, key: str, value: Any) -> None:
-        self._store.put(NAMESPACE, key, json.dumps(value, separators=(",", ":"), sort_keys=True))
-
-
-def _build(cls: type[R], data: Any) -> R | None:
-    """A record from its JSON, ignoring fields a later version added; None if it is unusable."""
-    if not isinstance(data, dict):
-        return None
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    try:
-        return cls(**{key: value for key, value in data.items() if key in known})
-    except TypeError:
-        return None
+            self._json.save(f"out:{sent.wamid}", asdict(sent))

@@ -12,16 +12,13 @@ Values are small JSON documents; every `put` is durable when it returns (KeyValu
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
-from typing import Any, TypeVar
+from dataclasses import asdict, dataclass
 
+from ai_employee.model.json_state import JsonNamespace, record_from_json
 from ai_employee.model.services import KeyValueStore
 from ai_employee.supervision.checkpoints import ItemView
 
 NAMESPACE = "slack"
-
-R = TypeVar("R")
 
 
 @dataclass
@@ -47,25 +44,26 @@ class DecisionMessage:
 class SupervisionState:
     def __init__(self, store: KeyValueStore) -> None:
         self._store = store
+        self._json = JsonNamespace(store, NAMESPACE)
 
     # -- threads ---------------------------------------------------------------------------
 
     def thread(self, action_id: str) -> tuple[ThreadRef | None, ItemView | None]:
-        data = self._load(f"thread:{action_id}")
+        data = self._json.load(f"thread:{action_id}")
         if not isinstance(data, dict):
             return None, None
-        return _build(ThreadRef, data.get("ref")), ItemView.from_dict(data.get("view"))
+        return record_from_json(ThreadRef, data.get("ref")), ItemView.from_dict(data.get("view"))
 
     def remember_thread(self, action_id: str, ref: ThreadRef | None, view: ItemView) -> None:
-        self._save(f"thread:{action_id}", {"ref": asdict(ref) if ref else None, "view": view.to_dict()})
+        self._json.save(f"thread:{action_id}", {"ref": asdict(ref) if ref else None, "view": view.to_dict()})
 
     # -- decision buttons ------------------------------------------------------------------
 
     def decision_message(self, plan_id: str) -> DecisionMessage | None:
-        return _build(DecisionMessage, self._load(f"decision:{plan_id}"))
+        return record_from_json(DecisionMessage, self._json.load(f"decision:{plan_id}"))
 
     def remember_decision_message(self, message: DecisionMessage) -> None:
-        self._save(f"decision:{message.plan_id}", asdict(message))
+        self._json.save(f"decision:{message.plan_id}", asdict(message))
 
     # -- Slack messages that became actions ------------------------------------------------
 
@@ -89,27 +87,3 @@ class SupervisionState:
     def remember_channel_id(self, channel: str, channel_id: str) -> None:
         if self.channel_id(channel) != channel_id:
             self._store.put(NAMESPACE, f"channel:{channel}", channel_id)
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    def _load(self, key: str) -> Any:
-        value = self._store.get(NAMESPACE, key)
-        if not value:
-            return None
-        try:
-            return json.loads(value)
-        except ValueError:
-            return None
-
-    def _save(self, key: str, value: Any) -> None:
-        self._store.put(NAMESPACE, key, json.dumps(value, separators=(",", ":"), sort_keys=True))
-
-
-def _build(cls: type[R], data: Any) -> R | None:
-    if not isinstance(data, dict):
-        return None
-    known = {item.name for item in fields(cls)}  # type: ignore[arg-type]
-    try:
-        return cls(**{key: value for key, value in data.items() if key in known})
-    except TypeError:
-        return None

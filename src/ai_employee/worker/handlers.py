@@ -47,7 +47,7 @@ from ai_employee.model.jobs import ExecutionJob
 from ai_employee.model.plugins import PLANNERS_GROUP, PluginDisabled, load_factory
 from ai_employee.model.registry import ExecutorRegistry
 from ai_employee.planners.base import Planner
-from ai_employee.planners.fallback import FallbackPlanner
+from ai_employee.planners.fallback import FallbackPlanner, template_planner
 from ai_employee.planners.guard import collect_secrets
 
 log = structlog.get_logger(__name__)
@@ -131,10 +131,7 @@ class RedisBudgetStore:
 
 def build_worker_planner(settings: Settings, budget: RedisBudgetStore) -> Planner:
     """The configured planner with the template planner as its fallback, as in the daemon."""
-    template_factory = load_factory(PLANNERS_GROUP, "template")
-    if template_factory is None:
-        raise RuntimeError("the template planner is not installed (pip install -e .)")
-    template: Planner = template_factory(settings)
+    template = template_planner(settings)
     kind = settings.planner_kind()
     if kind == "template":
         return template
