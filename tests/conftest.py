@@ -64,9 +64,13 @@ def notes(folder: Path) -> list[Path]:
 
 
 def audit_lines(vault: Path) -> list[dict[str, Any]]:
+    """The audit log's complete lines; a line the daemon is still writing (no newline yet) is not
+    read, so a test that polls while the daemon runs never parses half a line."""
     lines: list[dict[str, Any]] = []
     for log_file in sorted((vault / "Logs").glob("*.jsonl")):
-        for raw in log_file.read_text(encoding="utf-8").splitlines():
+        text = log_file.read_text(encoding="utf-8")
+        complete = text[: text.rfind("\n") + 1]
+        for raw in complete.splitlines():
             if raw.strip():
                 lines.append(json.loads(raw))
     return lines

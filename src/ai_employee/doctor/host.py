@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ai_employee.config import Settings
+from ai_employee.control.port import DEFAULT_PORT
 from ai_employee.daemon import STATE_DB, DaemonInfo, pid_alive
 from ai_employee.doctor.report import Check
 from ai_employee.vault.backup import is_sqlite
@@ -178,6 +179,10 @@ def control_port(settings: Settings, layout: VaultLayout) -> Check:
     host, port = settings.health.host, settings.health.port
     if port == 0:
         return Check.ok("port", "0: the daemon takes any free port and writes it to daemon.json")
+    if port is None:
+        return Check.ok(
+            "port", f"not set: {DEFAULT_PORT} when it is free, else any free port (written to daemon.json)"
+        )
     info = DaemonInfo.read(layout)
     if info is not None and pid_alive(info.pid) and info.port == port:
         return Check.ok("port", f"{host}:{port} is in use by this vault's daemon (pid {info.pid})")
