@@ -128,7 +128,7 @@ def test_installed_wheel_runs_init_start_status_stop_outside_the_repo(venv: Path
     _assert_installed_outside_the_repo(venv, tmp_path, env)
     assert run("init", "Vault").returncode == 0
     vault = tmp_path / "Vault"
-    assert (vault / "Inbox").is_dir() and (tmp_path / "config.yaml").is_file()
+    assert (vault / "Inbox").is_dir() and (vault / "config.yaml").is_file()  # init writes it into the vault
     started = run("start", "--vault", str(vault), "--port", "0", "--detach")
     try:
         assert started.returncode == 0, started.stderr + started.stdout

@@ -134,7 +134,7 @@ class DashboardService(Service):
             label = _cell(str(fact.get("title") or _label(name)))
             extra = f" · {fact['action']}" if fact.get("action") else ""
             extra += f" · risk {fact['risk']}" if fact.get("risk") else ""
-            link = wikilink(f"{Folder.PLANS.value}/{name}", label.replace("|", "-"))
+            link = wikilink(f"{Folder.PLANS.value}/{name}", label)  # a Markdown link for an odd name
             lines.append(f"- {link} · waiting {age}{extra}")
         if len(pending) > MAX_LISTED:
             lines.append(f"- … and {len(pending) - MAX_LISTED} more in `Plans/`")
