@@ -182,17 +182,7 @@ def _execution_records(row: ExecutionRow, layout: VaultLayout) -> list[Record]:
         out.append(r.checkpoint(f"{plan_id}:rejected", action_id, "rejected", at, plan_id=plan_id))
         return out
     if row.state == "returned":
-        out.append(
-            r.checkpoint(
-                f"{plan_id}:returned:{attempt}",
-                action_id,
-                "returned",
-                at,
-                plan_id=plan_id,
-                status="warning",
-                detail="changed after approval; approve it again",
-            )
-        )
+        out.append(r.returned(plan_id, action_id, attempt, at))
         out.append(
             r.intervention(
                 f"{plan_id}:edit:{attempt}", action_id, "edit", "vault", "vault", at, plan_id=plan_id

@@ -76,6 +76,21 @@ def checkpoint(
     )
 
 
+def returned(
+    plan_id: str | None, action_id: str, attempt: int, at: str, *, detail: str | None = None
+) -> Record:
+    """The checkpoint of an approved plan sent back to Pending_Approval (edited or vanished)."""
+    return checkpoint(
+        f"{plan_id}:returned:{attempt}",
+        action_id,
+        "returned",
+        at,
+        plan_id=plan_id,
+        status="warning",
+        detail=detail or "changed after approval; approve it again",
+    )
+
+
 def intervention(
     key: str,
     action_id: str,
