@@ -201,32 +201,12 @@ def _execution_records(row: ExecutionRow, layout: VaultLayout) -> list[Record]:
             plan_id=plan_id,
         )
     )
-    out.append(
-        r.checkpoint(
-            f"{plan_id}:approved:{attempt}",
-            action_id,
-            "approved",
-            decided_at,
-            plan_id=plan_id,
-            detail=f"attempt {attempt}",
-        )
-    )
+    out.append(r.approved(plan_id, action_id, attempt, decided_at))
     if row.state in ("done", "failed"):
         done = row.state == "done"
-        step = "executed" if done else "failed"
         detail = ("dry run" if row.dry_run else "live") if done else row.error
         out.append(r.task(action_id, at, finished_at=at, status=status))
-        out.append(
-            r.checkpoint(
-                f"{plan_id}:{step}:{attempt}",
-                action_id,
-                step,
-                at,
-                plan_id=plan_id,
-                status="ok" if done else "failed",
-                detail=detail,
-            )
-        )
+        out.append(r.finished(plan_id, action_id, attempt, at, done=done, detail=detail))
     return out
 
 

@@ -188,14 +188,7 @@ def approval_granted(event: Event, at: str) -> list[Record]:
     kind = "approve" if attempt <= 1 else "retry"
     return [
         r.task(action_id, at, plan_id=plan_id, status="approved", decided_at=at, plan_note=_str(p, "note")),
-        r.checkpoint(
-            f"{plan_id}:approved:{attempt}",
-            action_id,
-            "approved",
-            at,
-            plan_id=plan_id,
-            detail=f"attempt {attempt}",
-        ),
+        r.approved(plan_id, action_id, attempt, at),
         _decision(event, f"{plan_id}:{kind}:{attempt}", action_id, kind, at, plan_id),
     ]
 
@@ -257,7 +250,6 @@ def plan_finished(event: Event, at: str) -> list[Record]:
         return []
     attempt = _attempt(event)
     done = event.type == EventType.PLAN_EXECUTED
-    step = "executed" if done else "failed"
     detail = ("dry run" if p.get("dry_run") else "live") if done else _str(p, "error")
     out = [
         r.task(
@@ -269,15 +261,8 @@ def plan_finished(event: Event, at: str) -> list[Record]:
             plan_note=_str(p, "note"),
             action=_str(p, "action"),
         ),
-        r.checkpoint(
-            f"{plan_id}:{step}:{attempt}",
-            action_id,
-            step,
-            at,
-            plan_id=plan_id,
-            status="ok" if done else "failed",
-            duration_ms=_num(p, "duration_ms"),
-            detail=detail,
+        r.finished(
+            plan_id, action_id, attempt, at, done=done, detail=detail, duration_ms=_num(p, "duration_ms")
         ),
     ]
     result = p.get("result")
