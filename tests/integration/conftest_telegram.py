@@ -21,13 +21,13 @@ import pytest
 from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.clients.retry import RetryPolicy
 from ai_employee.config import load_settings
-from ai_employee.model.events import Event, EventType
-from ai_employee.model.messages import IncomingMessage
+from ai_employee.model.events import Event
 from ai_employee.model.services import Decider, DecisionResult, ServiceContext, ServiceState
 from ai_employee.sources.telegram import TelegramService
 from tests.conftest import eventually
 from tests.fakes.openai_transcription import FakeOpenAITranscription
 from tests.fakes.telegram_server import FakeTelegram
+from tests.integration.conftest_chat import MemoryStore, RecordingIntake, ServiceHarness, StoredAction
 
 ALLOWED = 111
 GROUP = -1002233
@@ -37,55 +37,6 @@ DEADLINE = 10.0
 
 
 # -- doubles -------------------------------------------------------------------------------
-
-
-class MemoryStore:
-    """KeyValueStore: durable as far as this test is concerned (it outlives the services)."""
-
-    def __init__(self) -> None:
-        self.data: dict[tuple[str, str], str] = {}
-
-    def get(self, namespace: str, key: str) -> str | None:
-        return self.data.get((namespace, key))
-
-    def put(self, namespace: str, key: str, value: str) -> None:
-        self.data[(namespace, key)] = value
-
-
-@dataclass
-class StoredAction:
-    action_id: str
-    message: IncomingMessage
-    files: dict[str, bytes]
-
-
-class RecordingIntake:
-    """IntakeSink: idempotent per (source, source_ref); reads the attachments before returning."""
-
-    def __init__(self) -> None:
-        self.actions: list[StoredAction] = []
-        self.calls = 0
-        self.fail_next = 0
-        self._by_ref: dict[tuple[str, str], str] = {}
-
-    async def submit(self, message: IncomingMessage) -> str:
-        self.calls += 1
-        if self.fail_next:
-            self.fail_next -= 1
-            raise OSError("No space left on device")
-        key = (message.source, message.source_ref)
-        if key in self._by_ref:
-            return self._by_ref[key]
-        files: dict[str, bytes] = {}
-        for attachment in message.attachments:
-            if attachment.path is not None:
-                files[attachment.filename] = attachment.path.read_bytes()
-            else:
-                files[attachment.filename] = attachment.data or b""
-        action_id = f"act-20261121-101500-{len(self.actions) + 1:06x}"
-        self.actions.append(StoredAction(action_id, message, files))
-        self._by_ref[key] = action_id
-        return action_id
 
 
 class RecordingApprovals:
@@ -135,7 +86,7 @@ class ActionTable:
 
 
 @dataclass
-class Harness:
+class Harness(ServiceHarness):
     telegram: FakeTelegram
     openai: FakeOpenAITranscription
     vault: Path
@@ -213,17 +164,6 @@ class Harness:
             if task.done():
                 task.result()
         return service
-
-    async def stop(self, service: TelegramService) -> None:
-        for index, (candidate, task) in enumerate(self.running):
-            if candidate is service:
-                await service.stop()
-                await asyncio.wait_for(task, DEADLINE)
-                del self.running[index]
-                return
-
-    def of_type(self, event_type: EventType) -> list[Event]:
-        return [event for event in self.events if event.type == event_type]
 
     async def action_count(self, count: int) -> list[StoredAction]:
         await eventually(lambda: len(self.intake.actions) >= count, timeout=DEADLINE)

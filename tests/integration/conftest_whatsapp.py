@@ -27,15 +27,11 @@ from ai_employee.model.services import Decider, DecisionResult, ServiceContext, 
 from ai_employee.observability.metrics import Metrics
 from ai_employee.sources.whatsapp import WEBHOOK_PATH, WhatsAppService
 from tests.conftest import eventually
+from tests.fakes.common import ReadyHooks
 from tests.fakes.openai_transcription import FakeOpenAITranscription
 from tests.fakes.whatsapp import FakeWhatsApp
-from tests.integration.conftest_telegram import (
-    FAST,
-    ActionTable,
-    MemoryStore,
-    RecordingApprovals,
-    RecordingIntake,
-)
+from tests.integration.conftest_chat import MemoryStore, RecordingIntake, ServiceHarness
+from tests.integration.conftest_telegram import FAST, ActionTable, RecordingApprovals
 
 ALLOWED = "4915112345678"
 STRANGER = "4915199999999"
@@ -71,22 +67,8 @@ class DecidingApprovals(RecordingApprovals):
         return super().reject(plan_id, reason, decider)
 
 
-class Hooks:
-    def status(self) -> dict[str, Any]:
-        return {"running": True, "secret": "only on the control port"}
-
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        return True, {}
-
-    def request_stop(self) -> None:
-        return None
-
-    async def restart_service(self, name: str) -> None:
-        raise KeyError(name)
-
-
 @dataclass
-class Harness:
+class Harness(ServiceHarness):
     graph: FakeWhatsApp
     openai: FakeOpenAITranscription
     vault: Path
@@ -136,17 +118,6 @@ class Harness:
         self.running.append((service, task))
         await eventually(lambda: _connected(service), timeout=DEADLINE, message="the Graph API reached")
         return service
-
-    async def stop(self, service: WhatsAppService) -> None:
-        for index, (candidate, task) in enumerate(self.running):
-            if candidate is service:
-                await service.stop()
-                await asyncio.wait_for(task, DEADLINE)
-                del self.running[index]
-                return
-
-    def of_type(self, event_type: EventType) -> list[Event]:
-        return [event for event in self.events if event.type == event_type]
 
     async def action_count(self, count: int) -> list[Any]:
         await eventually(
@@ -209,7 +180,12 @@ async def harness_fixture(tmp_path: Path) -> AsyncIterator[Harness]:
     openai = FakeOpenAITranscription()
     await graph.start()
     await openai.start()
-    control = ControlServer(Hooks(), Metrics(), port=0, token="control-token")
+    control = ControlServer(
+        ReadyHooks({"running": True, "secret": "only on the control port"}),
+        Metrics(),
+        port=0,
+        token="control-token",
+    )
     port = await control.start()
     graph.webhook_url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
     built = Harness(graph=graph, openai=openai, vault=tmp_path / "vault", control=control)

@@ -1,0 +1,74 @@
+"""Doubles shared by the chat doors' harnesses (Telegram, WhatsApp, Slack): one copy each."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from ai_employee.model.events import Event, EventType
+from ai_employee.model.messages import IncomingMessage
+from tests.fakes.common import MemoryStore
+
+__all__ = ["MemoryStore", "RecordingIntake", "ServiceHarness", "StoredAction"]
+
+DEADLINE = 10.0
+
+
+@dataclass
+class StoredAction:
+    action_id: str
+    message: IncomingMessage
+    files: dict[str, bytes]
+
+
+class RecordingIntake:
+    """IntakeSink: idempotent per (source, source_ref); reads the attachments before returning.
+
+    `fail_next` makes the next submits fail as a full disk would; `day` is the action ids' date."""
+
+    def __init__(self, day: str = "20261121") -> None:
+        self.actions: list[StoredAction] = []
+        self.calls = 0
+        self.fail_next = 0
+        self._day = day
+        self._by_ref: dict[tuple[str, str], str] = {}
+
+    async def submit(self, message: IncomingMessage) -> str:
+        self.calls += 1
+        if self.fail_next:
+            self.fail_next -= 1
+            raise OSError("No space left on device")
+        key = (message.source, message.source_ref)
+        if key in self._by_ref:
+            return self._by_ref[key]
+        files: dict[str, bytes] = {}
+        for attachment in message.attachments:
+            if attachment.path is not None:
+                files[attachment.filename] = attachment.path.read_bytes()
+            else:
+                files[attachment.filename] = attachment.data or b""
+        action_id = f"act-{self._day}-101500-{len(self.actions) + 1:06x}"
+        self.actions.append(StoredAction(action_id, message, files))
+        self._by_ref[key] = action_id
+        return action_id
+
+
+class ServiceHarness:
+    """What a harness of running services shares: stop one of them, the events of a type.
+
+    The subclass (a dataclass) holds `running` (service, task) pairs and the `events` seen."""
+
+    running: list[tuple[Any, asyncio.Task[None]]]
+    events: list[Event]
+
+    async def stop(self, service: Any) -> None:
+        for index, (candidate, task) in enumerate(self.running):
+            if candidate is service:
+                await service.stop()
+                await asyncio.wait_for(task, DEADLINE)
+                del self.running[index]
+                return
+
+    def of_type(self, event_type: EventType) -> list[Event]:
+        return [event for event in self.events if event.type == event_type]
