@@ -11,6 +11,20 @@ from typing import Any
 
 from ai_employee.model.services import Decider, DecisionResult
 
+#: Prefixes of the environment variables that configure the daemon and its outside services: a
+#: test or bench that starts a daemon drops them, so no setting or credential of this machine leaks in.
+SERVICE_ENV_PREFIXES = (
+    "AIE_",
+    "ANTHROPIC",
+    "CLAUDE",
+    "OPENAI",
+    "ATLAS",
+    "MANUS",
+    "TELEGRAM",
+    "IMAP",
+    "SLACK",
+)
+
 
 class MemoryStore:
     """KeyValueStore: durable as far as this test is concerned (it outlives the services)."""
