@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ai_employee.bus.inprocess import InProcessEventBus
+from ai_employee.config import Settings
 from ai_employee.model.events import Event, EventType
 from ai_employee.model.messages import IncomingMessage
+from ai_employee.model.services import ServiceContext
 from tests.fakes.common import MemoryStore
 
 __all__ = ["MemoryStore", "RecordingIntake", "ServiceHarness", "StoredAction"]
@@ -55,12 +59,31 @@ class RecordingIntake:
 
 
 class ServiceHarness:
-    """What a harness of running services shares: stop one of them, the events of a type.
+    """What a harness of running services shares: their context, stop one, the events of a type.
 
     The subclass (a dataclass) holds `running` (service, task) pairs and the `events` seen."""
 
     running: list[tuple[Any, asyncio.Task[None]]]
     events: list[Event]
+    bus: InProcessEventBus
+    intake: RecordingIntake
+    vault: Path
+    store: MemoryStore
+
+    def service_context(
+        self, settings: Settings, *, approvals: Any, routes: Any, actions: Any
+    ) -> ServiceContext:
+        """The context the services get: this harness's bus, intake, vault and state."""
+        return ServiceContext(
+            settings=settings,
+            bus=self.bus,
+            intake=self.intake,
+            vault_root=self.vault,
+            state=self.store,
+            approvals=approvals,
+            routes=routes,
+            actions=actions,
+        )
 
     async def stop(self, service: Any) -> None:
         for index, (candidate, task) in enumerate(self.running):

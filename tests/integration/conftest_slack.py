@@ -38,7 +38,7 @@ from tests.fakes.slack import (
     SIGNING_SECRET,
     FakeSlack,
 )
-from tests.integration.conftest_chat import MemoryStore, RecordingIntake
+from tests.integration.conftest_chat import MemoryStore, RecordingIntake, ServiceHarness
 
 ALLOWED = "U0ALLOWED1"
 STRANGER = "U0STRANGER"
@@ -54,7 +54,7 @@ class RouteTable:
 
 
 @dataclass
-class Harness:
+class Harness(ServiceHarness):
     slack: FakeSlack
     vault: Path
     bus: InProcessEventBus = field(default_factory=InProcessEventBus)
@@ -100,15 +100,8 @@ class Harness:
             section, _, name = key.partition("__")
             paths[(section, name)] = value
         settings = load_settings(environ=env, overrides=paths)
-        return ServiceContext(
-            settings=settings,
-            bus=self.bus,
-            intake=self.intake,
-            vault_root=self.vault,
-            state=self.store,
-            approvals=Decisions(self.layout),
-            routes=self.routes,
-            actions=NoActions(),
+        return self.service_context(
+            settings, approvals=Decisions(self.layout), routes=self.routes, actions=NoActions()
         )
 
     def build(self, **kwargs: Any) -> tuple[SupervisorService, SlackService | None, dict[str, str]]:

@@ -119,15 +119,8 @@ class Harness(ServiceHarness):
         paths: dict[tuple[str, ...], Any] = {("telegram", key): value for key, value in overrides.items()}
         paths |= {("services", key): value for key, value in (services or {}).items()}
         settings = load_settings(environ=environ, overrides=paths)
-        return ServiceContext(
-            settings=settings,
-            bus=self.bus,
-            intake=self.intake,
-            vault_root=self.vault,
-            state=self.store,
-            approvals=self.approvals,
-            routes=self.routes,
-            actions=self.actions,
+        return self.service_context(
+            settings, approvals=self.approvals, routes=self.routes, actions=self.actions
         )
 
     def service(

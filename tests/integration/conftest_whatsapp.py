@@ -95,15 +95,8 @@ class Harness(ServiceHarness):
         paths: dict[tuple[str, ...], Any] = {("whatsapp", key): value for key, value in overrides.items()}
         paths[("services", "initial_backoff")] = 0.05
         settings = load_settings(environ=environ, overrides=paths)
-        return ServiceContext(
-            settings=settings,
-            bus=self.bus,
-            intake=self.intake,
-            vault_root=self.vault,
-            state=self.store,
-            approvals=self.approvals,
-            routes=self.control,
-            actions=self.actions,
+        return self.service_context(
+            settings, approvals=self.approvals, routes=self.control, actions=self.actions
         )
 
     def service(self, **overrides: Any) -> WhatsAppService:
