@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from ai_employee.bus.inprocess import InProcessEventBus
@@ -58,17 +57,17 @@ class RecordingIntake:
         return action_id
 
 
+@dataclass(kw_only=True)
 class ServiceHarness:
-    """What a harness of running services shares: their context, stop one, the events of a type.
+    """What a harness of running services shares: its bus, state, events seen and running
+    (service, task) pairs; their context, stop one, the events of a type.
 
-    The subclass (a dataclass) holds `running` (service, task) pairs and the `events` seen."""
+    The subclass (a dataclass) adds the fakes, the `vault` and the `intake` it gives the services."""
 
-    running: list[tuple[Any, asyncio.Task[None]]]
-    events: list[Event]
-    bus: InProcessEventBus
-    intake: RecordingIntake
-    vault: Path
-    store: MemoryStore
+    bus: InProcessEventBus = field(default_factory=InProcessEventBus)
+    store: MemoryStore = field(default_factory=MemoryStore)
+    events: list[Event] = field(default_factory=list)
+    running: list[tuple[Any, asyncio.Task[None]]] = field(default_factory=list)
 
     def service_context(
         self, settings: Settings, *, approvals: Any, routes: Any, actions: Any

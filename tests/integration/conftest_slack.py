@@ -21,10 +21,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import load_settings
 from ai_employee.model.events import Event, EventType
-from ai_employee.model.services import Service, ServiceContext
+from ai_employee.model.services import ServiceContext
 from ai_employee.supervision.slack import SlackService
 from ai_employee.supervision.supervisor import SupervisorService, build_supervision
 from ai_employee.vault.decisions import Decisions
@@ -38,7 +37,7 @@ from tests.fakes.slack import (
     SIGNING_SECRET,
     FakeSlack,
 )
-from tests.integration.conftest_chat import MemoryStore, RecordingIntake, ServiceHarness
+from tests.integration.conftest_chat import RecordingIntake, ServiceHarness
 
 ALLOWED = "U0ALLOWED1"
 STRANGER = "U0STRANGER"
@@ -57,11 +56,8 @@ class RouteTable:
 class Harness(ServiceHarness):
     slack: FakeSlack
     vault: Path
-    bus: InProcessEventBus = field(default_factory=InProcessEventBus)
     intake: RecordingIntake = field(default_factory=lambda: RecordingIntake("20261207"))
-    store: MemoryStore = field(default_factory=MemoryStore)
     routes: RouteTable = field(default_factory=RouteTable)
-    running: list[tuple[Service, asyncio.Task[None]]] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=lambda: {"services": {}, "executors": {}})
 
     @property

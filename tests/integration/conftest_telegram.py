@@ -18,16 +18,14 @@ from typing import Any
 
 import pytest
 
-from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.clients.retry import RetryPolicy
 from ai_employee.config import load_settings
-from ai_employee.model.events import Event
 from ai_employee.model.services import Decider, DecisionResult, ServiceContext, ServiceState
 from ai_employee.sources.telegram import TelegramService
 from tests.conftest import eventually
 from tests.fakes.openai_transcription import FakeOpenAITranscription
 from tests.fakes.telegram_server import FakeTelegram
-from tests.integration.conftest_chat import MemoryStore, RecordingIntake, ServiceHarness, StoredAction
+from tests.integration.conftest_chat import RecordingIntake, ServiceHarness, StoredAction
 
 ALLOWED = 111
 GROUP = -1002233
@@ -90,14 +88,10 @@ class Harness(ServiceHarness):
     telegram: FakeTelegram
     openai: FakeOpenAITranscription
     vault: Path
-    bus: InProcessEventBus = field(default_factory=InProcessEventBus)
     intake: RecordingIntake = field(default_factory=RecordingIntake)
     approvals: RecordingApprovals = field(default_factory=RecordingApprovals)
-    store: MemoryStore = field(default_factory=MemoryStore)
     routes: RouteTable = field(default_factory=RouteTable)
     actions: ActionTable = field(default_factory=ActionTable)
-    events: list[Event] = field(default_factory=list)
-    running: list[tuple[TelegramService, asyncio.Task[None]]] = field(default_factory=list)
 
     def context(
         self,

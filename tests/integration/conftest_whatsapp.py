@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import load_settings
 from ai_employee.control.server import ControlServer
 from ai_employee.model.events import Event, EventType
@@ -30,7 +29,7 @@ from tests.conftest import eventually
 from tests.fakes.common import ReadyHooks
 from tests.fakes.openai_transcription import FakeOpenAITranscription
 from tests.fakes.whatsapp import FakeWhatsApp
-from tests.integration.conftest_chat import MemoryStore, RecordingIntake, ServiceHarness
+from tests.integration.conftest_chat import RecordingIntake, ServiceHarness
 from tests.integration.conftest_telegram import FAST, ActionTable, RecordingApprovals
 
 ALLOWED = "4915112345678"
@@ -73,13 +72,9 @@ class Harness(ServiceHarness):
     openai: FakeOpenAITranscription
     vault: Path
     control: ControlServer
-    bus: InProcessEventBus = field(default_factory=InProcessEventBus)
     intake: PausableIntake = field(default_factory=PausableIntake)
     approvals: DecidingApprovals = field(default_factory=DecidingApprovals)
-    store: MemoryStore = field(default_factory=MemoryStore)
     actions: ActionTable = field(default_factory=ActionTable)
-    events: list[Event] = field(default_factory=list)
-    running: list[tuple[WhatsAppService, asyncio.Task[None]]] = field(default_factory=list)
 
     def context(self, *, openai_key: bool = True, **overrides: Any) -> ServiceContext:
         environ = {
