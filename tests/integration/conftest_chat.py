@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,20 @@ class ServiceHarness:
     store: MemoryStore = field(default_factory=MemoryStore)
     events: list[Event] = field(default_factory=list)
     running: list[tuple[Any, asyncio.Task[None]]] = field(default_factory=list)
+
+    async def open(self) -> None:
+        """Make the vault, start the bus and record every event on it."""
+        self.vault.mkdir()
+        await self.bus.start()
+        self.bus.subscribe(None, self.events.append, name="test.recorder")
+
+    async def close(self) -> None:
+        """Stop the services still running (whatever their runs raise), then the bus."""
+        for service, task in list(self.running):
+            await service.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, DEADLINE)
+        await self.bus.close()
 
     def service_context(
         self, settings: Settings, *, approvals: Any, routes: Any, actions: Any

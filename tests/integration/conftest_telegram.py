@@ -10,7 +10,6 @@ explicitly by the Telegram test modules (tests/conftest.py is shared and left al
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,17 +170,11 @@ async def harness_fixture(tmp_path: Path) -> AsyncIterator[Harness]:
     await telegram.start()
     await openai.start()
     built = Harness(telegram=telegram, openai=openai, vault=tmp_path / "vault")
-    built.vault.mkdir()
-    await built.bus.start()
-    built.bus.subscribe(None, built.events.append, name="test.recorder")
+    await built.open()
     try:
         yield built
     finally:
-        for service, task in list(built.running):
-            await service.stop()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, DEADLINE)
-        await built.bus.close()
+        await built.close()
         await openai.stop()
         await telegram.stop()
 

@@ -10,7 +10,6 @@ who decided.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,19 +176,13 @@ async def harness_fixture(tmp_path: Path) -> AsyncIterator[Harness]:
     port = await control.start()
     graph.webhook_url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
     built = Harness(graph=graph, openai=openai, vault=tmp_path / "vault", control=control)
-    built.vault.mkdir()
-    await built.bus.start()
-    built.bus.subscribe(None, built.events.append, name="test.recorder")
+    await built.open()
     try:
         yield built
     finally:
         built.intake.gate.set()
         graph.release_media()
-        for service, task in list(built.running):
-            await service.stop()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, DEADLINE)
-        await built.bus.close()
+        await built.close()
         await control.stop()
         await openai.stop()
         await graph.stop()
