@@ -25,23 +25,12 @@ from typing import IO
 import psutil
 import structlog
 
+from tests.fakes.common import SERVICE_ENV_PREFIXES
+
 log = structlog.get_logger(__name__)
 
 OWN_OUTPUT = "{vault}/Plans/* plan.md"
-_SECRETS_AND_SETTINGS = (
-    "AIE_",
-    "ANTHROPIC",
-    "CLAUDE",
-    "OPENAI",
-    "ATLAS",
-    "MANUS",
-    "TELEGRAM",
-    "IMAP",
-    "SLACK",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "HEALTH_SERVER_PORT",
-)
+_SECRETS_AND_SETTINGS = (*SERVICE_ENV_PREFIXES, "DATABASE_URL", "REDIS_URL", "HEALTH_SERVER_PORT")
 
 
 def clean_env(settle_seconds: float) -> dict[str, str]:

@@ -32,11 +32,12 @@ from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import load_settings
 from ai_employee.control.server import ControlServer
 from ai_employee.model.messages import IncomingMessage
-from ai_employee.model.services import Decider, DecisionResult, ServiceContext
+from ai_employee.model.services import ServiceContext
 from ai_employee.observability.logging import configure_logging
 from ai_employee.observability.metrics import Metrics
 from ai_employee.sources.whatsapp import WEBHOOK_PATH, WhatsAppService
 from ai_employee.sources.whatsapp_wire import sign
+from tests.fakes.common import MemoryStore, NoActions, NoApprovals, ReadyHooks
 
 SECRET = "bench-app-secret"
 NUMBER = "4915112345678"
@@ -51,46 +52,6 @@ class _Sink:
         await self.gate.wait()
         self.refs.add(message.source_ref)
         return f"act-bench-{len(self.refs):06d}"
-
-
-class _Store:
-    def __init__(self) -> None:
-        self.data: dict[tuple[str, str], str] = {}
-
-    def get(self, namespace: str, key: str) -> str | None:
-        return self.data.get((namespace, key))
-
-    def put(self, namespace: str, key: str, value: str) -> None:
-        self.data[(namespace, key)] = value
-
-
-class _Approvals:
-    def approve(self, plan_id: str, decider: Decider | None = None) -> DecisionResult:
-        return DecisionResult("not_found", plan_id)
-
-    def reject(
-        self, plan_id: str, reason: str | None = None, decider: Decider | None = None
-    ) -> DecisionResult:
-        return DecisionResult("not_found", plan_id)
-
-
-class _Actions:
-    def action_info(self, action_id: str) -> None:
-        return None
-
-
-class _Hooks:
-    def status(self) -> dict[str, Any]:
-        return {}
-
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        return True, {}
-
-    def request_stop(self) -> None:
-        return None
-
-    async def restart_service(self, name: str) -> None:
-        raise KeyError(name)
 
 
 def _delivery(n: int) -> bytes:
@@ -155,7 +116,7 @@ async def run(deliveries: int, clients: int) -> dict[str, Any]:
         vault = Path(folder)
         bus = InProcessEventBus()
         await bus.start()
-        control = ControlServer(_Hooks(), Metrics(process_metrics=False), port=0, token="bench")
+        control = ControlServer(ReadyHooks(), Metrics(process_metrics=False), port=0, token="bench")
         port = await control.start()
         sink = _Sink()
         environ = {
@@ -172,10 +133,10 @@ async def run(deliveries: int, clients: int) -> dict[str, Any]:
             bus=bus,
             intake=sink,
             vault_root=vault,
-            state=_Store(),
-            approvals=_Approvals(),
+            state=MemoryStore(),
+            approvals=NoApprovals(),
             routes=control,
-            actions=_Actions(),
+            actions=NoActions(),
         )
         service = WhatsAppService(context, transcriber_factory=lambda: None)
         task = asyncio.create_task(service.run())

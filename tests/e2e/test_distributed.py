@@ -25,7 +25,7 @@ import redis
 
 from tests.conftest import DaemonProcess, audit_lines, drop, notes, wait_for
 from tests.fakes.anthropic_server import AnthropicFake
-from tests.fakes.atlas_server import AtlasFake
+from tests.fakes.atlas_server import threaded_atlas_with_pump
 from tests.fakes.redis_server import PrivateRedis
 from tests.fakes.threaded import ThreadedFake
 
@@ -53,13 +53,8 @@ def claude() -> Iterator[ThreadedFake]:
 
 @pytest.fixture
 def atlas() -> Iterator[ThreadedFake]:
-    fake = AtlasFake(email=EMAIL, password=PASSWORD)
-    line = fake.add_location("Line 2")
-    fake.add_asset("Pump 3", location_id=line["id"])
-    threaded = ThreadedFake(fake)
-    threaded.start()
-    yield threaded
-    threaded.stop()
+    with threaded_atlas_with_pump(EMAIL, PASSWORD) as threaded:
+        yield threaded
 
 
 def distributed_env(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DaemonProcess, drop, frontmatter, note_result, notes, wait_for
-from tests.fakes.atlas_server import AtlasFake
+from tests.fakes.atlas_server import threaded_atlas_with_pump
 from tests.fakes.manus_server import ManusFake
 from tests.fakes.threaded import ThreadedFake
 
@@ -24,13 +24,8 @@ MANUS_KEY = "e2e-manus-key"
 
 @pytest.fixture
 def atlas() -> Iterator[ThreadedFake]:
-    fake = AtlasFake(email=EMAIL, password=PASSWORD)
-    line = fake.add_location("Line 2")
-    fake.add_asset("Pump 3", location_id=line["id"])
-    threaded = ThreadedFake(fake)
-    threaded.start()
-    yield threaded
-    threaded.stop()
+    with threaded_atlas_with_pump(EMAIL, PASSWORD) as threaded:
+        yield threaded
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from packaging.requirements import Requirement
 
 from ai_employee import __version__
 from tests.conftest import REPO
+from tests.fakes.common import SERVICE_ENV_PREFIXES
 
 PROJECT_FILES = ("pyproject.toml", "README.md", "CHANGELOG.md")
 
@@ -84,18 +85,7 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env() -> dict[str, str]:
-    outside = (
-        "AIE_",
-        "PYTHON",
-        "ANTHROPIC",
-        "CLAUDE",
-        "OPENAI",
-        "ATLAS",
-        "MANUS",
-        "TELEGRAM",
-        "IMAP",
-        "SLACK",
-    )
+    outside = (*SERVICE_ENV_PREFIXES, "PYTHON")
     keep = {key: value for key, value in os.environ.items() if not key.startswith(outside)}
     return {**keep, "AIE_VAULT__SETTLE_SECONDS": "0.3", "PYTHONUNBUFFERED": "1"}
 

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import DaemonProcess, drop, frontmatter, note_result, notes, wait_for
 from tests.fakes.anthropic_server import AnthropicFake
-from tests.fakes.atlas_server import AtlasFake
+from tests.fakes.atlas_server import threaded_atlas_with_pump
 from tests.fakes.outage import Mode, OutageProxy
 from tests.fakes.threaded import ThreadedFake
 
@@ -62,13 +62,8 @@ def proxy_for(fake: ThreadedFake, mode: Mode) -> Iterator[OutageProxy]:
 
 @pytest.fixture
 def atlas() -> Iterator[ThreadedFake]:
-    fake = AtlasFake(email=EMAIL, password=PASSWORD)
-    line = fake.add_location("Line 2")
-    fake.add_asset("Pump 3", location_id=line["id"])
-    threaded = ThreadedFake(fake)
-    threaded.start()
-    yield threaded
-    threaded.stop()
+    with threaded_atlas_with_pump(EMAIL, PASSWORD) as threaded:
+        yield threaded
 
 
 @pytest.fixture

@@ -23,12 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ import structlog
 from aiohttp import web
 
 from tests.fakes.loopback import LoopbackServer
+from tests.fakes.threaded import ThreadedFake
 
 log = structlog.get_logger(__name__)
 
@@ -577,6 +579,18 @@ async def _serve(args: argparse.Namespace) -> None:
 
     await fake.serve_until_signalled(args.host, args.port, announce)
     log.info("atlas fake stopped", work_orders=len(fake.work_orders))
+
+
+@contextlib.contextmanager
+def threaded_atlas_with_pump(email: str, password: str) -> Iterator[ThreadedFake[AtlasFake]]:
+    """An Atlas fake on its own thread, holding the asset the end-to-end notes name (Pump 3 on Line 2)."""
+    fake = AtlasFake(email=email, password=password)
+    line = fake.add_location("Line 2")
+    fake.add_asset("Pump 3", location_id=line["id"])
+    threaded = ThreadedFake(fake)
+    threaded.start()
+    yield threaded
+    threaded.stop()
 
 
 def main() -> None:

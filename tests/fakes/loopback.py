@@ -163,3 +163,15 @@ def _drop(request: web.Request) -> web.StreamResponse:
     if transport is not None:
         transport.close()
     return web.Response(status=200)
+
+
+async def wait_on(changed: asyncio.Condition, predicate: Callable[[], Any], timeout: float) -> Any:
+    """Wait until `predicate()` is truthy, looked at again each time `changed` is notified; its value."""
+
+    async def check() -> Any:
+        async with changed:
+            while not (result := predicate()):
+                await changed.wait()
+            return result
+
+    return await asyncio.wait_for(check(), timeout)

@@ -37,6 +37,8 @@ from urllib.parse import parse_qs
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.loopback import wait_on
+
 BOT_TOKEN = "xoxb-1111-2222-fakeBotTokenForLoopbackTests"
 APP_TOKEN = "xapp-1-A111-3333-fakeAppTokenForLoopbackTests"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -157,14 +159,7 @@ class FakeSlack:
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Wait until `predicate()` is truthy (looked at again after every call the app makes)."""
-
-        async def check() -> Any:
-            async with self._changed:
-                while not (result := predicate()):
-                    await self._changed.wait()
-                return result
-
-        return await asyncio.wait_for(check(), timeout)
+        return await wait_on(self._changed, predicate, timeout)
 
     def _notify(self) -> None:
         async def notify() -> None:

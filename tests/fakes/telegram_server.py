@@ -38,6 +38,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.loopback import wait_on
+
 MAX_GETFILE_BYTES = 20 * 1024 * 1024
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
@@ -362,14 +364,7 @@ class FakeTelegram:
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
         """Wait until `predicate()` is truthy (re-checked whenever the bot calls a method)."""
-
-        async def check() -> Any:
-            async with self._changed:
-                while not (result := predicate()):
-                    await self._changed.wait()
-                return result
-
-        return await asyncio.wait_for(check(), timeout)
+        return await wait_on(self._changed, predicate, timeout)
 
     def _notify(self, *, push: bool = True) -> None:
         """Wake long polls and `wait_for`; start webhook delivery if a webhook is set."""

@@ -19,8 +19,10 @@ import pytest
 from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import EmailSettings, ServicesSettings, Settings, VaultSettings
 from ai_employee.model.messages import IncomingMessage
-from ai_employee.model.services import Decider, DecisionResult, ServiceContext
+from ai_employee.model.services import ServiceContext
 from ai_employee.sources.email import EmailSource
+from tests.fakes.common import MemoryStore as MemoryState
+from tests.fakes.common import NoActions, NoApprovals
 from tests.fakes.dovecot import DovecotServer
 
 
@@ -75,37 +77,9 @@ class RecordingIntake:
         return [item.message.source_ref for item in self.submitted]
 
 
-class MemoryState:
-    """KeyValueStore double; reused across source instances, it is what survives a restart."""
-
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str], str] = {}
-
-    def get(self, namespace: str, key: str) -> str | None:
-        return self.values.get((namespace, key))
-
-    def put(self, namespace: str, key: str, value: str) -> None:
-        self.values[(namespace, key)] = value
-
-
-class _Approvals:
-    def approve(self, plan_id: str, decider: Decider | None = None) -> DecisionResult:
-        return DecisionResult("not_found", plan_id)
-
-    def reject(
-        self, plan_id: str, reason: str | None = None, decider: Decider | None = None
-    ) -> DecisionResult:
-        return DecisionResult("not_found", plan_id)
-
-
 class _Routes:
     def add_route(self, method: str, path: str, handler: Any) -> None:
         raise AssertionError("the email source adds no routes")
-
-
-class _Actions:
-    def action_info(self, action_id: str) -> Mapping[str, Any] | None:
-        return None
 
 
 @dataclass
@@ -142,9 +116,9 @@ class EmailHarness:
             intake=self.intake,
             vault_root=self.vault,
             state=self.state,
-            approvals=_Approvals(),
+            approvals=NoApprovals(),
             routes=_Routes(),
-            actions=_Actions(),
+            actions=NoActions(),
         )
 
     def source(self, *, source_options: Mapping[str, Any] | None = None, **email: Any) -> EmailSource:

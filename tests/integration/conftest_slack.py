@@ -21,16 +21,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import load_settings
 from ai_employee.model.events import Event, EventType
-from ai_employee.model.messages import IncomingMessage
-from ai_employee.model.services import Service, ServiceContext
+from ai_employee.model.services import ServiceContext
 from ai_employee.supervision.slack import SlackService
 from ai_employee.supervision.supervisor import SupervisorService, build_supervision
 from ai_employee.vault.decisions import Decisions
 from ai_employee.vault.layout import Folder, VaultLayout
 from tests.conftest import eventually
+from tests.fakes.common import NoActions
 from tests.fakes.slack import (
     ALERT_CHANNEL_NAME,
     CHANNEL_ID,
@@ -38,49 +37,11 @@ from tests.fakes.slack import (
     SIGNING_SECRET,
     FakeSlack,
 )
+from tests.integration.conftest_chat import RecordingIntake, ServiceHarness
 
 ALLOWED = "U0ALLOWED1"
 STRANGER = "U0STRANGER"
 DEADLINE = 10.0
-
-
-class MemoryStore:
-    def __init__(self) -> None:
-        self.data: dict[tuple[str, str], str] = {}
-
-    def get(self, namespace: str, key: str) -> str | None:
-        return self.data.get((namespace, key))
-
-    def put(self, namespace: str, key: str, value: str) -> None:
-        self.data[(namespace, key)] = value
-
-
-@dataclass
-class StoredAction:
-    action_id: str
-    message: IncomingMessage
-    files: dict[str, bytes]
-
-
-class RecordingIntake:
-    """IntakeSink: idempotent per (source, source_ref); reads the attachments before returning."""
-
-    def __init__(self) -> None:
-        self.actions: list[StoredAction] = []
-        self._by_ref: dict[tuple[str, str], str] = {}
-
-    async def submit(self, message: IncomingMessage) -> str:
-        key = (message.source, message.source_ref)
-        if key in self._by_ref:
-            return self._by_ref[key]
-        files = {
-            attachment.filename: attachment.path.read_bytes() if attachment.path else attachment.data or b""
-            for attachment in message.attachments
-        }
-        action_id = f"act-20261207-101500-{len(self.actions) + 1:06x}"
-        self.actions.append(StoredAction(action_id, message, files))
-        self._by_ref[key] = action_id
-        return action_id
 
 
 class RouteTable:
@@ -91,20 +52,12 @@ class RouteTable:
         self.routes[(method, path)] = handler
 
 
-class NoActions:
-    def action_info(self, action_id: str) -> Mapping[str, Any] | None:
-        return None
-
-
 @dataclass
-class Harness:
+class Harness(ServiceHarness):
     slack: FakeSlack
     vault: Path
-    bus: InProcessEventBus = field(default_factory=InProcessEventBus)
-    intake: RecordingIntake = field(default_factory=RecordingIntake)
-    store: MemoryStore = field(default_factory=MemoryStore)
+    intake: RecordingIntake = field(default_factory=lambda: RecordingIntake("20261207"))
     routes: RouteTable = field(default_factory=RouteTable)
-    running: list[tuple[Service, asyncio.Task[None]]] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=lambda: {"services": {}, "executors": {}})
 
     @property
@@ -143,15 +96,8 @@ class Harness:
             section, _, name = key.partition("__")
             paths[(section, name)] = value
         settings = load_settings(environ=env, overrides=paths)
-        return ServiceContext(
-            settings=settings,
-            bus=self.bus,
-            intake=self.intake,
-            vault_root=self.vault,
-            state=self.store,
-            approvals=Decisions(self.layout),
-            routes=self.routes,
-            actions=NoActions(),
+        return self.service_context(
+            settings, approvals=Decisions(self.layout), routes=self.routes, actions=NoActions()
         )
 
     def build(self, **kwargs: Any) -> tuple[SupervisorService, SlackService | None, dict[str, str]]:

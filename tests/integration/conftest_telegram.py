@@ -10,7 +10,6 @@ explicitly by the Telegram test modules (tests/conftest.py is shared and left al
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,16 +17,14 @@ from typing import Any
 
 import pytest
 
-from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.clients.retry import RetryPolicy
 from ai_employee.config import load_settings
-from ai_employee.model.events import Event, EventType
-from ai_employee.model.messages import IncomingMessage
 from ai_employee.model.services import Decider, DecisionResult, ServiceContext, ServiceState
 from ai_employee.sources.telegram import TelegramService
 from tests.conftest import eventually
 from tests.fakes.openai_transcription import FakeOpenAITranscription
 from tests.fakes.telegram_server import FakeTelegram
+from tests.integration.conftest_chat import RecordingIntake, ServiceHarness, StoredAction
 
 ALLOWED = 111
 GROUP = -1002233
@@ -37,55 +34,6 @@ DEADLINE = 10.0
 
 
 # -- doubles -------------------------------------------------------------------------------
-
-
-class MemoryStore:
-    """KeyValueStore: durable as far as this test is concerned (it outlives the services)."""
-
-    def __init__(self) -> None:
-        self.data: dict[tuple[str, str], str] = {}
-
-    def get(self, namespace: str, key: str) -> str | None:
-        return self.data.get((namespace, key))
-
-    def put(self, namespace: str, key: str, value: str) -> None:
-        self.data[(namespace, key)] = value
-
-
-@dataclass
-class StoredAction:
-    action_id: str
-    message: IncomingMessage
-    files: dict[str, bytes]
-
-
-class RecordingIntake:
-    """IntakeSink: idempotent per (source, source_ref); reads the attachments before returning."""
-
-    def __init__(self) -> None:
-        self.actions: list[StoredAction] = []
-        self.calls = 0
-        self.fail_next = 0
-        self._by_ref: dict[tuple[str, str], str] = {}
-
-    async def submit(self, message: IncomingMessage) -> str:
-        self.calls += 1
-        if self.fail_next:
-            self.fail_next -= 1
-            raise OSError("No space left on device")
-        key = (message.source, message.source_ref)
-        if key in self._by_ref:
-            return self._by_ref[key]
-        files: dict[str, bytes] = {}
-        for attachment in message.attachments:
-            if attachment.path is not None:
-                files[attachment.filename] = attachment.path.read_bytes()
-            else:
-                files[attachment.filename] = attachment.data or b""
-        action_id = f"act-20261121-101500-{len(self.actions) + 1:06x}"
-        self.actions.append(StoredAction(action_id, message, files))
-        self._by_ref[key] = action_id
-        return action_id
 
 
 class RecordingApprovals:
@@ -135,18 +83,14 @@ class ActionTable:
 
 
 @dataclass
-class Harness:
+class Harness(ServiceHarness):
     telegram: FakeTelegram
     openai: FakeOpenAITranscription
     vault: Path
-    bus: InProcessEventBus = field(default_factory=InProcessEventBus)
     intake: RecordingIntake = field(default_factory=RecordingIntake)
     approvals: RecordingApprovals = field(default_factory=RecordingApprovals)
-    store: MemoryStore = field(default_factory=MemoryStore)
     routes: RouteTable = field(default_factory=RouteTable)
     actions: ActionTable = field(default_factory=ActionTable)
-    events: list[Event] = field(default_factory=list)
-    running: list[tuple[TelegramService, asyncio.Task[None]]] = field(default_factory=list)
 
     def context(
         self,
@@ -168,15 +112,8 @@ class Harness:
         paths: dict[tuple[str, ...], Any] = {("telegram", key): value for key, value in overrides.items()}
         paths |= {("services", key): value for key, value in (services or {}).items()}
         settings = load_settings(environ=environ, overrides=paths)
-        return ServiceContext(
-            settings=settings,
-            bus=self.bus,
-            intake=self.intake,
-            vault_root=self.vault,
-            state=self.store,
-            approvals=self.approvals,
-            routes=self.routes,
-            actions=self.actions,
+        return self.service_context(
+            settings, approvals=self.approvals, routes=self.routes, actions=self.actions
         )
 
     def service(
@@ -214,17 +151,6 @@ class Harness:
                 task.result()
         return service
 
-    async def stop(self, service: TelegramService) -> None:
-        for index, (candidate, task) in enumerate(self.running):
-            if candidate is service:
-                await service.stop()
-                await asyncio.wait_for(task, DEADLINE)
-                del self.running[index]
-                return
-
-    def of_type(self, event_type: EventType) -> list[Event]:
-        return [event for event in self.events if event.type == event_type]
-
     async def action_count(self, count: int) -> list[StoredAction]:
         await eventually(lambda: len(self.intake.actions) >= count, timeout=DEADLINE)
         return self.intake.actions
@@ -244,17 +170,11 @@ async def harness_fixture(tmp_path: Path) -> AsyncIterator[Harness]:
     await telegram.start()
     await openai.start()
     built = Harness(telegram=telegram, openai=openai, vault=tmp_path / "vault")
-    built.vault.mkdir()
-    await built.bus.start()
-    built.bus.subscribe(None, built.events.append, name="test.recorder")
+    await built.open()
     try:
         yield built
     finally:
-        for service, task in list(built.running):
-            await service.stop()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, DEADLINE)
-        await built.bus.close()
+        await built.close()
         await openai.stop()
         await telegram.stop()
 

@@ -10,7 +10,6 @@ who decided.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from ai_employee.bus.inprocess import InProcessEventBus
 from ai_employee.config import load_settings
 from ai_employee.control.server import ControlServer
 from ai_employee.model.events import Event, EventType
@@ -27,15 +25,11 @@ from ai_employee.model.services import Decider, DecisionResult, ServiceContext, 
 from ai_employee.observability.metrics import Metrics
 from ai_employee.sources.whatsapp import WEBHOOK_PATH, WhatsAppService
 from tests.conftest import eventually
+from tests.fakes.common import ReadyHooks
 from tests.fakes.openai_transcription import FakeOpenAITranscription
 from tests.fakes.whatsapp import FakeWhatsApp
-from tests.integration.conftest_telegram import (
-    FAST,
-    ActionTable,
-    MemoryStore,
-    RecordingApprovals,
-    RecordingIntake,
-)
+from tests.integration.conftest_chat import RecordingIntake, ServiceHarness
+from tests.integration.conftest_telegram import FAST, ActionTable, RecordingApprovals
 
 ALLOWED = "4915112345678"
 STRANGER = "4915199999999"
@@ -71,33 +65,15 @@ class DecidingApprovals(RecordingApprovals):
         return super().reject(plan_id, reason, decider)
 
 
-class Hooks:
-    def status(self) -> dict[str, Any]:
-        return {"running": True, "secret": "only on the control port"}
-
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        return True, {}
-
-    def request_stop(self) -> None:
-        return None
-
-    async def restart_service(self, name: str) -> None:
-        raise KeyError(name)
-
-
 @dataclass
-class Harness:
+class Harness(ServiceHarness):
     graph: FakeWhatsApp
     openai: FakeOpenAITranscription
     vault: Path
     control: ControlServer
-    bus: InProcessEventBus = field(default_factory=InProcessEventBus)
     intake: PausableIntake = field(default_factory=PausableIntake)
     approvals: DecidingApprovals = field(default_factory=DecidingApprovals)
-    store: MemoryStore = field(default_factory=MemoryStore)
     actions: ActionTable = field(default_factory=ActionTable)
-    events: list[Event] = field(default_factory=list)
-    running: list[tuple[WhatsAppService, asyncio.Task[None]]] = field(default_factory=list)
 
     def context(self, *, openai_key: bool = True, **overrides: Any) -> ServiceContext:
         environ = {
@@ -113,15 +89,8 @@ class Harness:
         paths: dict[tuple[str, ...], Any] = {("whatsapp", key): value for key, value in overrides.items()}
         paths[("services", "initial_backoff")] = 0.05
         settings = load_settings(environ=environ, overrides=paths)
-        return ServiceContext(
-            settings=settings,
-            bus=self.bus,
-            intake=self.intake,
-            vault_root=self.vault,
-            state=self.store,
-            approvals=self.approvals,
-            routes=self.control,
-            actions=self.actions,
+        return self.service_context(
+            settings, approvals=self.approvals, routes=self.control, actions=self.actions
         )
 
     def service(self, **overrides: Any) -> WhatsAppService:
@@ -136,17 +105,6 @@ class Harness:
         self.running.append((service, task))
         await eventually(lambda: _connected(service), timeout=DEADLINE, message="the Graph API reached")
         return service
-
-    async def stop(self, service: WhatsAppService) -> None:
-        for index, (candidate, task) in enumerate(self.running):
-            if candidate is service:
-                await service.stop()
-                await asyncio.wait_for(task, DEADLINE)
-                del self.running[index]
-                return
-
-    def of_type(self, event_type: EventType) -> list[Event]:
-        return [event for event in self.events if event.type == event_type]
 
     async def action_count(self, count: int) -> list[Any]:
         await eventually(
@@ -209,23 +167,22 @@ async def harness_fixture(tmp_path: Path) -> AsyncIterator[Harness]:
     openai = FakeOpenAITranscription()
     await graph.start()
     await openai.start()
-    control = ControlServer(Hooks(), Metrics(), port=0, token="control-token")
+    control = ControlServer(
+        ReadyHooks({"running": True, "secret": "only on the control port"}),
+        Metrics(),
+        port=0,
+        token="control-token",
+    )
     port = await control.start()
     graph.webhook_url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
     built = Harness(graph=graph, openai=openai, vault=tmp_path / "vault", control=control)
-    built.vault.mkdir()
-    await built.bus.start()
-    built.bus.subscribe(None, built.events.append, name="test.recorder")
+    await built.open()
     try:
         yield built
     finally:
         built.intake.gate.set()
         graph.release_media()
-        for service, task in list(built.running):
-            await service.stop()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, DEADLINE)
-        await built.bus.close()
+        await built.close()
         await control.stop()
         await openai.stop()
         await graph.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -14,20 +13,7 @@ from ai_employee.config import load_settings
 from ai_employee.control.port import DEFAULT_PORT, ControlPortError, open_port
 from ai_employee.control.server import ControlServer
 from ai_employee.observability.metrics import Metrics
-
-
-class _Hooks:
-    def status(self) -> dict[str, Any]:
-        return {}
-
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        return True, {}
-
-    def request_stop(self) -> None:
-        pass
-
-    async def restart_service(self, name: str) -> None:
-        raise KeyError(name)
+from tests.fakes.common import ReadyHooks
 
 
 @pytest.fixture
@@ -39,7 +25,7 @@ def taken() -> Iterator[int]:
 
 
 def _server() -> ControlServer:
-    return ControlServer(_Hooks(), Metrics(process_metrics=False), port=0, token="t" * 32)
+    return ControlServer(ReadyHooks(), Metrics(process_metrics=False), port=0, token="t" * 32)
 
 
 def test_no_port_is_configured_by_default() -> None:

@@ -24,6 +24,7 @@ from ai_employee.model.services import ServiceContext, ServiceState
 from ai_employee.sources import email as email_source
 from ai_employee.sources.email import EmailSource, sender_allowed
 from ai_employee.sources.email_mailbox import Mailbox
+from tests.fakes.common import NoActions, NoApprovals
 from tests.fakes.dovecot import DovecotServer
 from tests.fakes.outage import Mode, OutageProxy
 from tests.fakes.smtp_server import FakeSmtpServer
@@ -31,8 +32,6 @@ from tests.integration.conftest_email import (  # noqa: F401 - the *_fixture nam
     EmailHarness,
     MemoryState,
     RecordingIntake,
-    _Actions,
-    _Approvals,
     _Routes,
     dovecot_fixture,
     eventually,
@@ -484,9 +483,9 @@ def _context(email: EmailSettings, tmp_path: Path) -> ServiceContext:
         intake=RecordingIntake(),
         vault_root=tmp_path,
         state=MemoryState(),
-        approvals=_Approvals(),
+        approvals=NoApprovals(),
         routes=_Routes(),
-        actions=_Actions(),
+        actions=NoActions(),
     )
 
 

@@ -19,22 +19,9 @@ from ai_employee.doctor.report import Status
 from ai_employee.doctor.settings_check import load_for_doctor
 from ai_employee.vault.layout import VaultLayout
 from ai_employee.vault.ledger import SCHEMA_VERSION, Ledger
+from tests.fakes.common import SERVICE_ENV_PREFIXES
 
-SERVICE_VARIABLES = (
-    "AIE_",
-    "HEALTH_",
-    "ANTHROPIC",
-    "CLAUDE",
-    "OPENAI",
-    "ATLAS",
-    "MANUS",
-    "TELEGRAM",
-    "IMAP",
-    "SLACK",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "WHATSAPP",
-)
+SERVICE_VARIABLES = (*SERVICE_ENV_PREFIXES, "HEALTH_", "DATABASE_URL", "REDIS_URL", "WHATSAPP")
 
 
 @pytest.fixture

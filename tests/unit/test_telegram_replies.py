@@ -20,6 +20,7 @@ from ai_employee.sources.telegram_replies import (
     plan_text,
 )
 from ai_employee.sources.telegram_state import PendingTranscription, TelegramState
+from tests.fakes.common import MemoryStore
 
 
 def message(**fields: Any) -> Message:
@@ -138,26 +139,15 @@ def test_the_answer_to_a_late_press_says_what_was_decided_before() -> None:
     assert callback_answer(DecisionResult("not_found", "plan-a")) == "Plan plan-a was not found."
 
 
-class Store:
-    def __init__(self) -> None:
-        self.data: dict[tuple[str, str], str] = {}
-
-    def get(self, namespace: str, key: str) -> str | None:
-        return self.data.get((namespace, key))
-
-    def put(self, namespace: str, key: str, value: str) -> None:
-        self.data[(namespace, key)] = value
-
-
 def test_the_offset_only_moves_forward() -> None:
-    state = TelegramState(Store(), bot_id="123")
+    state = TelegramState(MemoryStore(), bot_id="123")
     state.set_offset(10)
     state.set_offset(7)
     assert state.offset() == 10
 
 
 def test_pending_transcriptions_survive_records_from_a_newer_version() -> None:
-    store = Store()
+    store = MemoryStore()
     state = TelegramState(store, bot_id="123")
     state.add_pending(PendingTranscription("act-1", "111:7", 111, 7, "file-1", "voice.ogg"))
     store.data[("telegram", "pending_transcriptions")] = store.data[

@@ -202,30 +202,19 @@ async def anthropic_models(settings: Settings, seconds: float) -> Check:
     import anthropic
 
     base_url = settings.anthropic.base_url or ANTHROPIC_DEFAULT_BASE_URL
-    client = anthropic.AsyncAnthropic(
-        api_key=key.get_secret_value(), base_url=base_url, timeout=seconds, max_retries=0
+    models = await _listed_models(
+        "anthropic",
+        anthropic,
+        anthropic.AsyncAnthropic,
+        key.get_secret_value(),
+        base_url,
+        seconds,
+        api="Anthropic",
+        key_hint="set ANTHROPIC_API_KEY to a key from console.anthropic.com",
+        limit=100,
     )
-    try:
-        page = await client.models.list(limit=100)
-        models = [model.id for model in page.data]
-    except anthropic.AuthenticationError:
-        return Check.fail(
-            "anthropic",
-            "the API key was refused",
-            "set ANTHROPIC_API_KEY to a key from console.anthropic.com",
-        )
-    except anthropic.APIStatusError as error:
-        return Check.fail(
-            "anthropic",
-            f"listing models answered {error.status_code}",
-            f"check ANTHROPIC_BASE_URL ({base_url})",
-        )
-    except anthropic.APIConnectionError as error:
-        return _unreachable(
-            "anthropic", error, seconds, f"the Anthropic API at {base_url}", "ANTHROPIC_BASE_URL"
-        )
-    finally:
-        await client.close()
+    if isinstance(models, Check):
+        return models
     return _model_listed("anthropic", settings.planner.claude_model, models, "planner.claude_model")
 
 
@@ -236,24 +225,18 @@ async def openai_models(settings: Settings, seconds: float) -> Check:
     import openai
 
     base_url = settings.openai.base_url or OPENAI_DEFAULT_BASE_URL
-    client = openai.AsyncOpenAI(
-        api_key=key.get_secret_value(), base_url=base_url, timeout=seconds, max_retries=0
+    models = await _listed_models(
+        "openai",
+        openai,
+        openai.AsyncOpenAI,
+        key.get_secret_value(),
+        base_url,
+        seconds,
+        api="OpenAI",
+        key_hint="set OPENAI_API_KEY to a key from platform.openai.com",
     )
-    try:
-        page = await client.models.list()
-        models = [model.id for model in page.data]
-    except openai.AuthenticationError:
-        return Check.fail(
-            "openai", "the API key was refused", "set OPENAI_API_KEY to a key from platform.openai.com"
-        )
-    except openai.APIStatusError as error:
-        return Check.fail(
-            "openai", f"listing models answered {error.status_code}", f"check OPENAI_BASE_URL ({base_url})"
-        )
-    except openai.APIConnectionError as error:
-        return _unreachable("openai", error, seconds, f"the OpenAI API at {base_url}", "OPENAI_BASE_URL")
-    finally:
-        await client.close()
+    if isinstance(models, Check):
+        return models
     wanted = (
         settings.planner.openai_model
         if settings.planner_kind() == "openai"
@@ -261,6 +244,37 @@ async def openai_models(settings: Settings, seconds: float) -> Check:
     )
     setting = "planner.openai_model" if settings.planner_kind() == "openai" else "openai.transcription_model"
     return _model_listed("openai", wanted, models, setting)
+
+
+async def _listed_models(
+    name: str,
+    sdk: Any,
+    client_class: Any,
+    key: str,
+    base_url: str,
+    seconds: float,
+    *,
+    api: str,
+    key_hint: str,
+    **query: Any,
+) -> list[str] | Check:
+    """The model ids the key may use, through the vendor's own SDK (anthropic and openai raise alike),
+    or the finding that says why not; the client is closed either way."""
+    setting = f"{name.upper()}_BASE_URL"
+    client = client_class(api_key=key, base_url=base_url, timeout=seconds, max_retries=0)
+    try:
+        page = await client.models.list(**query)
+        return [model.id for model in page.data]
+    except sdk.AuthenticationError:
+        return Check.fail(name, "the API key was refused", key_hint)
+    except sdk.APIStatusError as error:
+        return Check.fail(
+            name, f"listing models answered {error.status_code}", f"check {setting} ({base_url})"
+        )
+    except sdk.APIConnectionError as error:
+        return _unreachable(name, error, seconds, f"the {api} API at {base_url}", setting)
+    finally:
+        await client.close()
 
 
 def _model_listed(name: str, wanted: str, models: list[str], setting: str) -> Check:

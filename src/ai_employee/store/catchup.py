@@ -182,17 +182,7 @@ def _execution_records(row: ExecutionRow, layout: VaultLayout) -> list[Record]:
         out.append(r.checkpoint(f"{plan_id}:rejected", action_id, "rejected", at, plan_id=plan_id))
         return out
     if row.state == "returned":
-        out.append(
-            r.checkpoint(
-                f"{plan_id}:returned:{attempt}",
-                action_id,
-                "returned",
-                at,
-                plan_id=plan_id,
-                status="warning",
-                detail="changed after approval; approve it again",
-            )
-        )
+        out.append(r.returned(plan_id, action_id, attempt, at))
         out.append(
             r.intervention(
                 f"{plan_id}:edit:{attempt}", action_id, "edit", "vault", "vault", at, plan_id=plan_id
@@ -211,32 +201,12 @@ def _execution_records(row: ExecutionRow, layout: VaultLayout) -> list[Record]:
             plan_id=plan_id,
         )
     )
-    out.append(
-        r.checkpoint(
-            f"{plan_id}:approved:{attempt}",
-            action_id,
-            "approved",
-            decided_at,
-            plan_id=plan_id,
-            detail=f"attempt {attempt}",
-        )
-    )
+    out.append(r.approved(plan_id, action_id, attempt, decided_at))
     if row.state in ("done", "failed"):
         done = row.state == "done"
-        step = "executed" if done else "failed"
         detail = ("dry run" if row.dry_run else "live") if done else row.error
         out.append(r.task(action_id, at, finished_at=at, status=status))
-        out.append(
-            r.checkpoint(
-                f"{plan_id}:{step}:{attempt}",
-                action_id,
-                step,
-                at,
-                plan_id=plan_id,
-                status="ok" if done else "failed",
-                detail=detail,
-            )
-        )
+        out.append(r.finished(plan_id, action_id, attempt, at, done=done, detail=detail))
     return out
 
 

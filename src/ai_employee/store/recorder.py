@@ -51,6 +51,42 @@ def _attempt(event: Event) -> int:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else 1
 
 
+def _whisper_cost(action_id: str, p: Mapping[str, Any], at: str) -> list[Record]:
+    """The transcription's cost, when the event carries one (one row per item: the key is stable)."""
+    usd = _num(p, "transcript_cost_usd")
+    if not usd:
+        return []
+    seconds = _num(p, "duration_seconds")
+    return [
+        r.cost(
+            f"{action_id}:whisper",
+            action_id,
+            "whisper",
+            usd,
+            at,
+            quantity=round(seconds / 60, 3) if seconds else None,
+            unit="minutes",
+        )
+    ]
+
+
+def _decision(
+    event: Event, key: str, action_id: str, kind: str, at: str, plan_id: str | None, reason: str | None = None
+) -> Record:
+    """The person's decision, by whom and through which door (the vault when the event does not say)."""
+    p = event.payload
+    return r.intervention(
+        key,
+        action_id,
+        kind,
+        _str(p, "by") or "vault",
+        _str(p, "door") or "vault",
+        at,
+        plan_id=plan_id,
+        reason=reason,
+    )
+
+
 def action_created(event: Event, at: str) -> list[Record]:
     p = event.payload
     action_id, _ = _ids(event)
@@ -70,21 +106,7 @@ def action_created(event: Event, at: str) -> list[Record]:
         ),
         r.checkpoint(f"{action_id}:received", action_id, "received", at, detail=_str(p, "source")),
     ]
-    minutes = _num(p, "duration_seconds")
-    usd = _num(p, "transcript_cost_usd")
-    if usd:
-        out.append(
-            r.cost(
-                f"{action_id}:whisper",
-                action_id,
-                "whisper",
-                usd,
-                at,
-                quantity=round(minutes / 60, 3) if minutes else None,
-                unit="minutes",
-            )
-        )
-    return out
+    return out + _whisper_cost(action_id, p, at)
 
 
 def plan_created(event: Event, at: str) -> list[Record]:
@@ -166,23 +188,8 @@ def approval_granted(event: Event, at: str) -> list[Record]:
     kind = "approve" if attempt <= 1 else "retry"
     return [
         r.task(action_id, at, plan_id=plan_id, status="approved", decided_at=at, plan_note=_str(p, "note")),
-        r.checkpoint(
-            f"{plan_id}:approved:{attempt}",
-            action_id,
-            "approved",
-            at,
-            plan_id=plan_id,
-            detail=f"attempt {attempt}",
-        ),
-        r.intervention(
-            f"{plan_id}:{kind}:{attempt}",
-            action_id,
-            kind,
-            _str(p, "by") or "vault",
-            _str(p, "door") or "vault",
-            at,
-            plan_id=plan_id,
-        ),
+        r.approved(plan_id, action_id, attempt, at),
+        _decision(event, f"{plan_id}:{kind}:{attempt}", action_id, kind, at, plan_id),
     ]
 
 
@@ -202,16 +209,7 @@ def approval_denied(event: Event, at: str) -> list[Record]:
         r.checkpoint(
             f"{plan_id}:rejected", action_id, "rejected", at, plan_id=plan_id, detail=_str(p, "reason")
         ),
-        r.intervention(
-            f"{plan_id}:reject",
-            action_id,
-            "reject",
-            _str(p, "by") or "vault",
-            _str(p, "door") or "vault",
-            at,
-            plan_id=plan_id,
-            reason=_str(p, "reason"),
-        ),
+        _decision(event, f"{plan_id}:reject", action_id, "reject", at, plan_id, _str(p, "reason")),
     ]
 
 
@@ -222,24 +220,8 @@ def approval_revoked(event: Event, at: str) -> list[Record]:
     kind = "cancel" if p.get("reason") == "vanished" else "edit"
     return [
         r.task(action_id, at, plan_id=plan_id, status="pending_approval"),
-        r.checkpoint(
-            f"{plan_id}:returned:{attempt}",
-            action_id,
-            "returned",
-            at,
-            plan_id=plan_id,
-            status="warning",
-            detail=_str(p, "detail") or "changed after approval; approve it again",
-        ),
-        r.intervention(
-            f"{plan_id}:{kind}:{attempt}",
-            action_id,
-            kind,
-            _str(p, "by") or "vault",
-            _str(p, "door") or "vault",
-            at,
-            plan_id=plan_id,
-        ),
+        r.returned(plan_id, action_id, attempt, at, detail=_str(p, "detail")),
+        _decision(event, f"{plan_id}:{kind}:{attempt}", action_id, kind, at, plan_id),
     ]
 
 
@@ -268,7 +250,6 @@ def plan_finished(event: Event, at: str) -> list[Record]:
         return []
     attempt = _attempt(event)
     done = event.type == EventType.PLAN_EXECUTED
-    step = "executed" if done else "failed"
     detail = ("dry run" if p.get("dry_run") else "live") if done else _str(p, "error")
     out = [
         r.task(
@@ -280,15 +261,8 @@ def plan_finished(event: Event, at: str) -> list[Record]:
             plan_note=_str(p, "note"),
             action=_str(p, "action"),
         ),
-        r.checkpoint(
-            f"{plan_id}:{step}:{attempt}",
-            action_id,
-            step,
-            at,
-            plan_id=plan_id,
-            status="ok" if done else "failed",
-            duration_ms=_num(p, "duration_ms"),
-            detail=detail,
+        r.finished(
+            plan_id, action_id, attempt, at, done=done, detail=detail, duration_ms=_num(p, "duration_ms")
         ),
     ]
     result = p.get("result")
@@ -349,26 +323,12 @@ def transcription(event: Event, at: str) -> list[Record]:
     action_id, _ = _ids(event)
     if not action_id:
         return []
-    out = [
+    return [
         r.checkpoint(
             f"{action_id}:transcribed", action_id, "transcribed", at, detail=_str(p, "transcription_model")
-        )
+        ),
+        *_whisper_cost(action_id, p, at),
     ]
-    usd = _num(p, "transcript_cost_usd")
-    if usd:
-        seconds = _num(p, "duration_seconds")
-        out.append(
-            r.cost(
-                f"{action_id}:whisper",
-                action_id,
-                "whisper",
-                usd,
-                at,
-                quantity=round(seconds / 60, 3) if seconds else None,
-                unit="minutes",
-            )
-        )
-    return out
 
 
 def duplicate_ignored(event: Event, at: str) -> list[Record]:

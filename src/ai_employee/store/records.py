@@ -76,6 +76,57 @@ def checkpoint(
     )
 
 
+def returned(
+    plan_id: str | None, action_id: str, attempt: int, at: str, *, detail: str | None = None
+) -> Record:
+    """The checkpoint of an approved plan sent back to Pending_Approval (edited or vanished)."""
+    return checkpoint(
+        f"{plan_id}:returned:{attempt}",
+        action_id,
+        "returned",
+        at,
+        plan_id=plan_id,
+        status="warning",
+        detail=detail or "changed after approval; approve it again",
+    )
+
+
+def approved(plan_id: str | None, action_id: str, attempt: int, at: str) -> Record:
+    """The checkpoint of a plan's approval (one per attempt)."""
+    return checkpoint(
+        f"{plan_id}:approved:{attempt}",
+        action_id,
+        "approved",
+        at,
+        plan_id=plan_id,
+        detail=f"attempt {attempt}",
+    )
+
+
+def finished(
+    plan_id: str | None,
+    action_id: str,
+    attempt: int,
+    at: str,
+    *,
+    done: bool,
+    detail: str | None,
+    duration_ms: float | None = None,
+) -> Record:
+    """The checkpoint of a run's end: `executed` (ok) or `failed`, one per attempt."""
+    step = "executed" if done else "failed"
+    return checkpoint(
+        f"{plan_id}:{step}:{attempt}",
+        action_id,
+        step,
+        at,
+        plan_id=plan_id,
+        status="ok" if done else "failed",
+        duration_ms=duration_ms,
+        detail=detail,
+    )
+
+
 def intervention(
     key: str,
     action_id: str,

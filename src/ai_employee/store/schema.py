@@ -11,9 +11,22 @@ databases, read the same in `sqlite3` and `psql`, and need no time-zone conversi
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
+
+
+def _keyed_item_columns() -> list[Column[Any]]:
+    """The leading columns of an item's keyed rows (checkpoints, interventions, artifacts): new each call."""
+    return [
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("key", String(255), nullable=False, unique=True),
+        Column("action_id", String(128), nullable=False),
+        Column("plan_id", String(128)),
+    ]
+
 
 tasks = Table(
     "tasks",
@@ -45,10 +58,7 @@ tasks = Table(
 checkpoints = Table(
     "checkpoints",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("key", String(255), nullable=False, unique=True),
-    Column("action_id", String(128), nullable=False),
-    Column("plan_id", String(128)),
+    *_keyed_item_columns(),
     Column("step", String(64), nullable=False),
     Column("status", String(16), nullable=False),  # ok | warning | failed
     Column("at", String(40), nullable=False),
@@ -60,10 +70,7 @@ checkpoints = Table(
 interventions = Table(
     "interventions",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("key", String(255), nullable=False, unique=True),
-    Column("action_id", String(128), nullable=False),
-    Column("plan_id", String(128)),
+    *_keyed_item_columns(),
     Column("kind", String(32), nullable=False),  # approve | reject | edit | retry | cancel
     Column("who", Text, nullable=False),
     Column("door", String(16), nullable=False),  # vault | cli | slack | telegram | whatsapp | email
@@ -75,10 +82,7 @@ interventions = Table(
 artifacts = Table(
     "artifacts",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("key", String(255), nullable=False, unique=True),
-    Column("action_id", String(128), nullable=False),
-    Column("plan_id", String(128)),
+    *_keyed_item_columns(),
     Column("kind", String(32), nullable=False),  # work_order | manus_task | note | attachment | report
     Column("ref", Text),  # the outside id: work order id or customId, Manus task id
     Column("url", Text),
