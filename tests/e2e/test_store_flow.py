@@ -199,7 +199,8 @@ def test_after_a_sigkill_mid_burst_every_item_has_one_task_its_checkpoints_once_
     dropper.join()
     daemon.start()
     wait_for(lambda: len(notes(vault / "Plans")) == BURST, timeout=120, message="every burst file planned")
-    assert daemon.terminate() == 0  # a graceful stop writes what the store has queued
+    code = daemon.terminate()  # a graceful stop writes what the store has queued
+    assert code == 0, daemon.output()[-4000:]
 
     db = sqlite3.connect(vault / ".ai-employee" / "store.db")
     tasks = db.execute("SELECT count(*), count(DISTINCT action_id) FROM tasks").fetchone()
