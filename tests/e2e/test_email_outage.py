@@ -117,9 +117,17 @@ def _email_listed(daemon: DaemonProcess) -> dict[str, Any] | None:
 
 
 def _email_status(daemon: DaemonProcess) -> dict[str, Any]:
-    email = _email_listed(daemon)
-    assert email is not None, "status --json does not list the email service"
-    return email
+    """The email service's status, once the daemon lists it (waited for, with a deadline)."""
+    found: list[dict[str, Any]] = []
+
+    def listed() -> bool:
+        email = _email_listed(daemon)
+        if email is not None:
+            found.append(email)
+        return email is not None
+
+    wait_for(listed, timeout=30, message="status --json lists the email service")
+    return found[-1]
 
 
 def _retrying(daemon: DaemonProcess) -> dict[str, Any] | None:
