@@ -360,6 +360,9 @@ class BusSettings(Section):
     result_ttl: float = Field(7 * 86400.0, gt=0)
     #: a step's lag (jobs no worker has read) from which the `workers` service reports trouble
     lag_alert: int = Field(1000, ge=1)
+    #: seconds a stopping worker lets its running jobs finish; what still runs then is left
+    #: to be taken over after `claim_idle` (a second SIGTERM or Ctrl-C stops at once)
+    stop_grace: float = Field(20.0, ge=0)
 
     def enabled(self, redis_url: str | None) -> bool:
         return self.backend == "redis" or (self.backend == "auto" and bool(redis_url))

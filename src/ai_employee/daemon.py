@@ -45,6 +45,7 @@ from ai_employee.model.services import ServiceContext
 from ai_employee.observability import timing
 from ai_employee.observability.logging import configure_logging, register_settings_secrets
 from ai_employee.observability.metrics import Metrics
+from ai_employee.observability.stacks import install_stack_dump
 from ai_employee.orchestrator import Orchestrator
 from ai_employee.pipeline.execution import runs_live
 from ai_employee.pipeline.renderer import start_intake_renderer
@@ -288,9 +289,10 @@ class Daemon:
             ).write(self.layout)
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.request_stop)
+            install_stack_dump(loop)
             await self._serve(ledger, audit, metrics, bus, control, port)
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 loop.remove_signal_handler(signum)
             if self.webhooks is not None:
                 await self.webhooks.stop()

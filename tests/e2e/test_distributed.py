@@ -8,6 +8,7 @@ holds a pending entry."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -105,7 +106,17 @@ class WorkerProcess:
             return None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)  # what it waits on, into its log
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=2)
+            self.kill()
+            tail = self.log_path.read_text(errors="replace")[-6000:]
+            raise AssertionError(
+                f"the worker did not stop within 30 s of SIGTERM; its log ends:\n{tail}"
+            ) from None
 
 
 def _created(vault: Path) -> list[dict[str, Any]]:

@@ -169,6 +169,58 @@ async def test_a_late_worker_cannot_record_a_result_once_its_lease_moved_on(
     await streams.close()
 
 
+class StuckPlanner:
+    """A plan step that never ends (a model call that hangs): a stopping worker must not wait forever."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def __call__(self, message: Any, token: int) -> tuple[str, dict[str, Any]]:
+        self.started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def _stuck_worker(settings: Settings) -> tuple[Any, StuckPlanner, asyncio.Task[int]]:
+    from ai_employee.worker.service import Worker
+
+    stuck = StuckPlanner()
+    worker = Worker(settings, steps=["plan"], concurrency=1, handlers={"plan": stuck})
+    running = asyncio.create_task(worker.run())
+    return worker, stuck, running
+
+
+async def test_a_stopping_worker_leaves_a_job_that_outlasts_stop_grace_to_another_worker(
+    work: RedisWork, redis_url: str, namespace: str
+) -> None:
+    settings = make_settings(redis_url, namespace, stop_grace=0.3)
+    worker, stuck, running = await _stuck_worker(settings)
+    planning = asyncio.create_task(work.plan(request()))
+    await asyncio.wait_for(stuck.started.wait(), 10)
+
+    worker.request_stop()
+
+    assert await asyncio.wait_for(running, 5) == 0
+    assert not planning.done()
+    async with RunningWorker(settings, ["plan"]) as other:
+        proposal = await asyncio.wait_for(planning, 10)
+    assert proposal.fallback_reason is None and other.worker.done == 1
+
+
+async def test_a_second_stop_request_stops_a_worker_at_once(
+    redis_url: str, namespace: str, work: RedisWork
+) -> None:
+    worker, stuck, running = await _stuck_worker(make_settings(redis_url, namespace, stop_grace=600))
+    planning = asyncio.create_task(work.plan(request()))
+    await asyncio.wait_for(stuck.started.wait(), 10)
+
+    worker.request_stop()
+    worker.request_stop()
+
+    assert await asyncio.wait_for(running, 5) == 0
+    planning.cancel()
+
+
 async def test_a_job_published_again_is_answered_from_its_stored_result_without_running_twice(
     work: RedisWork, redis_url: str, namespace: str
 ) -> None:

@@ -443,6 +443,32 @@ async def test_a_plan_decided_outside_telegram_loses_its_buttons(harness: Harnes
     assert edit["text"].endswith("Approved outside Telegram.")
 
 
+async def test_a_plan_decided_while_its_message_is_on_its_way_loses_its_buttons(harness: Harness) -> None:
+    await harness.start()
+    action_id, _ = await voice_action(harness)
+    harness.approvals.plans["plan-late"] = "pending_approval"
+    harness.telegram.hang("sendMessage")
+    harness.bus.publish(plan_created(action_id, "plan-late", action="atlas.work_order", title="Fix pump 3"))
+    await harness.telegram.wait_for(
+        lambda: any("plan-late" in str(params.get("text")) for method, params in harness.telegram.calls),
+        DEADLINE,
+    )
+    handled = asyncio.Event()
+
+    async def after_telegram(_event: Event) -> None:  # its delivery runs after Telegram's
+        handled.set()
+
+    harness.bus.subscribe(EventType.APPROVAL_GRANTED, after_telegram, name="test.approved")
+    harness.bus.publish(Event(EventType.APPROVAL_GRANTED, {"plan_id": "plan-late"}))
+    await asyncio.wait_for(handled.wait(), DEADLINE)
+
+    harness.telegram.release("sendMessage")
+
+    [edit] = await harness.telegram.wait_for(lambda: harness.telegram.edits, DEADLINE)
+    assert edit["reply_markup"] is None
+    assert edit["text"].endswith("Approved outside Telegram.")
+
+
 async def test_the_outcome_is_sent_when_the_plan_is_executed(harness: Harness) -> None:
     await harness.start()
     action_id, message = await voice_action(harness)

@@ -57,6 +57,7 @@ class Decisions:
         self._submitting = 0
         self._held: deque[Event] = deque(maxlen=64)  # plan events that beat their action's record
         self._announcing: set[str] = set()
+        self._decided_while_announcing: dict[str, str] = {}  # plan id -> note for its buttons
         self._deciding: set[str] = set()  # plans whose button press is being handled
         self._seen_outcomes: deque[str] = deque(maxlen=1024)
 
@@ -181,6 +182,9 @@ class Decisions:
                 )
         finally:
             self._announcing.discard(plan_id)
+        late = self._decided_while_announcing.pop(plan_id, None)
+        if late is not None:  # decided elsewhere while the message was on its way
+            await self._retire_buttons(plan_id, late)
 
     async def on_plan_outcome(self, event: Event) -> None:
         if event.id in self._seen_outcomes or self._bot.app is None:
@@ -205,6 +209,9 @@ class Decisions:
 
     async def _retire_buttons(self, plan_id: str, note: str) -> None:
         record = self._state.plan_message(plan_id)
+        if record is None and plan_id in self._announcing:
+            self._decided_while_announcing[plan_id] = note
+            return
         if record is None or record.decided:
             return
         record.decided = True

@@ -33,6 +33,7 @@ from ai_employee.bus.redis_streams import (
 from ai_employee.bus.work_codec import WireError
 from ai_employee.config import Settings
 from ai_employee.observability.logging import configure_logging, register_settings_secrets
+from ai_employee.observability.stacks import install_stack_dump
 from ai_employee.worker.handlers import Handler, JobInterrupted, StepHandlers
 
 log = structlog.get_logger(__name__)
@@ -43,6 +44,8 @@ LEASE_SHARE = 0.8
 BUILT_IN = ("extract", "plan", "execute")
 #: how long one read waits for work: the longest a graceful stop waits for the reader
 READ_BLOCK_MS = 250
+#: the longest a stop waits for one client to close (or the worker's entry to be removed)
+CLOSE_SECONDS = 2.0
 
 
 class Worker:
@@ -81,6 +84,8 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._stop_now = asyncio.Event()
+        self._closing = asyncio.Event()  # the heartbeat and reclaim loops end
         self.done = 0
         self.started = time.time()
 
@@ -93,6 +98,10 @@ class Worker:
         return int(self.bus.result_ttl * 1000)
 
     def request_stop(self) -> None:
+        """The first call: take no more work, finish what runs (up to `bus.stop_grace`). A second
+        call (another SIGTERM, Ctrl-C again): stop at once, leaving what runs to be taken over."""
+        if self._stopping.is_set():
+            self._stop_now.set()
         self._stopping.set()
         self._slot_free.set()
 
@@ -111,19 +120,59 @@ class Worker:
         )
         try:
             await self._read()
-            if self._tasks:  # graceful: what was taken is finished and answered
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await self._finish_running()
         finally:
+            # Not by cancellation alone: a cancellation that arrives inside a redis-py call can
+            # come out as a ConnectionError, which these loops ride out, and they would go on.
+            self._closing.set()
+            await asyncio.wait(loops, timeout=CLOSE_SECONDS)
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             with contextlib.suppress(*TRANSIENT, TimeoutError):  # Redis away: the entry goes stale
-                await asyncio.wait_for(self.streams.forget_worker(self.worker_id), 2.0)
-            await self._step_handlers.aclose()
-            await self.streams.close()
+                await asyncio.wait_for(self.streams.forget_worker(self.worker_id), CLOSE_SECONDS)
+            for what, closing in (
+                ("the step handlers", self._step_handlers.aclose()),
+                ("redis", self.streams.close()),
+            ):
+                try:
+                    await asyncio.wait_for(closing, CLOSE_SECONDS)
+                except Exception as error:  # a stop is never held up by a client that will not close
+                    log.warning("could not close cleanly", what=what, error=repr(error))
             self.sync.close()
             log.info("worker stopped", worker=self.worker_id, done=self.done)
         return 0
+
+    async def _finish_running(self) -> None:
+        """Graceful: what was taken is finished and answered, for up to `bus.stop_grace` seconds
+        (or until a second stop request); what still runs then is cancelled and stays pending in
+        its stream, to be taken over after `claim_idle` like the work of a worker that died."""
+        if not self._tasks:
+            return
+        log.info(
+            "worker stopping: finishing the jobs it runs", running=len(self._tasks), grace=self.bus.stop_grace
+        )
+        running = list(self._tasks)
+        waiters = [
+            asyncio.create_task(asyncio.wait(running)),  # all of them finished
+            asyncio.create_task(self._stop_now.wait()),  # or told again to stop
+        ]
+        try:
+            await asyncio.wait(waiters, timeout=self.bus.stop_grace, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        left = [task for task in running if not task.done()]
+        if not left:
+            return
+        log.warning(
+            "stopping with jobs unfinished: they are taken over after claim_idle",
+            jobs=sorted(task.get_name() for task in left),
+            claim_idle=self.bus.claim_idle,
+        )
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=CLOSE_SECONDS)
 
     def _free(self) -> int:
         return self.concurrency - len(self._tasks)
@@ -136,9 +185,7 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             try:
-                messages = await self.streams.read_work(
-                    self.worker_id, self.steps, count=free, block_ms=READ_BLOCK_MS
-                )
+                messages = await self._read_unless_stopped(free)
             except TRANSIENT as error:
                 log.warning(
                     "redis unreachable; reading again shortly", error=str(error) or type(error).__name__
@@ -148,12 +195,35 @@ class Worker:
             for message in messages:
                 self._spawn(message)
 
+    async def _read_unless_stopped(self, count: int) -> list[WorkMessage]:
+        """One blocking read, given up when a stop is asked for meanwhile (a read waiting for a
+        connection could otherwise hold the stop up): what it had taken stays pending, for
+        another worker after `claim_idle`."""
+        read = asyncio.create_task(
+            self.streams.read_work(self.worker_id, self.steps, count=count, block_ms=READ_BLOCK_MS)
+        )
+        stop = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait([read, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not read.done():
+            read.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *TRANSIENT):
+                await read
+            return []
+        return read.result()
+
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
+    async def _wait_closing(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
+
     def _spawn(self, message: WorkMessage) -> None:
-        task = asyncio.create_task(self._handle(message))
+        task = asyncio.create_task(self._handle(message), name=f"job {message.job_key}")
         self._tasks.add(task)
 
         def done(finished: asyncio.Task[None]) -> None:
@@ -230,7 +300,7 @@ class Worker:
             started=self.started,
             concurrency=self.concurrency,
         )
-        while True:
+        while not self._closing.is_set():
             try:
                 running = list(self._running.values())
                 if running:
@@ -249,7 +319,7 @@ class Worker:
                 log.warning("heartbeat failed", error=str(error) or type(error).__name__)
             except Exception:
                 log.exception("heartbeat failed")
-            await asyncio.sleep(self.bus.heartbeat_seconds)
+            await self._wait_closing(self.bus.heartbeat_seconds)
 
     async def _reclaims(self) -> None:
         """Take over the jobs of dead workers. Not right after Redis was unreachable (or this loop
@@ -259,8 +329,8 @@ class Worker:
         min_idle_ms = int(self.bus.claim_idle * 1000)
         quiet_until = time.monotonic() + self.bus.claim_idle  # the others' heartbeats, after our start
         last = time.monotonic()
-        while True:
-            await asyncio.sleep(interval)
+        while not self._closing.is_set():
+            await self._wait_closing(interval)
             now = time.monotonic()
             if now - last > interval + 1.0:  # stalled: Redis was away, or this process was
                 quiet_until = now + self.bus.claim_idle
@@ -302,7 +372,7 @@ class Worker:
         return quiet_until
 
     def _spawn_dead(self, message: WorkMessage, note: str) -> None:
-        task = asyncio.create_task(self._dead(message, note))
+        task = asyncio.create_task(self._dead(message, note), name=f"dead-letter {message.job_key}")
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
@@ -320,6 +390,7 @@ def run_worker(settings: Settings, *, steps: list[str], concurrency: int, namesp
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, worker.request_stop)
+        install_stack_dump(loop)
         return await worker.run()
 
     return asyncio.run(main())
