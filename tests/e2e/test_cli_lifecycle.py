@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,19 @@ def test_start_detach_returns_once_running_and_stop_ends_it(vault: Path, daemon:
     stopped = daemon.cli("stop", "--vault", str(vault))
     assert stopped.returncode == 0, stopped.stderr
     assert daemon.cli("status", "--vault", str(vault)).returncode == 3
+
+
+def test_sigusr1_writes_the_daemons_stacks_and_it_goes_on(vault: Path, daemon: DaemonProcess) -> None:
+    daemon.start()
+    assert daemon.process is not None
+
+    daemon.process.send_signal(signal.SIGUSR1)
+
+    wait_for(lambda: "asyncio tasks ---" in daemon.log_path.read_text(errors="replace"), message="a dump")
+    output = daemon.log_path.read_text(errors="replace")
+    assert "--- stack dump (SIGUSR1): threads ---" in output and "task service:pipeline:" in output
+    drop(vault, "after-dump.txt", "the daemon still plans after a stack dump")
+    wait_for(lambda: notes(vault / "Plans"), message="a plan after the dump")
 
 
 def test_restart_of_one_service_keeps_the_daemon_and_its_work(vault: Path, daemon: DaemonProcess) -> None:
