@@ -392,6 +392,8 @@ class Daemon:
         )
         decisions = Decisions(self.layout)
         self.work = await distributed_work(self.settings, ledger, planner, metrics)
+        if self.work is not None:  # documents are read by workers, in the daemon when none could
+            steps.intake.documents.read_on_workers(self.work)
         pipeline = PipelineService(
             steps,
             bus=bus,

@@ -419,19 +419,6 @@ def test_the_worker_command_refuses_to_start_without_redis_url() -> None:
     assert result.exit_code != 0 and "needs REDIS_URL" in result.output
 
 
-async def test_a_worker_extracts_an_inbox_files_text_it_received_by_content(
-    work: RedisWork, redis_url: str, namespace: str, tmp_path: Path
-) -> None:
-    scan = tmp_path / "Inbox" / "pump.txt"
-    scan.parent.mkdir()
-    scan.write_text("Pump 3 leaks\nOil on the floor of line 2\n")
-    async with RunningWorker(make_settings(redis_url, namespace), ["extract"]):
-        described = await asyncio.wait_for(work.extract(scan, "pump.txt", limit=65536), 10)
-    assert described is not None
-    title, text = described
-    assert title == "Pump 3 leaks" and "Oil on the floor" in text
-
-
 def test_a_worker_refuses_a_step_that_is_not_distributed_yet(redis_url: str, namespace: str) -> None:
     from ai_employee.worker.service import Worker
 

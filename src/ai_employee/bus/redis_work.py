@@ -18,7 +18,8 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future as ConcurrentFuture
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from ai_employee.bus.work_codec import (
     encode_job,
     encode_plan_request,
     execute_job_key,
+    extract_job_key,
     plan_job_key,
 )
 from ai_employee.config import BusSettings
@@ -142,6 +144,7 @@ class RedisWork:
         self._known_workers: set[str] = set()
         self._local_limits: dict[str, asyncio.Semaphore] = {}
         self._last_prune = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by `start`: `read_document` uses it
 
     @property
     def ttl_ms(self) -> int:
@@ -150,6 +153,7 @@ class RedisWork:
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await retrying(self._ensure_groups, what="create the stream groups")
         self._tasks = [
             asyncio.create_task(self._read_results(), name="aie-redis-results"),
@@ -226,22 +230,62 @@ class RedisWork:
         reason = str(answer.get("error") or "no reason given")
         return ExecutionResult(dry_run=False, error=f"the worker could not run it ({kind}): {reason}")
 
-    async def extract(self, path: Path, name: str, *, limit: int) -> tuple[str, str] | None:
-        """An Inbox file's (title, text) from a worker's `extract` step (the file travels by
-        content); None when no worker could, so that the caller extracts in process."""
+    # --- documents (`model.work.DocumentWork`) ----------------------------------------------------
+
+    def read_document(
+        self, path: Path, name: str, content_type: str | None, *, reading_seconds: float
+    ) -> ConcurrentFuture[Sequence[Any] | None]:
+        """Any thread: `extract` on the daemon's event loop; None at once once it stops."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and not self._stopping:
+            try:
+                return asyncio.run_coroutine_threadsafe(
+                    self.extract(path, name, content_type, reading_seconds=reading_seconds), loop
+                )
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        nothing: ConcurrentFuture[Sequence[Any] | None] = ConcurrentFuture()
+        nothing.set_result(None)
+        return nothing
+
+    async def extract(
+        self, path: Path, name: str, content_type: str | None = None, *, reading_seconds: float
+    ) -> list[Any] | None:
+        """A document read by a worker's `extract` step (the file travels by content), as
+        `Extraction.to_wire()`; None when no worker could, so that the caller reads it in process:
+        no worker runs `extract`, the file cannot travel, the worker failed or the job went to the
+        dead letters, or no answer came within `claim_idle` + twice `reading_seconds`."""
+        if not self.workers_up(EXTRACT):
+            log.debug("no worker reads documents; the daemon reads it", file=name)
+            return None
         try:
             ((ref, data),) = await asyncio.to_thread(self._pack, [(name, path)])
         except (AttachmentTooLarge, ValueError, OSError) as error:
-            log.warning("extracts in the daemon: the file cannot travel", file=name, reason=str(error))
+            log.warning("the daemon reads it: the file cannot travel", file=name, reason=str(error))
             return None
-        await self._store_blobs([(ref, data)])
-        kind, answer = await self.submit(
-            EXTRACT, f"extract:{ref.sha256}:{limit}", encode_extract(ref, limit=limit)
-        )
-        if kind != "done":
-            log.warning("extraction on a worker failed", file=name, reason=answer.get("error"))
+        wait = self.settings.claim_idle + 2 * reading_seconds
+        try:
+            async with asyncio.timeout(wait):
+                await self._store_blobs([(ref, data)])
+                kind, answer = await self.submit(
+                    EXTRACT, extract_job_key(ref, content_type), encode_extract(ref, content_type)
+                )
+        except TimeoutError:
+            log.warning("no worker read the document in time; the daemon reads it", file=name, seconds=wait)
             return None
-        return str(answer.get("title", name)), str(answer.get("text", ""))
+        wire = answer.get("extraction")
+        if kind != "done" or not isinstance(wire, list):
+            reason = answer.get("error", "no reading in the answer")
+            log.warning(
+                "reading on a worker failed; the daemon reads it", file=name, kind=kind, reason=reason
+            )
+            return None
+        return wire
+
+    def workers_up(self, step: str) -> bool:
+        """A worker that runs `step` had a fresh heartbeat at the last status refresh."""
+        workers = self._status.get("workers") or []
+        return any(worker.get("up") and step in worker.get("steps", ()) for worker in workers)
 
     # --- attachments -------------------------------------------------------------------------
 

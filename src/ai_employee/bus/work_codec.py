@@ -135,14 +135,24 @@ def decode_job(body: dict[str, Any]) -> RemoteJob:
         raise WireError(f"unreadable execution job: {error}") from error
 
 
-def encode_extract(ref: AttachmentRef, *, limit: int) -> dict[str, Any]:
-    """An Inbox file's text, asked of a worker: the file by content, and the body limit."""
-    return {"file": asdict(ref), "limit": limit}
+def extract_job_key(ref: AttachmentRef, content_type: str | None) -> str:
+    """One key per content and what its reading depends on besides (the name's suffix, which
+    tells the kind, and the content type): the same document asked twice is read once."""
+    base = ref.name.rpartition("/")[2]
+    suffix = base.rpartition(".")[2].lower() if "." in base else ""
+    how = hashlib.sha256(f"{suffix}\n{content_type or ''}".encode()).hexdigest()[:8]
+    return f"extract:{ref.sha256}:{how}"
 
 
-def decode_extract(body: dict[str, Any]) -> tuple[AttachmentRef, int]:
+def encode_extract(ref: AttachmentRef, content_type: str | None) -> dict[str, Any]:
+    """A document to read, asked of a worker: the file by content, and its content type."""
+    return {"file": asdict(ref), "content_type": content_type}
+
+
+def decode_extract(body: dict[str, Any]) -> tuple[AttachmentRef, str | None]:
     try:
-        return AttachmentRef(**body["file"]), int(body["limit"])
+        content_type = body.get("content_type")
+        return AttachmentRef(**body["file"]), str(content_type) if content_type is not None else None
     except (KeyError, TypeError, ValueError) as error:
         raise WireError(f"unreadable extract request: {error}") from error
 

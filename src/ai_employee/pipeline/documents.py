@@ -22,9 +22,11 @@ import structlog
 from ai_employee.config import DocumentSettings
 from ai_employee.documents.extraction import Extraction
 from ai_employee.documents.pool import DocumentReader
+from ai_employee.documents.remote import Reader, WorkerReader
 from ai_employee.documents.text import describe_or_sniff
 from ai_employee.model.ids import display_name
 from ai_employee.model.messages import IncomingAttachment
+from ai_employee.model.work import DocumentWork
 from ai_employee.vault import fs
 
 log = structlog.get_logger(__name__)
@@ -51,7 +53,8 @@ class InboxDocuments:
     def __init__(self, max_body_bytes: int, settings: DocumentSettings) -> None:
         self._max_body_bytes = max_body_bytes
         self._settings = settings
-        self._reader: DocumentReader | None = None
+        self._reader: Reader | None = None
+        self._work: DocumentWork | None = None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when a read document is recorded
         self._read: dict[str, tuple[FileKey, Extraction]] = {}
@@ -60,11 +63,19 @@ class InboxDocuments:
         #: called (on a worker's thread) with an Inbox name whose document has been read
         self.on_read: Callable[[str], None] | None = None
 
+    def read_on_workers(self, work: DocumentWork) -> None:
+        """With `REDIS_URL`: documents are read by workers, here when no worker could (decision
+        0025). Called before the first document is read."""
+        with self._lock:
+            assert self._reader is None, "documents were read already"
+            self._work = work
+
     @property
-    def reader(self) -> DocumentReader:
+    def reader(self) -> Reader:
         with self._lock:
             if self._reader is None:
-                self._reader = DocumentReader(self._settings)
+                local = DocumentReader(self._settings)
+                self._reader = local if self._work is None else WorkerReader(self._work, local)
             return self._reader
 
     def describe(

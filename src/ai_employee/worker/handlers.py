@@ -40,7 +40,7 @@ from ai_employee.bus.work_codec import (
     encode_result,
 )
 from ai_employee.config import Settings
-from ai_employee.documents.text import describe_file
+from ai_employee.documents.pool import DocumentReader
 from ai_employee.executors.run import run_job
 from ai_employee.model.executor import ExecutionContext
 from ai_employee.model.jobs import ExecutionJob
@@ -158,6 +158,7 @@ class StepHandlers:
         self.sync = sync_client
         self.planner: Planner | None = None
         self.registry: ExecutorRegistry | None = None
+        self.reader: DocumentReader | None = None
         self.scratch = Path(tempfile.mkdtemp(prefix="aie-worker-"))
 
     def build(self, steps: list[str]) -> dict[str, Handler]:
@@ -169,6 +170,7 @@ class StepHandlers:
             self.registry = ExecutorRegistry.from_entry_points(self.settings)
             handlers[EXECUTE] = self.execute
         if EXTRACT in steps:
+            self.reader = DocumentReader(self.settings.documents)
             handlers[EXTRACT] = self.extract
         return handlers
 
@@ -177,6 +179,8 @@ class StepHandlers:
             await self.planner.aclose()
         if self.registry is not None:
             await self.registry.aclose()
+        if self.reader is not None:
+            await asyncio.to_thread(self.reader.close)
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     async def plan(self, message: WorkMessage, token: int) -> Outcome:
@@ -238,17 +242,19 @@ class StepHandlers:
         return "done", encode_result(result)
 
     async def extract(self, message: WorkMessage, token: int) -> Outcome:
-        """`documents` on a file that came by content (today `describe_file`; #14's extractors)."""
-        ref, limit = decode_extract(message.body)
+        """A document that came by content, read as the daemon reads it: by this worker's
+        `DocumentReader` (its processes, with `documents.*` limits per file). A document it cannot
+        read is an answer too (`Extraction.failed`, with its problem)."""
+        ref, content_type = decode_extract(message.body)
+        assert self.reader is not None
         folder = self.scratch / message.job_key.replace(":", "_")
         try:
             (path,) = await self._fetch([ref], folder)
-            title, text = await asyncio.to_thread(
-                describe_file, path, Path(ref.name).name, ref.size, limit=limit
-            )
+            reading = self.reader.submit(path, Path(ref.name).name, content_type)
+            extraction = await asyncio.wrap_future(reading)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        return "done", {"title": title, "text": text}
+        return "done", {"extraction": list(extraction.to_wire())}
 
     async def _materialize(self, job: RemoteJob, folder: Path) -> list[Path]:
         return await self._fetch(job.attachments, folder)
