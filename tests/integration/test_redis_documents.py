@@ -6,7 +6,7 @@ this process."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ async def started(settings: Settings) -> RedisWork:
 
 
 @pytest.fixture
-async def settings(redis_url: str, namespace: str) -> Settings:  # noqa: F811
+async def settings(redis_url: str, namespace: str) -> Settings:  # noqa: F811 (the fixtures above)
     return make_settings(redis_url, namespace)
 
 
@@ -58,7 +58,7 @@ async def work(settings: Settings) -> AsyncIterator[RedisWork]:
 
 
 @pytest.fixture
-def local(settings: Settings) -> Any:
+def local(settings: Settings) -> Iterator[DocumentReader]:
     reader = DocumentReader(settings.documents)
     yield reader
     reader.close()
@@ -157,13 +157,15 @@ async def test_with_no_worker_reading_documents_the_daemon_reads_them_at_once(
 
 
 async def test_a_document_too_large_to_travel_is_read_in_the_daemon(
-    redis_url: str, namespace: str, tmp_path: Path  # noqa: F811
+    settings: Settings, tmp_path: Path
 ) -> None:
-    settings = make_settings(redis_url, namespace, inline_attachment_bytes=64)  # and no shared_path
-    work = await started(settings)
-    local = DocumentReader(settings.documents)
+    assert settings.redis.url is not None
+    # over bus.inline_attachment_bytes, and no bus.shared_path
+    small = make_settings(settings.redis.url, settings.bus.namespace, inline_attachment_bytes=64)
+    work = await started(small)
+    local = DocumentReader(small.documents)
     try:
-        async with ExtractWorker(settings, work) as worker:
+        async with ExtractWorker(small, work) as worker:
             reader = WorkerReader(work, local)
             pdf = drop(tmp_path, "report.pdf", samples.text_pdf(REPORT))
             got = await asyncio.to_thread(reader.read, pdf, "report.pdf")
