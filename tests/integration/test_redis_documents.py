@@ -6,6 +6,7 @@ this process."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,17 @@ async def test_the_same_document_asked_twice_is_read_once(
         again = await read_on_worker(work, drop(tmp_path, "b.pdf", data))
         assert worker.read_count == 1
     assert again == first
+
+
+async def test_a_documents_bytes_stay_in_redis_only_while_the_daemon_waits_for_its_reading(
+    settings: Settings, work: RedisWork, tmp_path: Path
+) -> None:
+    data = samples.text_pdf(REPORT)
+    async with ExtractWorker(settings, work):
+        await read_on_worker(work, drop(tmp_path, "report.pdf", data))
+    left_ms = await work.streams.redis.pttl(work.streams.keys.blob(hashlib.sha256(data).hexdigest()))
+    waited_at_most_ms = (settings.bus.claim_idle + 2 * 10) * 1000  # reading_seconds=10
+    assert 0 < left_ms <= waited_at_most_ms < settings.bus.result_ttl * 1000
 
 
 async def test_with_no_worker_reading_documents_the_daemon_reads_them_at_once(

@@ -266,7 +266,8 @@ class RedisWork:
         wait = self.settings.claim_idle + 2 * reading_seconds
         try:
             async with asyncio.timeout(wait):
-                await self._store_blobs([(ref, data)])
+                if data is not None:
+                    await self._store_document(ref, data, int(wait * 1000))
                 kind, answer = await self.submit(
                     EXTRACT, extract_job_key(ref, content_type), encode_extract(ref, content_type)
                 )
@@ -281,6 +282,20 @@ class RedisWork:
             )
             return None
         return wire
+
+    async def _store_document(self, ref: AttachmentRef, data: bytes, ttl_ms: int) -> None:
+        """A document's bytes in Redis only as long as the daemon waits for its reading (an Inbox
+        of PDFs would otherwise hold Redis's memory for `result_ttl`); a blob already there (an
+        execution's attachment of the same content) keeps its longer life."""
+        key = self.streams.keys.blob(ref.sha256)
+        redis = self.streams.redis
+        if await retrying(lambda: redis.set(key, data, px=ttl_ms, nx=True), what="store a document"):
+            return
+        left = await retrying(lambda: redis.pttl(key), what="store a document")
+        if 0 <= left < ttl_ms:
+            await retrying(lambda: redis.pexpire(key, ttl_ms), what="store a document")
+        elif left == -2:  # expired meanwhile
+            await retrying(lambda: redis.set(key, data, px=ttl_ms), what="store a document")
 
     def workers_up(self, step: str) -> bool:
         """A worker that runs `step` had a fresh heartbeat at the last status refresh."""
