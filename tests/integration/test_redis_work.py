@@ -432,13 +432,6 @@ async def test_a_worker_extracts_an_inbox_files_text_it_received_by_content(
     assert title == "Pump 3 leaks" and "Oil on the floor" in text
 
 
-def test_a_worker_refuses_a_step_that_is_not_distributed_yet(redis_url: str, namespace: str) -> None:
-    from ai_employee.worker.service import Worker
-
-    with pytest.raises(ValueError, match="transcribe: not distributed yet"):
-        Worker(make_settings(redis_url, namespace), steps=["transcribe"], concurrency=1)
-
-
 async def test_workers_silent_for_long_are_forgotten_with_their_idle_consumers(
     redis_url: str, namespace: str
 ) -> None:
