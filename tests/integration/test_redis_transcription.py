@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -94,6 +95,16 @@ async def test_a_voice_note_sent_by_the_daemon_is_transcribed_by_a_worker_with_i
     assert transcript.engine == "openai:whisper-1"
     assert running.worker.done == 1
     assert [(r.filename, r.content_type) for r in openai.requests] == [("voice-111-7.ogg", "audio/ogg")]
+
+
+async def test_a_transcribed_voice_note_leaves_redis(
+    work: RedisWork, redis_url: str, namespace: str, openai: FakeOpenAITranscription
+) -> None:
+    transcriber = daemon_transcriber(settings(redis_url, namespace, None), work)
+    async with RunningWorker(settings(redis_url, namespace, openai), [TRANSCRIBE]):
+        await transcribing_worker_up(work)
+        await asyncio.wait_for(transcriber.transcribe(NOTE), 10)
+    assert not await work.streams.redis.exists(work.streams.keys.blob(hashlib.sha256(VOICE).hexdigest()))
 
 
 async def test_the_same_voice_note_asked_twice_is_transcribed_once(

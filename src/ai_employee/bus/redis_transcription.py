@@ -86,7 +86,17 @@ class RedisTranscription:
         except TimeoutError:
             log.warning("transcription on a worker is late", job=job_key, waited=self.wait_seconds)
             raise TranscriptionLate(f"no worker answered within {self.wait_seconds:.0f} s") from None
+        await self._drop_audio(ref)
         return await self._answer(job_key, kind, body)
+
+    async def _drop_audio(self, ref: AttachmentRef) -> None:
+        """Answered: the voice note leaves Redis (a later question stores it again if it must run)."""
+        if ref.where != "blob":
+            return
+        try:
+            await self._streams.redis.delete(self._streams.keys.blob(ref.sha256))
+        except TRANSIENT as error:  # it expires with the result TTL
+            log.warning("could not drop a voice note from Redis", error=str(error))
 
     async def _answer(self, job_key: str, kind: str, body: dict[str, Any]) -> Transcript:
         if kind == "done":
