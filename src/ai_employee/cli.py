@@ -703,7 +703,7 @@ def doctor(vault: Path | None, config: Path | None, as_json: bool, timeout: floa
     "--steps",
     default="extract,plan,execute",
     show_default=True,
-    help="Comma-separated steps to run: extract, plan, execute (transcribe: not yet).",
+    help="Comma-separated steps to run: extract, transcribe (needs OPENAI_API_KEY), plan, execute.",
 )
 @click.option(
     "--concurrency", type=click.IntRange(1, 1024), default=4, show_default=True, help="Jobs at once."

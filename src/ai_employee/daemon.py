@@ -34,6 +34,7 @@ from ai_employee.daemon_parts import (
     register_supervision,
     report_to_service_manager,
     start_webhooks,
+    transcription_on_workers,
 )
 from ai_employee.model.events import Event, EventType
 from ai_employee.model.plugins import (
@@ -443,6 +444,7 @@ class Daemon:
                 approvals=decisions,
                 routes=_RouteProxy(control),
                 actions=_ActionLookup(ledger),
+                transcription=transcription_on_workers(self.work),
             )
             supervision = await asyncio.to_thread(load_supervision)
             register_supervision(orchestrator, context, supervision, self.health_view)

@@ -20,6 +20,7 @@ from ai_employee.model.events import EventType
 from ai_employee.model.plans import PlanProposal, PlanRequest
 from ai_employee.model.plugins import PLANNERS_GROUP, PluginDisabled, load_factory
 from ai_employee.model.services import ServiceContext
+from ai_employee.model.transcription import TranscriptionWork
 from ai_employee.observability.metrics import Metrics
 from ai_employee.observability.service_manager import Notifier, ServiceManagerReporter
 from ai_employee.orchestrator import Orchestrator
@@ -100,6 +101,16 @@ async def distributed_work(
     )
     await work.start()
     return work
+
+
+def transcription_on_workers(work: RedisWork | None) -> TranscriptionWork | None:
+    """With the Redis backend the chat sources' voice notes go to the workers' `transcribe` step
+    (each source keeps its own Whisper as the fallback); None without it."""
+    if work is None:
+        return None
+    from ai_employee.bus.redis_transcription import RedisTranscription
+
+    return RedisTranscription(work)
 
 
 def report_to_service_manager(

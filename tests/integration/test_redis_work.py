@@ -419,11 +419,6 @@ def test_the_worker_command_refuses_to_start_without_redis_url() -> None:
     assert result.exit_code != 0 and "needs REDIS_URL" in result.output
 
 
-def test_a_worker_refuses_a_step_that_is_not_distributed_yet(redis_url: str, namespace: str) -> None:
-    from ai_employee.worker.service import Worker
-
-    with pytest.raises(ValueError, match="transcribe: not distributed yet"):
-        Worker(make_settings(redis_url, namespace), steps=["transcribe"], concurrency=1)
 
 
 async def test_workers_silent_for_long_are_forgotten_with_their_idle_consumers(

@@ -40,6 +40,7 @@ from ai_employee.bus.work_codec import (
     EXECUTE,
     EXTRACT,
     PLAN,
+    TRANSCRIBE,
     AttachmentRef,
     WireError,
     decode_proposal,
@@ -60,7 +61,7 @@ from ai_employee.observability.metrics import PREFIX, Metrics
 
 log = structlog.get_logger(__name__)
 
-REMOTE_STEPS = (EXTRACT, PLAN, EXECUTE)
+REMOTE_STEPS = (EXTRACT, TRANSCRIBE, PLAN, EXECUTE)
 #: how often lost entries are looked for, streams trimmed and the status refreshed (at most)
 HOUSEKEEPING_SECONDS = 5.0
 #: a worker silent this long leaves `status` (and its consumer the group, once nothing is pending)

@@ -11,10 +11,12 @@ from typing import Any
 
 from ai_employee.model.jobs import ExecutionJob, ExecutionResult
 from ai_employee.model.plans import ActionSpec, PlanProposal, PlanRequest
+from ai_employee.model.transcription import Transcript
 
 PLAN = "plan"
 EXECUTE = "execute"
 EXTRACT = "extract"
+TRANSCRIBE = "transcribe"
 
 
 class WireError(ValueError):
@@ -169,3 +171,55 @@ def decode_result(body: dict[str, Any]) -> ExecutionResult:
         result=result if isinstance(result, dict) else None,
         error=str(error) if error is not None else None,
     )
+
+
+# --- transcribe: a voice note by content, and its transcript -------------------------------------
+
+
+@dataclass(frozen=True)
+class TranscribeRequest:
+    audio: AttachmentRef  # the voice note by content (`name` is its file name)
+    content_type: str | None
+    duration_seconds: float | None  # what the sender reported
+
+
+def transcribe_job_key(sha256: str) -> str:
+    """One key per audio: the same voice note asked twice is transcribed once."""
+    return f"transcribe:{sha256}"
+
+
+def encode_transcribe(request: TranscribeRequest) -> dict[str, Any]:
+    return {
+        "audio": asdict(request.audio),
+        "content_type": request.content_type,
+        "duration_seconds": request.duration_seconds,
+    }
+
+
+def decode_transcribe(body: dict[str, Any]) -> TranscribeRequest:
+    try:
+        duration = body.get("duration_seconds")
+        content_type = body.get("content_type")
+        return TranscribeRequest(
+            audio=AttachmentRef(**body["audio"]),
+            content_type=str(content_type) if content_type is not None else None,
+            duration_seconds=float(duration) if duration is not None else None,
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise WireError(f"unreadable transcribe request: {error}") from error
+
+
+def encode_transcript(transcript: Transcript) -> dict[str, Any]:
+    return asdict(transcript)
+
+
+def decode_transcript(body: dict[str, Any]) -> Transcript:
+    try:
+        return Transcript(
+            text=str(body["text"]),
+            duration_seconds=float(body["duration_seconds"]),
+            cost_usd=float(body["cost_usd"]),
+            engine=str(body["engine"]),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise WireError(f"unreadable transcript: {error}") from error

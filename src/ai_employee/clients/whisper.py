@@ -16,7 +16,6 @@ import importlib
 import importlib.util
 import io
 import threading
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import openai
@@ -33,6 +32,7 @@ from ai_employee.clients.retry import (
 )
 from ai_employee.config import Settings
 from ai_employee.model.services import LinkStatus
+from ai_employee.model.transcription import AudioFile, Transcript, TranscriptionWork
 from ai_employee.observability.timing import timed_operation
 
 log = structlog.get_logger(__name__)
@@ -50,24 +50,6 @@ TRANSCRIPTION_READ_SECONDS = 120.0
 def transcription_cost_usd(seconds: float, price_per_minute: float = PRICE_PER_MINUTE_USD) -> float:
     """Dollars for `seconds` of audio, rounded to a millionth (what a note can show sensibly)."""
     return round(max(0.0, seconds) / 60.0 * price_per_minute, 6)
-
-
-@dataclass(frozen=True)
-class AudioFile:
-    """Audio to transcribe. `duration_seconds` is what the sender reported (Telegram does)."""
-
-    filename: str
-    data: bytes
-    content_type: str | None = None
-    duration_seconds: float | None = None
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str
-    duration_seconds: float
-    cost_usd: float
-    engine: str  # "openai:whisper-1", "local:small"
 
 
 class TranscriptionError(ServiceError):
@@ -252,12 +234,32 @@ def local_whisper_available() -> bool:
     return importlib.util.find_spec("faster_whisper") is not None
 
 
-def build_transcriber(settings: Settings, *, retry: RetryPolicy | None = None) -> Transcriber | None:
+def build_transcriber(
+    settings: Settings, *, retry: RetryPolicy | None = None, work: TranscriptionWork | None = None
+) -> Transcriber | None:
     """The transcriber the settings ask for, or None: then voice notes wait, marked pending.
 
     A configured local model wins over OpenAI (the owner chose to keep audio on the machine);
     if faster-whisper is not installed, say so and fall back to OpenAI when a key is set.
+    With `work` (the Redis backend) voice notes go to the workers first, and this transcriber
+    is the fallback when no worker can (`clients.whisper_workers`).
     """
+    own = _build_own_transcriber(settings, retry)
+    if work is None:
+        return own
+    from ai_employee.clients.whisper_workers import WorkerTranscriber
+
+    return WorkerTranscriber(work, fallback=own)
+
+
+def transcription_configured(settings: Settings) -> bool:
+    """Whether `build_transcriber` makes a transcriber of this machine's own (a worker's check)."""
+    api_key = settings.openai.api_key
+    local_model = settings.telegram.local_whisper_model
+    return bool(local_model and local_whisper_available()) or bool(api_key and api_key.get_secret_value())
+
+
+def _build_own_transcriber(settings: Settings, retry: RetryPolicy | None) -> Transcriber | None:
     local_model = settings.telegram.local_whisper_model
     if local_model:
         if local_whisper_available():
@@ -292,5 +294,6 @@ __all__ = [
     "TranscriptionError",
     "build_transcriber",
     "local_whisper_available",
+    "transcription_configured",
     "transcription_cost_usd",
 ]

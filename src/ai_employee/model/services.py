@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 from ai_employee.config import Settings
 from ai_employee.model.bus import EventBus
 from ai_employee.model.messages import IntakeSink
+from ai_employee.model.transcription import TranscriptionWork
 
 
 class ServiceState(StrEnum):
@@ -190,3 +191,5 @@ class ServiceContext:
     approvals: ApprovalGateway
     routes: RouteRegistrar
     actions: ActionLookup
+    #: voice notes transcribed on workers (the Redis backend); None: each source's own Whisper
+    transcription: TranscriptionWork | None = None

@@ -121,7 +121,7 @@ class TelegramService(Service):
         self._services = ctx.settings.services
         self._retry = retry or RetryPolicy.for_services(self._services)
         self._transcriber_factory = transcriber_factory or (
-            lambda: build_transcriber(ctx.settings, retry=self._retry)
+            lambda: build_transcriber(ctx.settings, retry=self._retry, work=ctx.transcription)
         )
         self._poll_timeout = poll_timeout
         self._state = TelegramState(ctx.state, bot_id=self._token.split(":", 1)[0])

@@ -98,7 +98,7 @@ class WhatsAppService(Service):
         self._services = ctx.settings.services
         self._retry = retry or RetryPolicy.for_services(self._services)
         self._transcriber_factory = transcriber_factory or (
-            lambda: build_transcriber(ctx.settings, retry=self._retry)
+            lambda: build_transcriber(ctx.settings, retry=self._retry, work=ctx.transcription)
         )
         self._temp_dir = ctx.vault_root / TEMP_FOLDER
 

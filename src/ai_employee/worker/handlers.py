@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import structlog
@@ -30,6 +30,7 @@ from ai_employee.bus.work_codec import (
     EXECUTE,
     EXTRACT,
     PLAN,
+    TRANSCRIBE,
     AttachmentRef,
     RemoteJob,
     WireError,
@@ -49,6 +50,9 @@ from ai_employee.model.registry import ExecutorRegistry
 from ai_employee.planners.base import Planner
 from ai_employee.planners.fallback import FallbackPlanner, template_planner
 from ai_employee.planners.guard import collect_secrets
+
+if TYPE_CHECKING:
+    from ai_employee.worker.transcription import TranscribeStep
 
 log = structlog.get_logger(__name__)
 
@@ -159,6 +163,7 @@ class StepHandlers:
         self.planner: Planner | None = None
         self.registry: ExecutorRegistry | None = None
         self.reader: DocumentReader | None = None
+        self.transcription: TranscribeStep | None = None
         self.scratch = Path(tempfile.mkdtemp(prefix="aie-worker-"))
 
     def build(self, steps: list[str]) -> dict[str, Handler]:
@@ -172,6 +177,11 @@ class StepHandlers:
         if EXTRACT in steps:
             self.reader = DocumentReader(self.settings.documents)
             handlers[EXTRACT] = self.extract
+        if TRANSCRIBE in steps:
+            from ai_employee.worker.transcription import TranscribeStep  # it imports this module
+
+            self.transcription = TranscribeStep(self.settings, self._fetch, self.scratch)
+            handlers[TRANSCRIBE] = self.transcription
         return handlers
 
     async def aclose(self) -> None:
@@ -181,6 +191,8 @@ class StepHandlers:
             await self.registry.aclose()
         if self.reader is not None:
             await asyncio.to_thread(self.reader.close)
+        if self.transcription is not None:
+            await self.transcription.aclose()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     async def plan(self, message: WorkMessage, token: int) -> Outcome:

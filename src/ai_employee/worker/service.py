@@ -40,8 +40,8 @@ log = structlog.get_logger(__name__)
 
 #: the lease is a little shorter than `claim_idle`, so that a reclaimed message finds it expired
 LEASE_SHARE = 0.8
-#: the steps a worker can run today (`transcribe` still runs in the daemon's Telegram source)
-BUILT_IN = ("extract", "plan", "execute")
+#: the steps a worker can run (all of `STEPS`; kept for steps added before they are distributed)
+BUILT_IN = ("extract", "transcribe", "plan", "execute")
 #: how long one read waits for work: the longest a graceful stop waits for the reader
 READ_BLOCK_MS = 250
 #: the longest a stop waits for one client to close (or the worker's entry to be removed)
@@ -70,6 +70,8 @@ class Worker:
             raise ValueError(
                 f"{', '.join(later)}: not distributed yet (runs in the daemon); docs/distributed.md"
             )
+        if "transcribe" in steps and "transcribe" not in (handlers or {}):
+            require_transcriber(settings)
         self.settings = settings
         self.bus = settings.bus
         self.namespace = namespace or settings.bus.namespace
@@ -379,6 +381,17 @@ class Worker:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slot_free.set()
+
+
+def require_transcriber(settings: Settings) -> None:
+    """`transcribe` runs this worker's own engine: without one it would only fail, so it does not start."""
+    from ai_employee.clients.whisper import transcription_configured
+
+    if not transcription_configured(settings):
+        raise ValueError(
+            "transcribe needs OPENAI_API_KEY (or telegram.local_whisper_model with faster-whisper) "
+            "on this worker; docs/distributed.md"
+        )
 
 
 def run_worker(settings: Settings, *, steps: list[str], concurrency: int, namespace: str | None) -> int:
