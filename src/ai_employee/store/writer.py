@@ -1,7 +1,10 @@
 """The store's writer: facts are queued by the loop (one `put`, nothing more: even turning an event
 into records happens here) and written by one thread in batches, one transaction per batch, off
-the hot path. In a burst, a batch gathers what arrives within `linger` seconds (up to `BATCH_MAX`
-records): a few large transactions a second rather than one per event.
+the hot path. A batch is written once the events have paused for `linger` seconds: alone, an
+event is written a second after it came; in a burst, the writer waits for the burst to end (up to
+`max_lag` seconds, or `BATCH_MAX` events, then it writes what it has and goes on), so that its CPU,
+and with it the GIL, are not taken from the vault path while the vault path is busy
+(docs/performance.md: written during a burst, the same work slowed it by 10-30%).
 
 When the database cannot be reached, the batch goes to a local spool (`store-spool.jsonl` in the
 vault's state folder, appended and fsynced) and so does everything after it, in order; the writer
@@ -14,10 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +37,12 @@ from ai_employee.store.records import Record
 log = structlog.get_logger(__name__)
 
 SPOOL_FILE = "store-spool.jsonl"
-BATCH_MAX = 2000
+BATCH_MAX = 50_000  # events (a 10,000-file burst announces 20,000); a few kB each in memory
 REPLAY_CHUNK = 2000
 RETRY_INITIAL_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
-LINGER_SECONDS = 0.2
+LINGER_SECONDS = 1.0  # a pause in the events this long ends a batch: a burst has none that long
+MAX_LAG_SECONDS = 10.0  # the longest the store lags behind the vault while events keep coming
 WRITER_NICE = 10
 
 _TABLES: dict[str, Table] = {
@@ -50,6 +53,52 @@ _TABLES: dict[str, Table] = {
     "costs": schema.costs,
 }
 _STOP = object()
+
+
+class _Inbox:
+    """What the writer has to do: a deque the loop appends to, which wakes the writer only when
+    it waits for a first item, never once per item (a queue's wake-up per event, each a hand-over
+    of the GIL between the loop and the writer, cost a burst more than the writing itself)."""
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._arrived = threading.Event()
+        self._hurry = threading.Event()  # a stop: end a lingering window now
+        self._waiting = False
+
+    def put(self, item: Any) -> None:
+        self._items.append(item)
+        if self._waiting:
+            self._arrived.set()
+
+    def put_urgent(self, item: Any) -> None:
+        self._items.append(item)
+        self._hurry.set()
+        self._arrived.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until there is something (True) or `timeout` passed (False)."""
+        self._waiting = True
+        try:
+            if not self._items:
+                self._arrived.wait(timeout)
+        finally:
+            self._waiting = False
+            self._arrived.clear()
+        return bool(self._items)
+
+    def take(self, limit: int) -> list[Any]:
+        """Up to `limit` items, without waiting."""
+        taken: list[Any] = []
+        items = self._items
+        while items and len(taken) < limit:
+            taken.append(items.popleft())
+        return taken
+
+    def pause(self, seconds: float) -> None:
+        """A lingering window: wait `seconds`, or less if a stop comes."""
+        if seconds > 0:
+            self._hurry.wait(seconds)
 
 
 @dataclass(frozen=True)
@@ -82,6 +131,7 @@ class StoreWriter:
         retry_max: float = RETRY_MAX_SECONDS,
         translate: Callable[[Any], Sequence[Record]] | None = None,
         linger: float = LINGER_SECONDS,
+        max_lag: float = MAX_LAG_SECONDS,
     ) -> None:
         self.engine = engine
         self.spool_path = spool_path
@@ -91,7 +141,8 @@ class StoreWriter:
         self._retry_max = retry_max
         self.translate = translate
         self._linger = linger
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._max_lag = max_lag
+        self._inbox = _Inbox()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -120,7 +171,7 @@ class StoreWriter:
         """Queue a list of records, or anything `translate` turns into records (a bus event)."""
         with self._lock:
             self._pending += 1
-        self._queue.put(item)
+        self._inbox.put(item)
 
     def state(self) -> WriterState:
         with self._lock:
@@ -148,7 +199,7 @@ class StoreWriter:
         """Write what is queued (or spool it), then stop the thread."""
         if self._thread is None:
             return
-        self._queue.put(_STOP)
+        self._inbox.put_urgent(_STOP)
         self._thread.join(timeout)
         self._thread = None
 
@@ -166,24 +217,15 @@ class StoreWriter:
         while True:
             if self._spooled and not stopping:
                 # the database was away: try it again after the wait, or earlier if records arrive
-                try:
-                    item = self._queue.get(timeout=wait)
-                except queue.Empty:
-                    item = None
-                if item is not _STOP:
+                arrived = self._inbox.wait(wait)
+                batch = self._collect(linger=False) if arrived else []
+                if not any(chunk is _STOP for chunk in batch):
                     wait = self._retry_initial if self._replay_spool() else min(wait * 2, self._retry_max)
-                    if item is None:
+                    if not arrived:
                         continue
-                    batch = self._collect([item], linger=False)
-                else:
-                    batch, stopping = [], True
             else:
-                item = self._queue.get()
-                if item is _STOP:
-                    stopping = True
-                    batch = []
-                else:
-                    batch = self._collect([item], linger=True)
+                self._inbox.wait()
+                batch = self._collect(linger=True)
             if any(chunk is _STOP for chunk in batch):
                 stopping = True
             chunks = [chunk for chunk in batch if chunk is not _STOP]
@@ -205,22 +247,24 @@ class StoreWriter:
                     self._replay_spool()
                 return
 
-    def _collect(self, first: list[Any], *, linger: bool) -> list[Any]:
-        """The first chunk and what follows it: what is queued, and with `linger` what arrives
-        within the linger time (a coalescing window that ends early on a full batch or a stop)."""
-        batch = first
-        count = 1
-        until = time.monotonic() + (self._linger if linger else 0.0)
-        while count < BATCH_MAX:
-            left = until - time.monotonic()
-            try:
-                chunk = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-            except queue.Empty:
+    def _collect(self, *, linger: bool) -> list[Any]:
+        """What is there, and with `linger` what goes on arriving: until the chunks pause for a
+        whole linger window, `max_lag` after the first at the latest (a window that also ends on
+        a full batch or a stop)."""
+        batch = self._inbox.take(BATCH_MAX)
+        if not linger:
+            return batch
+        latest = time.monotonic() + self._max_lag
+        more = batch
+        while not any(chunk is _STOP for chunk in more) and len(batch) < BATCH_MAX:
+            left = latest - time.monotonic()
+            if left <= 0:
                 break
-            batch.append(chunk)
-            if chunk is _STOP:
+            self._inbox.pause(min(self._linger, left))
+            more = self._inbox.take(BATCH_MAX - len(batch))
+            if not more:
                 break
-            count += 1
+            batch.extend(more)
         return batch
 
     def _records(self, chunks: list[Any]) -> list[Record]:
@@ -345,8 +389,18 @@ class StoreWriter:
             if costs:
                 self._sum_costs(connection, {row["action_id"] for row in costs if row.get("action_id")})
 
-    def _insert(self, table: Table) -> Any:
-        return postgresql.insert(table) if self._postgres else sqlite.insert(table)
+    def _insert(self, table: Table, names: list[str]) -> Any:
+        """`INSERT INTO table (names)` taking many rows in one statement execution. SQLite: a
+        VALUES row, run by the driver's executemany. PostgreSQL: one array per column, unnested
+        on the server (`INSERT ... SELECT unnest(:a), unnest(:b) ...`): one statement for the
+        whole batch instead of a Bind/Execute per row, which costs the server, on the same cores
+        as the daemon, most of what the store costs a burst (decision 0015)."""
+        if not self._postgres:
+            return sqlite.insert(table).values({name: bindparam(name) for name in names})
+        arrays = select(
+            *(func.unnest(bindparam(name, type_=postgresql.ARRAY(table.c[name].type))) for name in names)
+        )
+        return postgresql.insert(table).from_select(names, arrays)
 
     def _execute_many(self, connection: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
         """Run one statement for many rows through the driver's executemany: compiled once per
@@ -360,7 +414,9 @@ class StoreWriter:
             names = list(built.positiontup or built.params)
             compiled = self._compiled[key] = (str(built), names, bool(built.positional))
         sql, names, positional = compiled
-        if positional:
+        if self._postgres:  # one execution, a list per column (`_insert`)
+            connection.exec_driver_sql(sql, {name: [row.get(name) for row in rows] for name in names})
+        elif positional:
             connection.exec_driver_sql(sql, [tuple(row.get(name) for name in names) for row in rows])
         else:
             connection.exec_driver_sql(sql, [{name: row.get(name) for name in names} for row in rows])
@@ -368,9 +424,9 @@ class StoreWriter:
     def _insert_new(self, connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
         statement = self._statements.get(table.name)
         if statement is None:
-            values: dict[str, Any] = {c.name: bindparam(c.name) for c in table.columns if c.name != "id"}
-            statement = self._statements[table.name] = (
-                self._insert(table).values(values).on_conflict_do_nothing(index_elements=["key"])
+            names = [column.name for column in table.columns if column.name != "id"]
+            statement = self._statements[table.name] = self._insert(table, names).on_conflict_do_nothing(
+                index_elements=["key"]
             )
         self._execute_many(connection, statement, rows)
 
@@ -399,7 +455,7 @@ class StoreWriter:
             return statement
         table = schema.tasks
         columns = [column.name for column in table.columns]
-        insert = self._insert(table).values({name: bindparam(name) for name in columns})
+        insert = self._insert(table, columns)
         excluded = insert.excluded
         newer = excluded.updated_at >= table.c.updated_at
         keep_first = {"created_at", "action_id", "cost_usd"}
