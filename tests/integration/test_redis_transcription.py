@@ -5,6 +5,7 @@ on loopback and the loopback OpenAI transcription endpoint (the real openai SDK)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
@@ -70,6 +71,18 @@ def daemon_transcriber(
     return transcriber
 
 
+@contextlib.asynccontextmanager
+async def worker_and_daemon(
+    work: RedisWork, redis_url: str, namespace: str, openai: FakeOpenAITranscription
+) -> AsyncIterator[tuple[RunningWorker, Transcriber]]:
+    """A worker that transcribes (its engine: `openai`), up, and the daemon's transcriber (no
+    key of its own)."""
+    transcriber = daemon_transcriber(settings(redis_url, namespace, None), work)
+    async with RunningWorker(settings(redis_url, namespace, openai), [TRANSCRIBE]) as running:
+        await transcribing_worker_up(work)
+        yield running, transcriber
+
+
 async def transcribing_worker_up(work: RedisWork) -> None:
     await eventually_async(
         lambda: _any_transcribing(work),
@@ -85,9 +98,7 @@ async def test_a_voice_note_sent_by_the_daemon_is_transcribed_by_a_worker_with_i
     work: RedisWork, redis_url: str, namespace: str, openai: FakeOpenAITranscription
 ) -> None:
     openai.set_transcript(VOICE, "Pump 3 on line 2 is leaking oil.", seconds=30)
-    transcriber = daemon_transcriber(settings(redis_url, namespace, None), work)
-    async with RunningWorker(settings(redis_url, namespace, openai), [TRANSCRIBE]) as running:
-        await transcribing_worker_up(work)
+    async with worker_and_daemon(work, redis_url, namespace, openai) as (running, transcriber):
         transcript = await asyncio.wait_for(transcriber.transcribe(NOTE), 10)
     assert transcript.text == "Pump 3 on line 2 is leaking oil."
     assert transcript.cost_usd == pytest.approx(0.003)
@@ -100,9 +111,7 @@ async def test_a_voice_note_sent_by_the_daemon_is_transcribed_by_a_worker_with_i
 async def test_a_transcribed_voice_note_leaves_redis(
     work: RedisWork, redis_url: str, namespace: str, openai: FakeOpenAITranscription
 ) -> None:
-    transcriber = daemon_transcriber(settings(redis_url, namespace, None), work)
-    async with RunningWorker(settings(redis_url, namespace, openai), [TRANSCRIBE]):
-        await transcribing_worker_up(work)
+    async with worker_and_daemon(work, redis_url, namespace, openai) as (_, transcriber):
         await asyncio.wait_for(transcriber.transcribe(NOTE), 10)
     assert not await work.streams.redis.exists(work.streams.keys.blob(hashlib.sha256(VOICE).hexdigest()))
 
@@ -110,9 +119,7 @@ async def test_a_transcribed_voice_note_leaves_redis(
 async def test_the_same_voice_note_asked_twice_is_transcribed_once(
     work: RedisWork, redis_url: str, namespace: str, openai: FakeOpenAITranscription
 ) -> None:
-    transcriber = daemon_transcriber(settings(redis_url, namespace, None), work)
-    async with RunningWorker(settings(redis_url, namespace, openai), [TRANSCRIBE]):
-        await transcribing_worker_up(work)
+    async with worker_and_daemon(work, redis_url, namespace, openai) as (_, transcriber):
         together = await asyncio.wait_for(
             asyncio.gather(transcriber.transcribe(NOTE), transcriber.transcribe(NOTE)), 10
         )
@@ -125,9 +132,7 @@ async def test_a_voice_note_the_workers_engine_refuses_comes_back_as_a_permanent
     work: RedisWork, redis_url: str, namespace: str, openai: FakeOpenAITranscription
 ) -> None:
     openai.fail_next(400)
-    transcriber = daemon_transcriber(settings(redis_url, namespace, None), work)
-    async with RunningWorker(settings(redis_url, namespace, openai), [TRANSCRIBE]):
-        await transcribing_worker_up(work)
+    async with worker_and_daemon(work, redis_url, namespace, openai) as (_, transcriber):
         with pytest.raises(TranscriptionError, match="refused the audio"):
             await asyncio.wait_for(transcriber.transcribe(NOTE), 10)
     with pytest.raises(TranscriptionError):  # kept: the same audio is not sent again
@@ -139,9 +144,7 @@ async def test_a_transcription_that_fails_on_the_way_is_taken_over_and_done(
     work: RedisWork, redis_url: str, namespace: str, openai: FakeOpenAITranscription
 ) -> None:
     openai.fail_next(503, times=5)  # every attempt of the first delivery: the job is left pending
-    transcriber = daemon_transcriber(settings(redis_url, namespace, None), work)
-    async with RunningWorker(settings(redis_url, namespace, openai), [TRANSCRIBE]):
-        await transcribing_worker_up(work)
+    async with worker_and_daemon(work, redis_url, namespace, openai) as (_, transcriber):
         transcript = await asyncio.wait_for(transcriber.transcribe(NOTE), 10)
     assert transcript.text == openai.default_text
     assert len(openai.requests) == 1

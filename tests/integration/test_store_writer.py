@@ -49,15 +49,13 @@ def rows(engine: Engine) -> int:
         return int(connection.execute(select(func.count()).select_from(schema.checkpoints)).scalar_one())
 
 
-def test_events_that_keep_coming_are_written_once_they_pause(engine: Engine, tmp_path: Path) -> None:
+def write_burst(engine: Engine, spool: Path, *, count: int, max_lag: float) -> list[int]:
+    """`count` checkpoints, one every 0.05 s, through a writer lingering 0.3 s: for each write,
+    how many had been submitted when it was done."""
     writes: list[int] = []
-    burst = Burst(count=20, every=0.05)
+    burst = Burst(count, every=0.05)
     writer = StoreWriter(
-        engine,
-        tmp_path / "spool.jsonl",
-        linger=0.3,
-        max_lag=30,
-        on_written=lambda _: writes.append(burst.submitted),
+        engine, spool, linger=0.3, max_lag=max_lag, on_written=lambda _: writes.append(burst.submitted)
     )
     burst.writer = writer
     writer.start()
@@ -65,27 +63,17 @@ def test_events_that_keep_coming_are_written_once_they_pause(engine: Engine, tmp
     burst.thread.join()
     assert writer.drain(10)
     writer.close()
+    assert rows(engine) == count
+    return writes
+
+
+def test_events_that_keep_coming_are_written_once_they_pause(engine: Engine, tmp_path: Path) -> None:
+    writes = write_burst(engine, tmp_path / "spool.jsonl", count=20, max_lag=30)
 
     assert writes == [20]
-    assert rows(engine) == 20
 
 
 def test_a_burst_longer_than_max_lag_is_written_every_max_lag(engine: Engine, tmp_path: Path) -> None:
-    writes: list[int] = []
-    burst = Burst(count=30, every=0.05)
-    writer = StoreWriter(
-        engine,
-        tmp_path / "spool.jsonl",
-        linger=0.3,
-        max_lag=0.4,
-        on_written=lambda _: writes.append(burst.submitted),
-    )
-    burst.writer = writer
-    writer.start()
-    burst.thread.start()
-    burst.thread.join()
-    assert writer.drain(10)
-    writer.close()
+    writes = write_burst(engine, tmp_path / "spool.jsonl", count=30, max_lag=0.4)
 
     assert len(writes) >= 2 and writes[0] < 30
-    assert rows(engine) == 30
