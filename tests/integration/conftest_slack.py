@@ -59,10 +59,23 @@ class Harness(ServiceHarness):
     intake: RecordingIntake = field(default_factory=lambda: RecordingIntake("20261207"))
     routes: RouteTable = field(default_factory=RouteTable)
     status: dict[str, Any] = field(default_factory=lambda: {"services": {}, "executors": {}})
+    status_reads: int = 0  # how many times the supervisor looked at the daemon's status
 
     @property
     def layout(self) -> VaultLayout:
         return VaultLayout(self.vault)
+
+    def _read_status(self) -> dict[str, Any]:
+        self.status_reads += 1
+        return self.status
+
+    async def health_checks(self, count: int) -> None:
+        """Wait until the supervisor has looked at the status `count` more times."""
+        until = self.status_reads + count
+        deadline = asyncio.get_running_loop().time() + DEADLINE
+        while self.status_reads < until:
+            assert asyncio.get_running_loop().time() < deadline, f"fewer than {count} health checks"
+            await asyncio.sleep(0.005)
 
     def context(
         self,
@@ -101,7 +114,7 @@ class Harness(ServiceHarness):
         )
 
     def build(self, **kwargs: Any) -> tuple[SupervisorService, SlackService | None, dict[str, str]]:
-        services, off = build_supervision(self.context(**kwargs), lambda: self.status)
+        services, off = build_supervision(self.context(**kwargs), self._read_status)
         supervisor = services[0]
         assert isinstance(supervisor, SupervisorService)
         return supervisor, supervisor.slack, off
