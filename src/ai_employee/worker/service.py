@@ -40,8 +40,6 @@ log = structlog.get_logger(__name__)
 
 #: the lease is a little shorter than `claim_idle`, so that a reclaimed message finds it expired
 LEASE_SHARE = 0.8
-#: the steps a worker can run (all of `STEPS`; kept for steps added before they are distributed)
-BUILT_IN = ("extract", "transcribe", "plan", "execute")
 #: how long one read waits for work: the longest a graceful stop waits for the reader
 READ_BLOCK_MS = 250
 #: the longest a stop waits for one client to close (or the worker's entry to be removed)
@@ -65,11 +63,6 @@ class Worker:
         unknown = sorted(set(steps) - set(STEPS))
         if unknown:
             raise ValueError(f"unknown steps {', '.join(unknown)}; the steps are {', '.join(STEPS)}")
-        later = sorted(set(steps) - set(BUILT_IN) - set(handlers or {}))
-        if later:
-            raise ValueError(
-                f"{', '.join(later)}: not distributed yet (runs in the daemon); docs/distributed.md"
-            )
         if "transcribe" in steps and "transcribe" not in (handlers or {}):
             require_transcriber(settings)
         self.settings = settings
