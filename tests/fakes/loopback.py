@@ -22,6 +22,31 @@ from aiohttp import web
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class Listener:
+    """One aiohttp application on a loopback port, as a fake service's server: `listen` (port 0:
+    the kernel picks one), `close` (the listener goes, and every connection with it, as when a
+    real server goes down), `listen(app, listener.port)` again to come back on the same port."""
+
+    def __init__(self, **runner_options: Any) -> None:
+        self._options = {"access_log": None, **runner_options}
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def listen(self, app: web.Application, port: int = 0, *, host: str = "127.0.0.1") -> int:
+        runner = web.AppRunner(app, **self._options)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        return self.port
+
+    async def close(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+
 @dataclass
 class RecordedRequest:
     method: str
@@ -50,7 +75,7 @@ class LoopbackServer:
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self.base_url = ""
-        self._runner: web.AppRunner | None = None
+        self._listener = Listener()
         self.app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         self.routes(self.app)
 
@@ -92,20 +117,12 @@ class LoopbackServer:
     # --- serving -------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        bound = await self._listener.listen(self.app, port, host=host)
         self.base_url = f"http://{host}:{bound}"
         return self.base_url
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._listener.close()
 
     async def serve_until_signalled(self, host: str, port: int, announce: Callable[[str], None]) -> None:
         """For `python -m tests.fakes.<name>`: serve until SIGINT or SIGTERM."""

@@ -24,6 +24,8 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from tests.fakes.loopback import Listener
+
 MAX_BYTES = 25 * 1024 * 1024
 MODELS = {"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-transcribe"}
 _JSON_ONLY_MODELS = {"gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-transcribe"}
@@ -57,23 +59,16 @@ class FakeOpenAITranscription:
         self._faults: list[_Fault] = []
         self._gate: asyncio.Event | None = None
         self.waiting = 0
-        self._runner: web.AppRunner | None = None
+        self._listener = Listener()
         self.port = 0
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = await self._listener.listen(app)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._listener.close()
 
     @property
     def base_url(self) -> str:

@@ -37,7 +37,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import WSMsgType, web
 
-from tests.fakes.loopback import wait_on
+from tests.fakes.loopback import Listener, wait_on
 
 BOT_TOKEN = "xoxb-1111-2222-fakeBotTokenForLoopbackTests"
 APP_TOKEN = "xapp-1-A111-3333-fakeAppTokenForLoopbackTests"
@@ -88,7 +88,7 @@ class FakeSlack:
         self._sockets: list[web.WebSocketResponse] = []
         self._changed = asyncio.Condition()
         self._background: set[asyncio.Task[Any]] = set()
-        self._runner: web.AppRunner | None = None
+        self._listener = Listener(shutdown_timeout=1.0)
         self.connections_opened = 0
         self.sockets_accepted = 0
         self.port = 0
@@ -102,18 +102,14 @@ class FakeSlack:
         for socket in list(self._sockets):
             with contextlib.suppress(Exception):
                 await socket.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._listener.close()
 
     async def go_away(self) -> None:
         """Slack is down: the listener and every connection close."""
         for socket in list(self._sockets):
             with contextlib.suppress(Exception):
                 await socket.close()
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        await self._listener.close()
 
     async def come_back(self) -> None:
         await self._listen(self.port)
@@ -123,13 +119,7 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._method)  # Slack takes GET or POST
         app.router.add_get("/files/{file_id}/{name}", self._file)
         app.router.add_get("/socket", self._socket)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = await self._listener.listen(app, port)
 
     @property
     def base_url(self) -> str:

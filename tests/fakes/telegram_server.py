@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.loopback import wait_on
+from tests.fakes.loopback import Listener, wait_on
 
 MAX_GETFILE_BYTES = 20 * 1024 * 1024
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -89,7 +89,8 @@ class FakeTelegram:
         self._hung: dict[str, asyncio.Event] = {}
         self._allowed_updates: list[str] | None = None
         self._changed = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
+        # handler_cancellation: a long poll ends when its client goes away, as on the real server
+        self._listener = Listener(handler_cancellation=True, shutdown_timeout=1.0)
         self._pusher: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -104,9 +105,7 @@ class FakeTelegram:
     async def go_away(self) -> None:
         """The server goes down as a real one does: the listener closes and every connection with
         it (a long poll under way ends without an answer). The updates that waited stay."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        await self._listener.close()
 
     async def come_back(self) -> None:
         """The server is back on the same port, with what waited."""
@@ -116,14 +115,7 @@ class FakeTelegram:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._method)
         app.router.add_get("/file/bot{token}/{path:.+}", self._file)
-        # handler_cancellation: a long poll ends when its client goes away, as on the real server
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = await self._listener.listen(app, port)
 
     async def stop(self) -> None:
         self._closing = True
@@ -135,8 +127,7 @@ class FakeTelegram:
                 await self._pusher
         if self._session is not None:
             await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._listener.close()
 
     @property
     def root_url(self) -> str:

@@ -36,6 +36,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.loopback import Listener
+
 VERSION = "v27.0"
 WINDOW_SECONDS = 24 * 3600
 WINDOW_DETAILS = (
@@ -84,7 +86,7 @@ class FakeWhatsApp:
         self._expire_next_url = 0
         self._media_gate = asyncio.Event()
         self._media_gate.set()
-        self._runner: web.AppRunner | None = None
+        self._listener = Listener()
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -96,11 +98,7 @@ class FakeWhatsApp:
         app.router.add_get(f"/{VERSION}/{{node}}", self._get_node)
         app.router.add_post(f"/{VERSION}/{{node}}/messages", self._post_message)
         app.router.add_get("/lookaside/{key}", self._download)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self.port = await self._listener.listen(app)
         self._session = aiohttp.ClientSession()
         return self.base_url
 
@@ -113,8 +111,7 @@ class FakeWhatsApp:
                 await task
         if self._session is not None:
             await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._listener.close()
 
     @property
     def root_url(self) -> str:
