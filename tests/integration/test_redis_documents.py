@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from ai_employee.documents.pool import DocumentReader
 from ai_employee.documents.remote import WorkerReader
 from ai_employee.pipeline.documents import InboxDocuments
 from bench import sample_documents as samples
+from tests.conftest import eventually
 from tests.integration.test_redis_work import (  # noqa: F401 (fixtures)
     RunningWorker,
     daemon_work,
@@ -30,14 +31,6 @@ from tests.integration.test_redis_work import (  # noqa: F401 (fixtures)
 )
 
 REPORT = ["Pump 3 on line 2 leaks oil", "Replace the seal before Friday"]
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.02)
 
 
 async def started(settings: Settings) -> RedisWork:

@@ -21,6 +21,7 @@ from ai_employee.clients.whisper import Transcriber, TranscriptionError, build_t
 from ai_employee.config import Settings, load_settings
 from ai_employee.model.transcription import AudioFile
 from ai_employee.sources.telegram import TelegramService
+from tests.conftest import eventually
 from tests.fakes.openai_transcription import FakeOpenAITranscription
 from tests.integration import test_redis_work as redis_work
 from tests.integration.conftest_telegram import (  # noqa: F401 - harness_fixture registers the fixture
@@ -29,7 +30,7 @@ from tests.integration.conftest_telegram import (  # noqa: F401 - harness_fixtur
     Harness,
     harness_fixture,
 )
-from tests.integration.test_redis_work import RunningWorker, eventually_async
+from tests.integration.test_redis_work import RunningWorker
 
 # the Redis fixtures: a real Redis on loopback, a namespace of each test's own, the daemon's RedisWork
 redis_url = redis_work.redis_url
@@ -84,14 +85,8 @@ async def worker_and_daemon(
 
 
 async def transcribing_worker_up(work: RedisWork) -> None:
-    await eventually_async(
-        lambda: _any_transcribing(work),
-        timeout=5,
-    )
-
-
-async def _any_transcribing(work: RedisWork) -> bool:
-    return any(TRANSCRIBE in info.steps for info in await work.streams.workers())
+    """Until the daemon's side knows of a worker that transcribes (its status refresh)."""
+    await eventually(lambda: work.workers_up(TRANSCRIBE), message="a transcribing worker")
 
 
 async def test_a_voice_note_sent_by_the_daemon_is_transcribed_by_a_worker_with_its_cost(

@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import time
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from ai_employee.bus.redis_streams import TRANSIENT, StoredResult
-from ai_employee.bus.redis_work import RedisWork
+from ai_employee.bus.redis_work import AttachmentTooLarge, RedisWork
 from ai_employee.bus.work_codec import (
     TRANSCRIBE,
     AttachmentRef,
@@ -71,7 +68,7 @@ class RedisTranscription:
             stored = await self._streams.stored_result(job_key)
             if stored is not None:
                 return await self._answer(job_key, stored.kind, stored.body)
-            if not await self._a_worker_transcribes():
+            if not self._work.workers_up(TRANSCRIBE):
                 raise NoWorkerTranscribes(
                     "no worker runs `transcribe` (`ai-employee worker --steps transcribe`)"
                 )
@@ -122,48 +119,22 @@ class RedisTranscription:
         except TRANSIENT as error:
             log.warning("could not drop a failed transcription", job=job_key, error=str(error))
 
-    async def _a_worker_transcribes(self) -> bool:
-        now = time.time()
-        return any(
-            TRANSCRIBE in info.steps and info.up(now, self._bus.heartbeat_seconds)
-            for info in await self._streams.workers()
-        )
-
     async def _send_audio(self, audio: AudioFile, digest: str) -> AttachmentRef:
         """Into Redis (small) or the shared folder, by content; `NoWorkerTranscribes` when it cannot go."""
-        size = len(audio.data)
-        if size <= self._bus.inline_attachment_bytes:
+        try:
+            ref = await asyncio.to_thread(self._work.content_ref, audio.filename, audio.data, digest)
+        except AttachmentTooLarge as error:
+            raise NoWorkerTranscribes(str(error)) from error
+        except OSError as error:
+            raise NoWorkerTranscribes(f"the shared folder cannot be written: {error}") from error
+        if ref.where == "blob":
             try:
                 key = self._streams.keys.blob(digest)
                 await self._streams.redis.set(key, audio.data, px=self._work.ttl_ms)
             except TRANSIENT as error:  # the daemon transcribes it itself, or it waits
                 raise NoWorkerTranscribes(_unreachable(error)) from error
-            return AttachmentRef(audio.filename, size, digest, "blob")
-        shared = self._bus.shared_path
-        if shared is None:
-            raise NoWorkerTranscribes(
-                f"the audio has {size} bytes, over bus.inline_attachment_bytes "
-                f"({self._bus.inline_attachment_bytes}), and no bus.shared_path is set"
-            )
-        try:
-            await asyncio.to_thread(_write_durable, audio.data, Path(shared) / digest)
-        except OSError as error:
-            raise NoWorkerTranscribes(f"the shared folder cannot be written: {error}") from error
-        return AttachmentRef(audio.filename, size, digest, "shared")
+        return ref
 
 
 def _unreachable(error: BaseException) -> str:
     return f"Redis cannot be reached ({str(error) or type(error).__name__})"
-
-
-def _write_durable(data: bytes, target: Path) -> None:
-    """Into the shared folder by content: temp, fsync, rename; an existing copy is the same bytes."""
-    if target.exists():
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".aie-tmp-{target.name}-{os.getpid()}")
-    with temp.open("wb") as writing:
-        writing.write(data)
-        writing.flush()
-        os.fsync(writing.fileno())
-    os.replace(temp, target)

@@ -335,6 +335,23 @@ class RedisWork:
             packed.append((AttachmentRef(name, size, digest, "shared"), None))
         return packed
 
+    def content_ref(self, name: str, data: bytes, digest: str | None = None) -> AttachmentRef:
+        """How some bytes (a voice note) travel to a worker by content: `blob` (the caller puts
+        them into Redis) up to `bus.inline_attachment_bytes`, else written into `bus.shared_path`
+        here (blocking: call it from a thread). Raises AttachmentTooLarge without a shared folder,
+        OSError when it cannot be written."""
+        digest = digest or hashlib.sha256(data).hexdigest()
+        if len(data) <= self.settings.inline_attachment_bytes:
+            return AttachmentRef(name, len(data), digest, "blob")
+        shared = self.settings.shared_path
+        if shared is None:
+            raise AttachmentTooLarge(
+                f"{name} has {len(data)} bytes, over bus.inline_attachment_bytes "
+                f"({self.settings.inline_attachment_bytes}), and no bus.shared_path is set"
+            )
+        _copy_durable(data, Path(shared) / digest)
+        return AttachmentRef(name, len(data), digest, "shared")
+
     async def _store_blobs(self, attachments: list[tuple[AttachmentRef, bytes | None]]) -> None:
         for ref, data in attachments:
             if data is not None:
@@ -511,14 +528,19 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _copy_durable(source: Path, target: Path) -> None:
-    """Into the shared folder by content: temp, fsync, rename; an existing copy is the same bytes."""
+def _copy_durable(source: Path | bytes, target: Path) -> None:
+    """A file's or some bytes' content into the shared folder under its digest: temp, fsync,
+    rename; an existing copy is the same bytes."""
     if target.exists():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(f".aie-tmp-{target.name}-{os.getpid()}")
-    with source.open("rb") as reading, temp.open("wb") as writing:
-        shutil.copyfileobj(reading, writing, 1 << 20)
+    with temp.open("wb") as writing:
+        if isinstance(source, bytes):
+            writing.write(source)
+        else:
+            with source.open("rb") as reading:
+                shutil.copyfileobj(reading, writing, 1 << 20)
         writing.flush()
         os.fsync(writing.fileno())
     os.replace(temp, target)
