@@ -12,9 +12,9 @@ import asyncio
 import json
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 import structlog
@@ -50,15 +50,11 @@ from ai_employee.model.registry import ExecutorRegistry
 from ai_employee.planners.base import Planner
 from ai_employee.planners.fallback import FallbackPlanner, template_planner
 from ai_employee.planners.guard import collect_secrets
-
-if TYPE_CHECKING:
-    from ai_employee.worker.transcription import TranscribeStep
+from ai_employee.worker.outcomes import Handler, JobInterrupted, Outcome
+from ai_employee.worker.transcription import TranscribeStep
 
 log = structlog.get_logger(__name__)
 
-#: (kind, body): kind is `done` or `error`
-Outcome = tuple[str, dict[str, Any]]
-Handler = Callable[[WorkMessage, int], Awaitable[Outcome]]
 
 
 class RedisJournal:
@@ -111,11 +107,6 @@ class RedisJournal:
 
 class LeaseLost(Exception):
     """This worker's token is no longer the fence's: it must not act on the job any more."""
-
-
-class JobInterrupted(Exception):
-    """The run lost Redis or its lease on the way: its outcome is not an answer. The message stays
-    pending; whoever takes it over resumes from the journal."""
 
 
 class RedisBudgetStore:
@@ -178,8 +169,6 @@ class StepHandlers:
             self.reader = DocumentReader(self.settings.documents)
             handlers[EXTRACT] = self.extract
         if TRANSCRIBE in steps:
-            from ai_employee.worker.transcription import TranscribeStep  # it imports this module
-
             self.transcription = TranscribeStep(self.settings, self._fetch, self.scratch)
             handlers[TRANSCRIBE] = self.transcription
         return handlers

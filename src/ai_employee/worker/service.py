@@ -34,7 +34,8 @@ from ai_employee.bus.work_codec import WireError
 from ai_employee.config import Settings
 from ai_employee.observability.logging import configure_logging, register_settings_secrets
 from ai_employee.observability.stacks import install_stack_dump
-from ai_employee.worker.handlers import Handler, JobInterrupted, StepHandlers
+from ai_employee.worker.handlers import StepHandlers
+from ai_employee.worker.outcomes import Handler, JobInterrupted
 
 log = structlog.get_logger(__name__)
 

@@ -30,7 +30,7 @@ from ai_employee.clients.retry import RetryPolicy, ServiceError, describe
 from ai_employee.clients.whisper import Transcriber, TranscriptionError, build_transcriber
 from ai_employee.config import Settings
 from ai_employee.model.transcription import AudioFile
-from ai_employee.worker.handlers import JobInterrupted, Outcome
+from ai_employee.worker.outcomes import JobInterrupted, Outcome
 
 log = structlog.get_logger(__name__)
 
